@@ -1,0 +1,46 @@
+"""`campaign-fsm`: the one command line. Each subcommand lives in its own module.
+
+A subcommand module exposes `register(subparsers)`, which adds its parser and sets
+`func=<callable(args) -> int>` as the parser default. Adding a subcommand is one line in
+`_SUBCOMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["build_parser", "main"]
+
+_SUBCOMMANDS: tuple[str, ...] = (
+    "adapters.docs_cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="campaign-fsm",
+        description="Run outbound dialing campaigns' lifecycle from Kafka commands, through a formal "
+        "state machine per campaign.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for module_name in _SUBCOMMANDS:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

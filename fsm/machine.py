@@ -1,0 +1,471 @@
+"""The campaign state machine: one shared `transitions.Machine` per platform profile, light models.
+
+`transitions` decides which moves are legal. A campaign is a slotted `Campaign` value holding its
+own state; it is never added to the machine (`Machine.add_model` is quadratic in the number of
+models and binds a method per trigger on each, ~7 KB a campaign), so triggers are fired through the
+machine's `Event` objects with the campaign as the model. One process holds 100,000 campaigns.
+
+Commands are refused *by the machine*: an action with no edge from the current state raises
+`MachineError`, and the reason is read from the same table that built the edges
+(`table.refusal_reason`); a condition on an edge (the command's `expectedState`) names its own
+reason when it fails. Observations are never refused: every state has an `observe_<STATE>` edge
+from every other state, and an observation that skips states is adopted with the anomaly named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from transitions import EventData, Machine, MachineError
+
+from schemas.events import state_changed_event
+from schemas.types import (
+    TERMINAL_STATES,
+    TRANSITIONAL_STATES,
+    Action,
+    Anomaly,
+    CampaignState,
+    Cause,
+    DialerType,
+    ReasonCode,
+)
+
+from .table import (
+    ALL_ACTIONS,
+    COMMAND_EDGES,
+    LAST_STABLE,
+    PLATFORM_EDGES,
+    STABLE_STATES,
+    legal_actions,
+    refusal_reason,
+    shortest_path,
+)
+from .windows import ToleranceWindows
+
+__all__ = ["Campaign", "CampaignMachine", "Decision", "StateChange"]
+
+S = CampaignState
+_STATES = [s.value for s in CampaignState]
+
+
+class Campaign:
+    """One campaign as the model knows it. Mutated only by `CampaignMachine`."""
+
+    __slots__ = (
+        "action",
+        "command_id",
+        "contact_list_id",
+        "deadline",
+        "dialer_id",
+        "dialer_type",
+        "entered_at",
+        "id",
+        "last_stable",
+        "platform_status",
+        "sequence",
+        "state",
+    )
+
+    def __init__(
+        self,
+        campaign_id: str,
+        state: CampaignState,
+        dialer_type: DialerType,
+        *,
+        dialer_id: str | None = None,
+        contact_list_id: str | None = None,
+        sequence: int = 0,
+        entered_at: float = 0.0,
+        deadline: float | None = None,
+        last_stable: CampaignState | None = None,
+        command_id: str | None = None,
+        action: Action | None = None,
+        platform_status: str | None = None,
+    ) -> None:
+        self.id = campaign_id
+        self.state: str = state.value
+        self.dialer_type = dialer_type
+        self.dialer_id = dialer_id
+        self.contact_list_id = contact_list_id
+        self.sequence = sequence
+        self.entered_at = entered_at
+        self.deadline = deadline
+        self.last_stable = last_stable or (state if state in STABLE_STATES else S.STOPPED)
+        self.command_id = command_id
+        self.action = action
+        self.platform_status = platform_status
+
+    @property
+    def current(self) -> CampaignState:
+        return CampaignState(self.state)
+
+    @property
+    def in_flight(self) -> bool:
+        return self.state in TRANSITIONAL_STATES
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to restore this campaign (the `campaign.state` record)."""
+        return {
+            "campaignId": self.id,
+            "state": self.state,
+            "dialerType": self.dialer_type.value,
+            "dialerId": self.dialer_id,
+            "contactListId": self.contact_list_id,
+            "sequence": self.sequence,
+            "enteredAt": self.entered_at,
+            "deadline": self.deadline,
+            "lastStable": self.last_stable.value,
+            "commandId": self.command_id,
+            "action": self.action.value if self.action else None,
+            "platformStatus": self.platform_status,
+        }
+
+    @classmethod
+    def restore(cls, record: dict[str, Any]) -> Campaign:
+        return cls(
+            record["campaignId"],
+            CampaignState(record["state"]),
+            DialerType(record["dialerType"]),
+            dialer_id=record.get("dialerId"),
+            contact_list_id=record.get("contactListId"),
+            sequence=int(record["sequence"]),
+            entered_at=float(record["enteredAt"]),
+            deadline=record.get("deadline"),
+            last_stable=CampaignState(record["lastStable"]),
+            command_id=record.get("commandId"),
+            action=Action(record["action"]) if record.get("action") else None,
+            platform_status=record.get("platformStatus"),
+        )
+
+    def __repr__(self) -> str:
+        return f"Campaign({self.id!r}, {self.state}, {self.dialer_type.value}, seq={self.sequence})"
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """One state change, numbered. `event()` is its CampaignStateChanged wire form."""
+
+    campaign_id: str
+    sequence: int
+    from_state: CampaignState | None
+    to_state: CampaignState
+    cause: Cause
+    at: float
+    dialer_type: DialerType
+    dialer_id: str | None = None
+    action: Action | None = None
+    command_id: str | None = None
+    anomaly: dict[str, Any] | None = None
+    reason: ReasonCode | None = None
+    errors: list[dict[str, str]] | None = None
+    platform_status: str | None = None
+
+    def event(self) -> dict[str, Any]:
+        return state_changed_event(
+            campaign_id=self.campaign_id,
+            sequence=self.sequence,
+            from_state=self.from_state,
+            to_state=self.to_state,
+            cause=self.cause,
+            at=self.at,
+            dialer_type=self.dialer_type,
+            dialer_id=self.dialer_id,
+            action=self.action,
+            command_id=self.command_id,
+            anomaly=self.anomaly,
+            reason=self.reason,
+            errors=self.errors,
+            platform_status=self.platform_status,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The machine's answer to a command. `change` is set when the command moved the campaign."""
+
+    accepted: bool
+    state: CampaignState
+    reason: ReasonCode | None = None
+    legal: tuple[Action, ...] = ()
+    change: StateChange | None = None
+
+    @property
+    def message(self) -> str:
+        if self.accepted:
+            assert self.change is not None
+            return f"{self.change.from_state} -> {self.change.to_state}"
+        if self.reason is ReasonCode.TRANSITION_IN_FLIGHT:
+            return f"campaign is {self.state}: wait for the transition in flight to reach a terminal state"
+        if self.reason is ReasonCode.ALREADY_IN_STATE:
+            return f"campaign is already {self.state}: nothing to do"
+        if self.reason is ReasonCode.UNSUPPORTED_BY_PLATFORM:
+            return "this platform profile has no such action"
+        if self.reason is ReasonCode.EXPECTED_STATE_MISMATCH:
+            return f"campaign is {self.state}, not the state the command expected"
+        legal = ", ".join(a.value for a in self.legal) or "none"
+        return f"not allowed from {self.state}; legal now: {legal}"
+
+
+class _Verdict:
+    """Filled in by an edge's condition when it refuses, so the refusal names its own reason."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self) -> None:
+        self.reason: ReasonCode | None = None
+
+
+def _anomaly(source: CampaignState, dest: CampaignState) -> dict[str, Any] | None:
+    expected = PLATFORM_EDGES[source]
+    if dest in expected:
+        return None
+    skipped = shortest_path(source, dest)
+    kind = Anomaly.UNEXPECTED_TRANSITION if skipped is None else Anomaly.SKIPPED_STATES
+    return {
+        "kind": kind.value,
+        "expected": [s.value for s in expected],
+        "observed": dest.value,
+        "skipped": [s.value for s in skipped or ()],
+    }
+
+
+# Precomputed once: an observation looks its anomaly up instead of searching the graph.
+_ANOMALIES: dict[tuple[str, str], dict[str, Any] | None] = {
+    (a.value, b.value): _anomaly(a, b) for a in CampaignState for b in CampaignState if a != b
+}
+
+
+class CampaignMachine:
+    """The shared machine of one platform profile, and the only code that moves a `Campaign`."""
+
+    def __init__(
+        self,
+        supported: frozenset[Action] = frozenset(ALL_ACTIONS),
+        windows: ToleranceWindows | None = None,
+    ) -> None:
+        self.supported = frozenset(supported) | {Action.RESET}  # reset is ours, not the platform's
+        self.windows = windows or ToleranceWindows()
+        machine = Machine(
+            model=None,
+            states=_STATES,
+            initial=None,
+            auto_transitions=False,
+            send_event=True,
+            after_state_change=[self._entered],
+        )
+        for action in ALL_ACTIONS:
+            # An action the platform lacks still exists as a trigger with no edges, so firing it
+            # raises MachineError like any other move the machine does not offer.
+            machine.events[action.value] = machine._create_event(action.value, machine)
+        for edge in COMMAND_EDGES:
+            if edge.action not in self.supported:
+                continue
+            if edge.dest == LAST_STABLE:
+                for stable in STABLE_STATES:
+                    machine.add_transition(
+                        edge.action.value, edge.source.value, stable.value,
+                        conditions=[_expected_state_ok, _returns_to(stable)],
+                    )
+            else:
+                machine.add_transition(
+                    edge.action.value, edge.source.value, str(edge.dest), conditions=[_expected_state_ok]
+                )
+        for state in CampaignState:
+            others = [s for s in _STATES if s != state.value]
+            machine.add_transition(f"observe_{state.value}", others, state.value)
+            machine.add_transition(f"observe_{state.value}", state.value, None)  # already there: no change
+        transitional = [s.value for s in TRANSITIONAL_STATES]
+        machine.add_transition("expire", transitional, S.FAILED.value)
+        machine.add_transition("delay", transitional, None, after=[self._extend])
+        for stable in STABLE_STATES:
+            machine.add_transition("abort", transitional, stable.value, conditions=[_returns_to(stable)])
+        self.machine = machine
+        self._events = machine.events
+        self._observe = {s: machine.events[f"observe_{s.value}"] for s in CampaignState}
+        self._legal = {s: legal_actions(s, self.supported) for s in CampaignState}
+        self._refusals = {
+            (s, a): refusal_reason(s, a, self.supported) for s in CampaignState for a in ALL_ACTIONS
+        }
+
+    # --- creation ------------------------------------------------------------------------------
+
+    def adopt(
+        self,
+        campaign_id: str,
+        state: CampaignState,
+        dialer_type: DialerType,
+        *,
+        at: float,
+        cause: Cause = Cause.RECONCILE,
+        dialer_id: str | None = None,
+        contact_list_id: str | None = None,
+        platform_status: str | None = None,
+    ) -> tuple[Campaign, StateChange]:
+        """A campaign seen for the first time. Its first event has `from` None and sequence 1."""
+        campaign = Campaign(
+            campaign_id, state, dialer_type, dialer_id=dialer_id, contact_list_id=contact_list_id,
+            sequence=1, entered_at=at, platform_status=platform_status,
+        )
+        campaign.deadline = self._deadline(campaign, state, at)
+        change = StateChange(
+            campaign_id, 1, None, state, cause, at, dialer_type, dialer_id, platform_status=platform_status
+        )
+        return campaign, change
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def command(
+        self,
+        campaign: Campaign,
+        action: Action,
+        *,
+        at: float,
+        command_id: str | None = None,
+        expected_state: CampaignState | None = None,
+    ) -> Decision:
+        """Gate a command. Accepted: the campaign enters the transitional state the command opens."""
+        before = campaign.current
+        verdict = _Verdict()
+        try:
+            moved = self._events[action.value].trigger(
+                campaign, at=at, expected=expected_state, verdict=verdict
+            )
+        except MachineError:
+            moved = False
+            verdict.reason = self._refusals[(before, action)]
+        if not moved:
+            reason = verdict.reason or self._refusals[(before, action)]
+            return Decision(False, before, reason, self._legal[before])
+        campaign.sequence += 1
+        campaign.command_id = command_id
+        campaign.action = action
+        after = campaign.current
+        change = StateChange(
+            campaign.id, campaign.sequence, before, after, Cause.COMMAND, at, campaign.dialer_type,
+            campaign.dialer_id, action, command_id,
+        )
+        if after in TERMINAL_STATES:  # reset lands on a stable state: no transition left in flight
+            campaign.command_id = None
+            campaign.action = None
+        return Decision(True, after, None, self._legal[after], change)
+
+    # --- observations --------------------------------------------------------------------------
+
+    def observe(
+        self,
+        campaign: Campaign,
+        state: CampaignState,
+        *,
+        cause: Cause,
+        at: float,
+        platform_status: str | None = None,
+        errors: list[dict[str, str]] | None = None,
+    ) -> StateChange | None:
+        """Adopt what the platform reports. None when nothing changed; never a refusal."""
+        before = campaign.state
+        if platform_status is not None:
+            campaign.platform_status = platform_status
+        self._observe[state].trigger(campaign, at=at)
+        if campaign.state == before:
+            return None
+        return self._finish(campaign, CampaignState(before), cause, at, _ANOMALIES[(before, state.value)],
+                            None, errors, platform_status)
+
+    def expire(self, campaign: Campaign, *, at: float, errors: list[dict[str, str]]) -> StateChange:
+        """The tolerance window ran out and the platform named no lock: the transition FAILED."""
+        before = campaign.current
+        self._events["expire"].trigger(campaign, at=at)
+        return self._finish(campaign, before, Cause.TIMEOUT, at, None, ReasonCode.TOLERANCE_EXCEEDED,
+                            errors, None)
+
+    def delay(self, campaign: Campaign, *, at: float, detail: str) -> StateChange:
+        """The window ran out but a lock or compliance block explains it: keep waiting, say so."""
+        state = campaign.current
+        self._events["delay"].trigger(campaign, at=at)
+        campaign.sequence += 1
+        anomaly = {
+            "kind": Anomaly.TRANSITION_DELAYED.value,
+            "expected": [s.value for s in PLATFORM_EDGES[state]],
+            "observed": state.value,
+            "skipped": [],
+            "detail": detail,
+        }
+        return StateChange(
+            campaign.id, campaign.sequence, state, state, Cause.TIMEOUT, at, campaign.dialer_type,
+            campaign.dialer_id, campaign.action, campaign.command_id, anomaly,
+        )
+
+    def abort(self, campaign: Campaign, *, at: float, reason: ReasonCode) -> StateChange:
+        """The platform did not take our request: back to the stable state the command left."""
+        before = campaign.current
+        self._events["abort"].trigger(campaign, at=at)
+        return self._finish(campaign, before, Cause.COMMAND, at, None, reason, None, None)
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def legal(self, campaign: Campaign) -> tuple[Action, ...]:
+        return self._legal[campaign.current]
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _finish(
+        self,
+        campaign: Campaign,
+        before: CampaignState,
+        cause: Cause,
+        at: float,
+        anomaly: dict[str, Any] | None,
+        reason: ReasonCode | None,
+        errors: list[dict[str, str]] | None,
+        platform_status: str | None,
+    ) -> StateChange:
+        campaign.sequence += 1
+        after = campaign.current
+        if after is S.FAILED and reason is None:
+            reason = ReasonCode.TRANSITION_FAILED
+        change = StateChange(
+            campaign.id, campaign.sequence, before, after, cause, at, campaign.dialer_type,
+            campaign.dialer_id, campaign.action, campaign.command_id, anomaly, reason, errors,
+            platform_status,
+        )
+        if after in TERMINAL_STATES:
+            campaign.command_id = None
+            campaign.action = None
+        return change
+
+    def _deadline(self, campaign: Campaign, state: CampaignState, at: float) -> float | None:
+        window = self.windows.window(campaign.dialer_type, state)
+        return None if window is None else at + window
+
+    def _entered(self, event: EventData) -> None:
+        if event.transition is None or event.transition.dest is None:
+            return  # an internal edge (same state seen again, or a delay): the clock keeps running
+        campaign: Campaign = event.model
+        at: float = event.kwargs["at"]
+        state = CampaignState(campaign.state)
+        campaign.entered_at = at
+        campaign.deadline = self._deadline(campaign, state, at)
+        # The state a reset or an abort returns to is the last stable one *before* the failure.
+        if state in STABLE_STATES:
+            campaign.last_stable = state
+
+    def _extend(self, event: EventData) -> None:
+        campaign: Campaign = event.model
+        campaign.deadline = self._deadline(campaign, campaign.current, event.kwargs["at"])
+
+
+def _expected_state_ok(event: EventData) -> bool:
+    expected: CampaignState | None = event.kwargs.get("expected")
+    if expected is None or expected.value == event.model.state:
+        return True
+    event.kwargs["verdict"].reason = ReasonCode.EXPECTED_STATE_MISMATCH
+    return False
+
+
+def _returns_to(stable: CampaignState) -> Any:
+    def condition(event: EventData) -> bool:
+        return bool(event.model.last_stable is stable)
+
+    condition.__name__ = f"last_stable_is_{stable.value}"
+    return condition

@@ -1,0 +1,204 @@
+"""Every port the core talks through, in one file: the platform, notifications, the clock.
+
+The core (`fsm/`) is written against these Protocols only. Adapters (`adapters/`) implement them
+over HTTP, WebSocket and Kafka; tests implement them with fakes. The value types here are the
+platform's answers already translated out of either API profile, so no rule in the core needs to
+know whether it talks to the guide's API or to Genesys Cloud.
+
+Platform exceptions (raised by a `Platform`, caught by the core)::
+
+    PlatformError                 any failure talking to the platform
+    ├── PlatformConflict          409, or 400 "invalid transition": re-read the campaign, then decide
+    ├── PlatformUnavailable       5xx, timeout, connection failure (retriable for reads only)
+    ├── PlatformRateLimited       429 that outlived the client's own retries
+    ├── PlatformNotFound          404: the campaign, list or dialer does not exist
+    └── PlatformAuthError         the OAuth client was refused
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from schemas.types import Action, CampaignState, DialerType
+
+__all__ = [
+    "ActionReceipt",
+    "CampaignSnapshot",
+    "Clock",
+    "ContactListSnapshot",
+    "DialerLoad",
+    "Notification",
+    "NotificationListener",
+    "Notifications",
+    "Platform",
+    "PlatformAuthError",
+    "PlatformConflict",
+    "PlatformError",
+    "PlatformNotFound",
+    "PlatformRateLimited",
+    "PlatformUnavailable",
+]
+
+
+# --- time ----------------------------------------------------------------------------------------
+
+
+class Clock(Protocol):
+    """Injected time. `now()` is wall time (event timestamps); `monotonic()` orders deadlines.
+
+    A test clock advances instantly inside `sleep`, so hours of backoff run in milliseconds.
+    """
+
+    def now(self) -> float: ...
+
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+# --- platform values -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignSnapshot:
+    """A campaign as the platform reports it. `state` is None for a status we cannot map."""
+
+    id: str
+    state: CampaignState | None
+    platform_status: str
+    dialer_type: DialerType
+    dialer_id: str
+    contact_list_id: str | None
+    errors: tuple[dict[str, str], ...] = ()
+    version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContactListSnapshot:
+    """Ready means a transition may be issued. `locked` means a transient block (import, lock)."""
+
+    id: str
+    ready: bool
+    locked: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class DialerLoad:
+    """Live call load of a dialer instance. `capacity` None means unknown (never defers)."""
+
+    dialer_id: str
+    active_calls: int
+    capacity: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ActionReceipt:
+    """The platform accepted (202) a transition request: accepted, never done."""
+
+    campaign_id: str
+    action: Action
+    status: int
+    sent_at: float
+    answered_at: float
+    location: str | None = None
+
+
+# --- platform exceptions -------------------------------------------------------------------------
+
+
+class PlatformError(Exception):
+    """Any failure talking to the platform. Messages never contain credentials or tokens."""
+
+    retriable = False
+
+    def __init__(self, message: str, *, status: int | None = None, sent_at: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.sent_at = sent_at
+
+
+class PlatformConflict(PlatformError):
+    """409 or 400-invalid-transition: the platform's state differs from what we assumed."""
+
+
+class PlatformUnavailable(PlatformError):
+    """5xx, timeout or connection failure. A POST that ends here may or may not have been executed."""
+
+    retriable = True
+
+
+class PlatformRateLimited(PlatformError):
+    retriable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = 429) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class PlatformNotFound(PlatformError):
+    pass
+
+
+class PlatformAuthError(PlatformError):
+    pass
+
+
+# --- the platform port ---------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Platform(Protocol):
+    """The dialing platform, in either profile. Reads go through the tenant read limiter.
+
+    `send_action` POSTs exactly once: it never re-sends, whatever happens. After a failure the
+    caller reads the campaign before deciding anything (a 202 may have been lost on the way back).
+    """
+
+    @property
+    def profile(self) -> str: ...
+
+    @property
+    def supported_actions(self) -> frozenset[Action]: ...
+
+    async def get_campaign(self, campaign_id: str) -> CampaignSnapshot: ...
+
+    async def list_campaigns(self) -> list[CampaignSnapshot]: ...
+
+    async def send_action(self, campaign_id: str, action: Action) -> ActionReceipt: ...
+
+    async def get_errors(self, campaign_id: str) -> list[dict[str, str]]: ...
+
+    async def get_contact_list(self, contact_list_id: str) -> ContactListSnapshot: ...
+
+    async def get_dialer_load(self, dialer_id: str, campaign_id: str) -> DialerLoad: ...
+
+
+# --- notifications -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A hint that something changed. `campaign` is set for campaign topics, `contact_list_id` for lists."""
+
+    topic: str
+    received_at: float
+    campaign: CampaignSnapshot | None = None
+    contact_list_id: str | None = None
+    body: dict[str, object] = field(default_factory=dict)
+
+
+NotificationListener = Callable[[Notification], Awaitable[None]]
+
+
+class Notifications(Protocol):
+    """The platform's notification channel(s). `up` is False whenever events may be missed."""
+
+    @property
+    def up(self) -> bool: ...
+
+    async def subscribe_campaigns(self, campaign_ids: list[str]) -> None: ...
+
+    async def subscribe_contact_lists(self, contact_list_ids: list[str]) -> None: ...

@@ -1,0 +1,75 @@
+"""Shared pydantic configuration and the one parsing error every message type raises.
+
+Messages on the wire use camelCase; Python code uses snake_case. Inbound messages from our own
+producers are parsed strictly (unknown fields refused), payloads from the platform tolerantly
+(the platform is the truth and may grow fields we have not seen yet).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
+
+__all__ = ["ContractError", "PlatformModel", "StrictModel", "decode", "encode"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Our own messages: unknown fields are an error, values keep their declared types."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        str_strip_whitespace=False,
+    )
+
+
+class PlatformModel(BaseModel):
+    """A platform payload: unknown fields are ignored, never fatal."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class ContractError(ValueError):
+    """A message that does not fit its schema. `errors` names each bad field by its wire path."""
+
+    def __init__(self, model: str, errors: list[dict[str, str]]) -> None:
+        self.model = model
+        self.errors = errors
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        super().__init__(f"invalid {model}: {summary}")
+
+    @classmethod
+    def from_validation(cls, model: str, exc: ValidationError) -> ContractError:
+        errors = []
+        for err in exc.errors(include_url=False, include_input=False):
+            field = ".".join(str(p) for p in err["loc"]) or "(message)"
+            errors.append({"field": field, "message": err["msg"], "type": err["type"]})
+        return cls(model, errors)
+
+
+def decode(model: type[M], raw: bytes | str) -> M:
+    """Parse bytes into `model`, or raise ContractError naming the bad fields. Never anything else."""
+    try:
+        data: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ContractError(model.__name__, [{"field": "(message)", "message": f"not JSON: {exc}",
+                                             "type": "json_invalid"}]) from None
+    if not isinstance(data, dict):
+        raise ContractError(model.__name__, [{"field": "(message)", "message": "expected a JSON object",
+                                             "type": "object_type"}])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ContractError.from_validation(model.__name__, exc) from None
+
+
+def encode(message: BaseModel) -> bytes:
+    """Serialise with wire names; None fields are omitted so consumers see only what is set."""
+    return orjson.dumps(message.model_dump(mode="json", by_alias=True, exclude_none=True))

@@ -1,0 +1,48 @@
+"""Commands published by downstream services, and the results we publish for each."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import AwareDatetime, Field, StringConstraints
+
+from .base import StrictModel
+from .types import Action, CampaignState, Outcome, Priority, ReasonCode
+
+__all__ = ["CampaignId", "Command", "CommandResult"]
+
+# Ids end up in REST paths and topic keys: a conservative alphabet keeps both safe (no '/', no '..').
+CampaignId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+
+
+class Command(StrictModel):
+    """A request to move one campaign. Keyed by `campaignId` on the commands topic."""
+
+    id: UUID = Field(description="Unique per command; a re-sent command with the same id is a replay.")
+    campaign_id: CampaignId
+    action: Action
+    priority: Priority = Priority.STANDARD
+    requested_by: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    issued_at: AwareDatetime
+    expected_state: CampaignState | None = Field(
+        default=None,
+        description="Refuse unless the campaign is in this state when the command is considered.",
+    )
+
+
+class CommandResult(StrictModel):
+    """One step in a command's life: ACCEPTED, then COMPLETED or FAILED; or REFUSED; or DEFERRED."""
+
+    command_id: UUID
+    campaign_id: CampaignId
+    outcome: Outcome
+    reason: ReasonCode | None = None
+    message: str
+    state: CampaignState | None = Field(default=None, description="The campaign's state when decided.")
+    legal_actions: list[Action] | None = Field(
+        default=None, description="With ILLEGAL_TRANSITION: the actions the campaign accepts now."
+    )
+    next_attempt_at: datetime | None = Field(default=None, description="With DEFERRED: when it is tried again.")
+    at: AwareDatetime

@@ -1,0 +1,144 @@
+"""`CampaignStateChanged`, carried in a CloudEvents 1.0 envelope (structured JSON mode).
+
+The event is built on the hot path (one per observed change), so `state_changed_event` builds the
+wire dict directly; `CampaignStateChangedEvent` is the same shape as a pydantic model, used to
+parse the topic, to generate the JSON Schema and, in the tests, to prove the two never drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, Field
+
+from .base import PlatformModel, StrictModel
+from .commands import CampaignId
+from .types import Action, Anomaly, CampaignState, Cause, DialerType, ReasonCode
+
+__all__ = [
+    "EVENT_SOURCE",
+    "STATE_CHANGED_TYPE",
+    "AnomalyReport",
+    "CampaignStateChanged",
+    "CampaignStateChangedEvent",
+    "PlatformErrorDetail",
+    "event_id",
+    "rfc3339",
+    "state_changed_event",
+]
+
+EVENT_SOURCE = "urn:campaign-fsm"
+STATE_CHANGED_TYPE = "com.campaign-fsm.campaign.state-changed.v1"
+
+
+class PlatformErrorDetail(PlatformModel):
+    """An error the platform reported for a campaign (guide `/errors`, Genesys `/diagnostics`)."""
+
+    code: str
+    message: str = ""
+
+
+class AnomalyReport(StrictModel):
+    """Where an observation disagreed with the model. The observation still wins."""
+
+    kind: Anomaly
+    expected: list[CampaignState] = Field(description="States the model expected next from `from`.")
+    observed: CampaignState
+    skipped: list[CampaignState] = Field(default_factory=list, description="States never seen in between.")
+    detail: str | None = None
+
+
+class CampaignStateChanged(StrictModel):
+    campaign_id: CampaignId
+    sequence: int = Field(ge=1, description="Per campaign, 1, 2, 3, ... with no gaps.")
+    from_: CampaignState | None = Field(alias="from", description="None only for a campaign's first event.")
+    to: CampaignState
+    cause: Cause
+    action: Action | None = Field(default=None, description="The command action this change belongs to.")
+    command_id: UUID | None = None
+    dialer_type: DialerType
+    dialer_id: str | None = None
+    anomaly: AnomalyReport | None = None
+    reason: ReasonCode | None = None
+    errors: list[PlatformErrorDetail] | None = None
+    platform_status: str | None = Field(default=None, description="The platform's own word for the state.")
+    observed_at: AwareDatetime
+
+
+class CampaignStateChangedEvent(StrictModel):
+    """The CloudEvents 1.0 envelope. `subject` is the campaign id; `id` is `{campaignId}:{sequence}`."""
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str
+    source: str
+    type: Literal["com.campaign-fsm.campaign.state-changed.v1"] = STATE_CHANGED_TYPE
+    subject: CampaignId
+    time: AwareDatetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: CampaignStateChanged
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def event_id(campaign_id: str, sequence: int) -> str:
+    """Deterministic, so a re-delivered event is recognisable by id alone."""
+    return f"{campaign_id}:{sequence}"
+
+
+def state_changed_event(
+    *,
+    campaign_id: str,
+    sequence: int,
+    from_state: str | None,
+    to_state: str,
+    cause: str,
+    at: float,
+    dialer_type: str,
+    dialer_id: str | None = None,
+    action: str | None = None,
+    command_id: str | None = None,
+    anomaly: dict[str, Any] | None = None,
+    reason: str | None = None,
+    errors: list[dict[str, str]] | None = None,
+    platform_status: str | None = None,
+    source: str = EVENT_SOURCE,
+) -> dict[str, Any]:
+    """The wire dict of one CampaignStateChangedEvent; encode it with orjson."""
+    stamp = rfc3339(at)
+    data: dict[str, Any] = {
+        "campaignId": campaign_id,
+        "sequence": sequence,
+        "from": from_state,
+        "to": to_state,
+        "cause": cause,
+        "dialerType": dialer_type,
+        "observedAt": stamp,
+    }
+    if dialer_id is not None:
+        data["dialerId"] = dialer_id
+    if action is not None:
+        data["action"] = action
+    if command_id is not None:
+        data["commandId"] = command_id
+    if anomaly is not None:
+        data["anomaly"] = anomaly
+    if reason is not None:
+        data["reason"] = reason
+    if errors is not None:
+        data["errors"] = errors
+    if platform_status is not None:
+        data["platformStatus"] = platform_status
+    return {
+        "specversion": "1.0",
+        "id": event_id(campaign_id, sequence),
+        "source": source,
+        "type": STATE_CHANGED_TYPE,
+        "subject": campaign_id,
+        "time": stamp,
+        "datacontenttype": "application/json",
+        "data": data,
+    }

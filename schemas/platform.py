@@ -1,0 +1,163 @@
+"""Payloads of the dialing platform, for both API profiles.
+
+`guide` is the API as the design guide shows it; `genesys` is the real Genesys Cloud Platform API
+as its public SDK (PureCloudPlatformClientV2) models it. Both parse tolerantly: unknown fields are
+ignored and Genesys' `campaignStatus` is kept as a plain string, so a value we do not know yet is
+recorded rather than rejected (the platform is the truth).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from .base import PlatformModel
+from .events import PlatformErrorDetail
+from .types import CampaignState, DialerType
+
+__all__ = [
+    "DialerStats",
+    "EntityRef",
+    "GenesysCampaign",
+    "GenesysCampaignDiagnostics",
+    "GenesysCampaignStats",
+    "GenesysContactList",
+    "GenesysImportStatus",
+    "GuideCampaign",
+    "GuideCampaignErrors",
+    "GuideContactList",
+    "NotificationChannel",
+    "NotificationEnvelope",
+    "OAuthToken",
+    "RestErrorDetail",
+]
+
+
+# --- guide profile -------------------------------------------------------------------------------
+
+
+class GuideCampaign(PlatformModel):
+    """GET /api/v2/outbound/campaigns/{id} (guide section 3). `dialerId` names the dialer instance."""
+
+    id: str
+    name: str = ""
+    state: CampaignState
+    dialer_type: DialerType
+    contact_list_id: str
+    dialer_id: str | None = None
+    rules: dict[str, Any] = Field(default_factory=dict)
+    errors: list[PlatformErrorDetail] = Field(default_factory=list)
+
+
+class GuideCampaignErrors(PlatformModel):
+    """GET /api/v2/outbound/campaigns/{id}/errors."""
+
+    campaign_id: str | None = None
+    errors: list[PlatformErrorDetail] = Field(default_factory=list)
+
+
+class GuideContactList(PlatformModel):
+    """GET /api/v2/outbound/contactlists/{id}: ready when ACTIVE and importStatus COMPLETED."""
+
+    id: str
+    name: str = ""
+    state: str  # ACTIVE, IMPORTING, LOCKED, ...
+    import_status: str  # COMPLETED, IN_PROGRESS, FAILED, ...
+
+
+class DialerStats(PlatformModel):
+    """GET /api/v2/outbound/dialers/{id}/stats."""
+
+    id: str
+    active_calls: int = Field(ge=0)
+    licensed_capacity: int = Field(ge=0)
+
+
+# --- genesys profile -----------------------------------------------------------------------------
+
+
+class EntityRef(PlatformModel):
+    id: str
+    name: str | None = None
+    self_uri: str | None = None
+
+
+class RestErrorDetail(PlatformModel):
+    error: str
+    details: str | None = None
+
+
+class GenesysCampaign(PlatformModel):
+    """Genesys `Campaign`: `campaignStatus` is on/stopping/off/complete/invalid/forced_off/forced_stopping."""
+
+    id: str
+    name: str = ""
+    version: int | None = None
+    campaign_status: str
+    dialing_mode: str | None = None
+    contact_list: EntityRef | None = None
+    edge_group: EntityRef | None = None
+    site: EntityRef | None = None
+    errors: list[RestErrorDetail] = Field(default_factory=list)
+    self_uri: str | None = None
+
+
+class GenesysImportStatus(PlatformModel):
+    state: str | None = None  # IN_PROGRESS, FAILED
+    total_records: int | None = None
+    completed_records: int | None = None
+    percent_complete: int | None = None
+    failure_reason: str | None = None
+
+
+class GenesysContactList(PlatformModel):
+    id: str
+    name: str = ""
+    version: int | None = None
+    import_status: GenesysImportStatus | None = None
+    size: int | None = None
+
+
+class GenesysCampaignDiagnostics(PlatformModel):
+    """GET /api/v2/outbound/campaigns/{id}/diagnostics: `campaignErrors` explains a stuck campaign."""
+
+    campaign_errors: list[RestErrorDetail] = Field(default_factory=list)
+    outstanding_interactions_count: int | None = None
+    scheduled_interactions_count: int | None = None
+    idle_agents: int | None = None
+
+
+class GenesysCampaignStats(PlatformModel):
+    """GET /api/v2/outbound/campaigns/{id}/stats: `outstandingCalls` is the live call load."""
+
+    outstanding_calls: int | None = None
+    scheduled_calls: int | None = None
+    idle_agents: int | None = None
+    adjusted_calls_per_agent: float | None = None
+
+
+# --- shared: auth and notifications --------------------------------------------------------------
+
+
+class OAuthToken(PlatformModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int = Field(gt=0)
+
+
+class NotificationChannel(PlatformModel):
+    """POST /api/v2/notifications/channels."""
+
+    id: str
+    connect_uri: str
+    expires: str | None = None
+
+
+class NotificationEnvelope(PlatformModel):
+    """One WebSocket message: `{topicName, version, eventBody, metadata}`."""
+
+    topic_name: str
+    version: str | None = None
+    event_body: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)

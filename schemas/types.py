@@ -1,0 +1,110 @@
+"""The vocabulary every message shares: states, actions, outcomes, reason codes.
+
+These are the words of the contract. The state machine (`fsm/`) and every adapter use them;
+renaming a member here is a breaking change for every consumer of the Kafka topics.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "TERMINAL_STATES",
+    "TRANSITIONAL_STATES",
+    "Action",
+    "Anomaly",
+    "CampaignState",
+    "Cause",
+    "DialerType",
+    "Outcome",
+    "Priority",
+    "ReasonCode",
+]
+
+
+class CampaignState(StrEnum):
+    """The seven states of the design guide (section 1)."""
+
+    STOPPED = "STOPPED"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    PAUSING = "PAUSING"
+    PAUSED = "PAUSED"
+    STOPPING = "STOPPING"
+    FAILED = "FAILED"
+
+
+# The guide's "terminal" states: a transition is finished once one of these is observed.
+TERMINAL_STATES = frozenset(
+    {CampaignState.STOPPED, CampaignState.RUNNING, CampaignState.PAUSED, CampaignState.FAILED}
+)
+TRANSITIONAL_STATES = frozenset({CampaignState.STARTING, CampaignState.PAUSING, CampaignState.STOPPING})
+
+
+class Action(StrEnum):
+    """What a downstream service may ask of a campaign."""
+
+    START = "start"
+    STOP = "stop"
+    PAUSE = "pause"
+    RESUME = "resume"
+    RESET = "reset"
+
+
+class Priority(StrEnum):
+    """HIGH is compliance-critical or revenue-generating and skips the dialer stagger (guide, edge case 2)."""
+
+    HIGH = "HIGH"
+    STANDARD = "STANDARD"
+
+
+class DialerType(StrEnum):
+    PREDICTIVE = "PREDICTIVE"
+    PROGRESSIVE = "PROGRESSIVE"
+    POWER = "POWER"
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "ACCEPTED"
+    REFUSED = "REFUSED"
+    DEFERRED = "DEFERRED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+class ReasonCode(StrEnum):
+    """Why a command was refused, deferred or failed. Stable codes: consumers switch on them."""
+
+    TRANSITION_IN_FLIGHT = "TRANSITION_IN_FLIGHT"
+    ALREADY_IN_STATE = "ALREADY_IN_STATE"
+    ILLEGAL_TRANSITION = "ILLEGAL_TRANSITION"
+    UNSUPPORTED_BY_PLATFORM = "UNSUPPORTED_BY_PLATFORM"
+    EXPECTED_STATE_MISMATCH = "EXPECTED_STATE_MISMATCH"
+    UNKNOWN_CAMPAIGN = "UNKNOWN_CAMPAIGN"
+    MALFORMED_COMMAND = "MALFORMED_COMMAND"
+    CONTACT_LIST_NOT_READY = "CONTACT_LIST_NOT_READY"
+    DIALER_OVER_CAPACITY = "DIALER_OVER_CAPACITY"
+    DIALER_BUSY = "DIALER_BUSY"
+    DEFERRAL_EXPIRED = "DEFERRAL_EXPIRED"
+    PLATFORM_CONFLICT = "PLATFORM_CONFLICT"
+    PLATFORM_ERROR = "PLATFORM_ERROR"
+    TRANSITION_FAILED = "TRANSITION_FAILED"
+    TOLERANCE_EXCEEDED = "TOLERANCE_EXCEEDED"
+
+
+class Cause(StrEnum):
+    """What made a state change happen (the `cause` of a CampaignStateChanged)."""
+
+    COMMAND = "command"
+    NOTIFICATION = "notification"
+    POLL = "poll"
+    RECONCILE = "reconcile"
+    TIMEOUT = "timeout"
+
+
+class Anomaly(StrEnum):
+    """How an observed change differed from the transition table."""
+
+    SKIPPED_STATES = "SKIPPED_STATES"  # a legal path exists but intermediate states were never seen
+    UNEXPECTED_TRANSITION = "UNEXPECTED_TRANSITION"  # no legal path leads from the old state to the new
+    TRANSITION_DELAYED = "TRANSITION_DELAYED"  # past the tolerance window, but the platform names a lock
