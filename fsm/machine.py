@@ -15,9 +15,10 @@ from every other state, and an observation that skips states is adopted with the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
-from transitions import EventData, Machine, MachineError
+from transitions import EventData, Machine, MachineError, State
 
 from schemas.events import state_changed_event
 from schemas.types import (
@@ -46,7 +47,10 @@ from .windows import ToleranceWindows
 __all__ = ["Campaign", "CampaignMachine", "Decision", "StateChange"]
 
 S = CampaignState
-_STATES = [s.value for s in CampaignState]
+_STATES: list[str | Enum | State] = [s.value for s in CampaignState]
+_STABLE = frozenset(s.value for s in STABLE_STATES)
+# str -> member by dict lookup: several times cheaper than calling the enum on the hot path.
+_STATE: dict[str, CampaignState] = {s.value: s for s in CampaignState}
 
 
 class Campaign:
@@ -98,7 +102,7 @@ class Campaign:
 
     @property
     def current(self) -> CampaignState:
-        return CampaignState(self.state)
+        return _STATE[self.state]
 
     @property
     def in_flight(self) -> bool:
@@ -142,7 +146,7 @@ class Campaign:
         return f"Campaign({self.id!r}, {self.state}, {self.dialer_type.value}, seq={self.sequence})"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StateChange:
     """One state change, numbered. `event()` is its CampaignStateChanged wire form."""
 
@@ -252,7 +256,6 @@ class CampaignMachine:
             initial=None,
             auto_transitions=False,
             send_event=True,
-            after_state_change=[self._entered],
         )
         for action in ALL_ACTIONS:
             # An action the platform lacks still exists as a trigger with no edges, so firing it
@@ -272,18 +275,21 @@ class CampaignMachine:
                     edge.action.value, edge.source.value, str(edge.dest), conditions=[_expected_state_ok]
                 )
         for state in CampaignState:
-            others = [s for s in _STATES if s != state.value]
+            others: list[str | Enum | State] = [s for s in _STATES if s != state.value]
             machine.add_transition(f"observe_{state.value}", others, state.value)
             machine.add_transition(f"observe_{state.value}", state.value, None)  # already there: no change
-        transitional = [s.value for s in TRANSITIONAL_STATES]
+        transitional: list[str | Enum | State] = [s.value for s in TRANSITIONAL_STATES]
         machine.add_transition("expire", transitional, S.FAILED.value)
-        machine.add_transition("delay", transitional, None, after=[self._extend])
+        machine.add_transition("delay", transitional, None)
         for stable in STABLE_STATES:
             machine.add_transition("abort", transitional, stable.value, conditions=[_returns_to(stable)])
         self.machine = machine
         self._events = machine.events
         self._observe = {s: machine.events[f"observe_{s.value}"] for s in CampaignState}
         self._legal = {s: legal_actions(s, self.supported) for s in CampaignState}
+        self._window = {
+            (d, s.value): self.windows.window(d, s) for d in DialerType for s in CampaignState
+        }
         self._refusals = {
             (s, a): refusal_reason(s, a, self.supported) for s in CampaignState for a in ALL_ACTIONS
         }
@@ -337,6 +343,7 @@ class CampaignMachine:
         if not moved:
             reason = verdict.reason or self._refusals[(before, action)]
             return Decision(False, before, reason, self._legal[before])
+        self._entered(campaign, at)
         campaign.sequence += 1
         campaign.command_id = command_id
         campaign.action = action
@@ -366,23 +373,24 @@ class CampaignMachine:
         before = campaign.state
         if platform_status is not None:
             campaign.platform_status = platform_status
-        self._observe[state].trigger(campaign, at=at)
+        self._observe[state].trigger(campaign)
         if campaign.state == before:
             return None
-        return self._finish(campaign, CampaignState(before), cause, at, _ANOMALIES[(before, state.value)],
+        return self._finish(campaign, _STATE[before], cause, at, _ANOMALIES[(before, state)],
                             None, errors, platform_status)
 
     def expire(self, campaign: Campaign, *, at: float, errors: list[dict[str, str]]) -> StateChange:
         """The tolerance window ran out and the platform named no lock: the transition FAILED."""
         before = campaign.current
-        self._events["expire"].trigger(campaign, at=at)
+        self._events["expire"].trigger(campaign)
         return self._finish(campaign, before, Cause.TIMEOUT, at, None, ReasonCode.TOLERANCE_EXCEEDED,
                             errors, None)
 
     def delay(self, campaign: Campaign, *, at: float, detail: str) -> StateChange:
         """The window ran out but a lock or compliance block explains it: keep waiting, say so."""
         state = campaign.current
-        self._events["delay"].trigger(campaign, at=at)
+        self._events["delay"].trigger(campaign)
+        campaign.deadline = self._deadline(campaign, state, at)  # a fresh window from now
         campaign.sequence += 1
         anomaly = {
             "kind": Anomaly.TRANSITION_DELAYED.value,
@@ -399,7 +407,7 @@ class CampaignMachine:
     def abort(self, campaign: Campaign, *, at: float, reason: ReasonCode) -> StateChange:
         """The platform did not take our request: back to the stable state the command left."""
         before = campaign.current
-        self._events["abort"].trigger(campaign, at=at)
+        self._events["abort"].trigger(campaign)
         return self._finish(campaign, before, Cause.COMMAND, at, None, reason, None, None)
 
     # --- queries -------------------------------------------------------------------------------
@@ -420,8 +428,9 @@ class CampaignMachine:
         errors: list[dict[str, str]] | None,
         platform_status: str | None,
     ) -> StateChange:
+        self._entered(campaign, at)
         campaign.sequence += 1
-        after = campaign.current
+        after = _STATE[campaign.state]
         if after is S.FAILED and reason is None:
             reason = ReasonCode.TRANSITION_FAILED
         change = StateChange(
@@ -435,29 +444,23 @@ class CampaignMachine:
         return change
 
     def _deadline(self, campaign: Campaign, state: CampaignState, at: float) -> float | None:
-        window = self.windows.window(campaign.dialer_type, state)
+        window = self._window[(campaign.dialer_type, state.value)]
         return None if window is None else at + window
 
-    def _entered(self, event: EventData) -> None:
-        if event.transition is None or event.transition.dest is None:
-            return  # an internal edge (same state seen again, or a delay): the clock keeps running
-        campaign: Campaign = event.model
-        at: float = event.kwargs["at"]
-        state = CampaignState(campaign.state)
+    def _entered(self, campaign: Campaign, at: float) -> None:
+        """Bookkeeping after every move: when the state began, its deadline, the last stable state."""
         campaign.entered_at = at
-        campaign.deadline = self._deadline(campaign, state, at)
+        window = self._window[(campaign.dialer_type, campaign.state)]
+        campaign.deadline = None if window is None else at + window
         # The state a reset or an abort returns to is the last stable one *before* the failure.
-        if state in STABLE_STATES:
-            campaign.last_stable = state
-
-    def _extend(self, event: EventData) -> None:
-        campaign: Campaign = event.model
-        campaign.deadline = self._deadline(campaign, campaign.current, event.kwargs["at"])
+        if campaign.state in _STABLE:
+            campaign.last_stable = _STATE[campaign.state]
 
 
 def _expected_state_ok(event: EventData) -> bool:
     expected: CampaignState | None = event.kwargs.get("expected")
-    if expected is None or expected.value == event.model.state:
+    campaign: Campaign = event.model  # type: ignore[assignment]  # transitions types the model as object
+    if expected is None or expected.value == campaign.state:
         return True
     event.kwargs["verdict"].reason = ReasonCode.EXPECTED_STATE_MISMATCH
     return False
@@ -465,7 +468,8 @@ def _expected_state_ok(event: EventData) -> bool:
 
 def _returns_to(stable: CampaignState) -> Any:
     def condition(event: EventData) -> bool:
-        return bool(event.model.last_stable is stable)
+        campaign: Campaign = event.model  # type: ignore[assignment]  # transitions types the model as object
+        return campaign.last_stable is stable
 
     condition.__name__ = f"last_stable_is_{stable.value}"
     return condition

@@ -8,7 +8,7 @@ parse the topic, to generate the JSON Schema and, in the tests, to prove the two
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, Field
@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 EVENT_SOURCE = "urn:campaign-fsm"
-STATE_CHANGED_TYPE = "com.campaign-fsm.campaign.state-changed.v1"
+STATE_CHANGED_TYPE: Final = "com.campaign-fsm.campaign.state-changed.v1"
 
 
 class PlatformErrorDetail(PlatformModel):
@@ -80,8 +80,17 @@ class CampaignStateChangedEvent(StrictModel):
     data: CampaignStateChanged
 
 
+_second_cache: list[Any] = [None, ""]
+
+
 def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    """UTC RFC 3339 with milliseconds. Formats each whole second once: events come in bursts."""
+    whole = int(ts // 1)
+    if _second_cache[0] != whole:
+        _second_cache[0] = whole
+        _second_cache[1] = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    millis = int((ts - whole) * 1000)
+    return f"{_second_cache[1]}.{millis:03d}Z"
 
 
 def event_id(campaign_id: str, sequence: int) -> str:

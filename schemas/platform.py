@@ -38,7 +38,11 @@ __all__ = [
 
 
 class GuideCampaign(PlatformModel):
-    """GET /api/v2/outbound/campaigns/{id} (guide section 3). `dialerId` names the dialer instance."""
+    """GET /api/v2/outbound/campaigns/{id} (guide section 3). `dialerId` names the dialer instance.
+
+    The guide's payload also carries `rules.dialerRules`; nothing here decides on them, so they are
+    left unparsed (ignored like any unknown field), which keeps the notification hot path lean.
+    """
 
     id: str
     name: str = ""
@@ -46,7 +50,6 @@ class GuideCampaign(PlatformModel):
     dialer_type: DialerType
     contact_list_id: str
     dialer_id: str | None = None
-    rules: dict[str, Any] = Field(default_factory=dict)
     errors: list[PlatformErrorDetail] = Field(default_factory=list)
 
 
