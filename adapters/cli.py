@@ -16,6 +16,7 @@ __all__ = ["build_parser", "main"]
 
 _SUBCOMMANDS: tuple[str, ...] = (
     "adapters.docs_cli",
+    "adapters.simulator.cli",
 )
 
 
