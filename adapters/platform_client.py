@@ -1,0 +1,503 @@
+"""The platform REST client: the `Platform` port (fsm/ports.py) over HTTP, for both API profiles.
+
+Built on `httpx.AsyncClient`; the constructor takes an optional `httpx.AsyncBaseTransport`, so unit
+tests hand it an `httpx.MockTransport` and integration tests nothing (real sockets). Payloads are
+translated by `adapters/profiles.py`; this module only moves them and maps failures.
+
+Reads (GET) are safe to repeat. Every GET first takes a grant from the tenant's `ReadLimiter`
+(key = the campaign, contact list or dialer it is about), then:
+
+- 5xx, timeouts and connection errors are retried with exponential backoff and jitter, a bounded
+  number of times, then raised as `PlatformUnavailable`;
+- 429 is waited out: `Retry-After` and `inin-ratelimit-reset` say how long (the longer one wins),
+  and the wait is imposed on the limiter as a whole (`defer`), because the limit is the tenant's;
+  after a bounded number of waits, or a wait longer than `max_retry_after`, `PlatformRateLimited`;
+- 401 fetches a new token and sends once more;
+- 404 -> `PlatformNotFound`, 409 and 400-invalid-transition -> `PlatformConflict`.
+
+Transitions (POST start|stop|pause|resume, or genesys' older PUT with `version`) are sent exactly
+once. A 202 means "accepted", never "done": `send_action` returns an `ActionReceipt` and the caller
+watches the campaign. On a timeout, 5xx, 429 or connection error the client raises and does not
+re-send: the request may have been executed even though no answer came back, and only a fresh
+read of the campaign can tell (the public SDK re-sends POSTs on 429 through its retry policy; this
+client must not). The one exception is 401: the platform checks the bearer token before it looks
+at the request, so a 401 proves the transition was not processed; the client fetches a new token
+and sends once more, and a second 401 raises `PlatformAuthError`.
+
+Time: the injected `Clock` times backoff, token expiry and receipts. The platform's rate limit is
+in real seconds, so when the clock is scaled (a service sharing a time factor with the simulator),
+pass a `limiter` built on a real-time clock; one limiter may be shared by every client of a tenant.
+
+Exceptions raised (all from fsm/ports.py)::
+
+    PlatformError            a 4xx we have no better name for, or an unusable payload
+    ├── PlatformConflict     409, 400 invalid transition, 409 stale version on PUT
+    ├── PlatformUnavailable  5xx, timeout, connection failure (reads: after the retries)
+    ├── PlatformRateLimited  429 (POST: at once; GET: after the bounded waits)
+    ├── PlatformNotFound     404
+    └── PlatformAuthError    the OAuth client or its token was refused
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from fsm.ports import (
+    ActionReceipt,
+    CampaignSnapshot,
+    Clock,
+    ContactListSnapshot,
+    DialerLoad,
+    PlatformAuthError,
+    PlatformConflict,
+    PlatformError,
+    PlatformNotFound,
+    PlatformRateLimited,
+    PlatformUnavailable,
+)
+from fsm.read_limiter import ReadLimiter
+from schemas.base import ContractError
+from schemas.platform import NotificationChannel
+from schemas.types import Action
+
+from .clock import SystemClock
+from .oauth import TokenManager
+from .profiles import (
+    SUPPORTED_ACTIONS,
+    Profile,
+    campaign_from_payload,
+    contact_list_from_payload,
+    dialer_load_from_payload,
+    errors_from_payload,
+)
+
+__all__ = ["ClientStats", "PlatformClient"]
+
+_log = logging.getLogger(__name__)
+
+_CAMPAIGNS = "/api/v2/outbound/campaigns"
+_CONTACT_LISTS = "/api/v2/outbound/contactlists"
+_DIALERS = "/api/v2/outbound/dialers"
+_CHANNELS = "/api/v2/notifications/channels"
+_LIST_KEY = "(campaign-list)"
+_CONFLICT_CODES = frozenset({"invalid.campaign.status.transition", "campaign.state.conflict", "conflict"})
+_GENESYS_PUT_STATUS = {Action.START: "on", Action.STOP: "off"}
+_MAX_PAGES = 10_000
+_T = TypeVar("_T")
+
+
+@dataclass(slots=True)
+class ClientStats:
+    """What the client saw. `http_5xx_unretried` counts 5xx answers handed to the caller as errors."""
+
+    gets_sent: int = 0
+    get_retries: int = 0
+    writes_sent: int = 0
+    http_429: int = 0
+    http_5xx: int = 0
+    http_5xx_unretried: int = 0
+    reauths: int = 0
+
+
+class PlatformClient:
+    """The dialing platform over REST, in the `guide` or `genesys` profile."""
+
+    def __init__(
+        self,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        profile: Profile | str = Profile.GUIDE,
+        clock: Clock | None = None,
+        limiter: ReadLimiter | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 10.0,
+        read_rate: int = 10,
+        read_margin: float = 0.05,
+        max_get_attempts: int = 5,
+        max_rate_limit_waits: int = 5,
+        max_retry_after: float = 60.0,
+        backoff_base: float = 0.25,
+        backoff_cap: float = 8.0,
+        dialer_capacity: Mapping[str, int] | None = None,
+        genesys_status_via_put: bool = False,
+        page_size: int = 100,
+        rng: random.Random | None = None,
+    ) -> None:
+        try:
+            self._profile = Profile(profile)
+        except ValueError:
+            raise ValueError(f"unknown platform profile {profile!r}: expected 'guide' or 'genesys'") from None
+        if max_get_attempts < 1 or max_rate_limit_waits < 0:
+            raise ValueError("max_get_attempts must be >= 1 and max_rate_limit_waits >= 0")
+        if not 1 <= page_size <= 500:
+            raise ValueError(f"page_size must be within 1..500, got {page_size}")
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._owns_limiter = limiter is None
+        if limiter is None:
+            limiter = ReadLimiter(self._clock, read_rate, 1.0, read_margin)
+        self._limiter = limiter
+        self._http = httpx.AsyncClient(
+            base_url=base_url, transport=transport, timeout=timeout, headers={"Accept": "application/json"}
+        )
+        self._tokens = TokenManager(self._http, client_id, client_secret, self._clock)
+        self._base_url = base_url
+        self._max_get_attempts = max_get_attempts
+        self._max_rate_limit_waits = max_rate_limit_waits
+        self._max_retry_after = max_retry_after
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._capacity = dict(dialer_capacity or {})
+        self._via_put = genesys_status_via_put and self._profile is Profile.GENESYS
+        self._page_size = page_size
+        self._rng = rng if rng is not None else random.Random()
+        self.stats = ClientStats()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> PlatformClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_limiter:
+            await self._limiter.aclose()
+        await self._http.aclose()
+
+    # --- the Platform port -----------------------------------------------------------------------
+
+    @property
+    def profile(self) -> str:
+        return self._profile.value
+
+    @property
+    def supported_actions(self) -> frozenset[Action]:
+        return SUPPORTED_ACTIONS[self._profile]
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
+    def limiter(self) -> ReadLimiter:
+        return self._limiter
+
+    @property
+    def tokens(self) -> TokenManager:
+        return self._tokens
+
+    async def get_campaign(self, campaign_id: str, *, priority: bool = False) -> CampaignSnapshot:
+        payload = await self._get(_campaign_path(campaign_id), key=campaign_id, priority=priority)
+        return self._translate(campaign_from_payload, payload, f"campaign {campaign_id!r}")
+
+    async def list_campaigns(self) -> list[CampaignSnapshot]:
+        """Every campaign of the tenant, page by page. An entity that does not parse is logged and skipped."""
+        out: list[CampaignSnapshot] = []
+        for page in range(1, _MAX_PAGES + 1):
+            body = await self._get(_CAMPAIGNS, key=_LIST_KEY, params={"pageSize": self._page_size,
+                                                                      "pageNumber": page})
+            entities = body.get("entities")
+            if not isinstance(entities, list):
+                raise PlatformError(f"campaign page {page}: 'entities' is missing or not a list")
+            for entity in entities:
+                try:
+                    out.append(campaign_from_payload(self._profile, entity))
+                except ContractError as exc:
+                    _log.warning("skipping a campaign the platform listed in an unusable shape: %s", exc)
+            page_count = body.get("pageCount")
+            if not entities or not isinstance(page_count, int) or page >= page_count:
+                break
+        return out
+
+    async def get_errors(self, campaign_id: str) -> list[dict[str, str]]:
+        suffix = "errors" if self._profile is Profile.GUIDE else "diagnostics"
+        payload = await self._get(f"{_campaign_path(campaign_id)}/{suffix}", key=campaign_id)
+        return self._translate(errors_from_payload, payload, f"errors of campaign {campaign_id!r}")
+
+    async def get_contact_list(self, contact_list_id: str, *, priority: bool = False) -> ContactListSnapshot:
+        path = f"{_CONTACT_LISTS}/{_segment(contact_list_id)}"
+        payload = await self._get(path, key=f"contactlist:{contact_list_id}", priority=priority)
+        return self._translate(contact_list_from_payload, payload, f"contact list {contact_list_id!r}")
+
+    async def get_dialer_load(self, dialer_id: str, campaign_id: str) -> DialerLoad:
+        """guide: the dialer's own stats. genesys: the campaign's outstanding calls, configured capacity."""
+        if self._profile is Profile.GUIDE:
+            payload = await self._get(f"{_DIALERS}/{_segment(dialer_id)}/stats", key=f"dialer:{dialer_id}")
+        else:
+            payload = await self._get(f"{_campaign_path(campaign_id)}/stats", key=campaign_id)
+        try:
+            return dialer_load_from_payload(
+                self._profile, payload, dialer_id=dialer_id, capacity=self._capacity.get(dialer_id)
+            )
+        except ContractError as exc:
+            raise PlatformError(f"dialer {dialer_id!r}: unusable payload: {exc}") from exc
+
+    async def send_action(self, campaign_id: str, action: Action) -> ActionReceipt:
+        """Ask for a transition, exactly once. The receipt says "accepted", never "done"."""
+        action = Action(action)
+        if action not in self.supported_actions:
+            raise ValueError(
+                f"the {self._profile.value} profile has no {action.value!r} action "
+                f"(supported: {', '.join(sorted(a.value for a in self.supported_actions))})"
+            )
+        if self._via_put:
+            sent_at = self._clock.now()
+            await self.set_campaign_status_put(campaign_id, _GENESYS_PUT_STATUS[action])
+            answered = self._clock.now()
+            return ActionReceipt(campaign_id, action, 200, sent_at, answered, _campaign_path(campaign_id))
+        path = f"{_campaign_path(campaign_id)}/{action.value}"
+        # The guide's endpoints take an empty JSON object; Genesys' take no body at all.
+        body: dict[str, Any] | None = {} if self._profile is Profile.GUIDE else None
+        resp, sent_at = await self._send_once("POST", path, body)
+        answered_at = self._clock.now()
+        if not resp.is_success:
+            self._raise_for(resp, f"POST {path}", sent_at=sent_at)
+        return ActionReceipt(
+            campaign_id=campaign_id,
+            action=action,
+            status=resp.status_code,
+            sent_at=sent_at,
+            answered_at=answered_at,
+            location=resp.headers.get("Location"),
+        )
+
+    async def set_campaign_status_put(self, campaign_id: str, campaign_status: str) -> CampaignSnapshot:
+        """genesys' older way: PUT the whole campaign with its `version` and the wanted `campaignStatus`.
+
+        Read, then one PUT. A stale `version` (someone changed the campaign in between) is a 409 and
+        raises `PlatformConflict`: re-read and decide again, never re-PUT blindly.
+        """
+        if self._profile is not Profile.GENESYS:
+            raise ValueError("set_campaign_status_put exists only in the genesys profile")
+        if campaign_status not in ("on", "off"):
+            raise ValueError(f"campaign_status must be 'on' or 'off', got {campaign_status!r}")
+        path = _campaign_path(campaign_id)
+        current = await self._get(path, key=campaign_id)
+        if "version" not in current:
+            raise PlatformError(f"campaign {campaign_id!r} has no 'version'; the PUT needs one")
+        wanted = {**current, "campaignStatus": campaign_status}
+        resp, sent_at = await self._send_once("PUT", path, wanted)
+        if not resp.is_success:
+            self._raise_for(resp, f"PUT {path}", sent_at=sent_at)
+        updated = _json_object(resp, f"PUT {path}")
+        return self._translate(campaign_from_payload, updated, f"campaign {campaign_id!r}")
+
+    # --- notification channel REST calls (used by adapters/notifications.py) ---------------------
+
+    async def create_notification_channel(self) -> NotificationChannel:
+        """POST /api/v2/notifications/channels. A lost answer only leaks a channel that expires."""
+        resp, sent_at = await self._send_once("POST", _CHANNELS, None)
+        if not resp.is_success:
+            self._raise_for(resp, f"POST {_CHANNELS}", sent_at=sent_at)
+        try:
+            return NotificationChannel.model_validate(_json_object(resp, f"POST {_CHANNELS}"))
+        except ValueError as exc:
+            raise PlatformError(f"notification channel answer is unusable: {exc}") from None
+
+    async def set_channel_topics(self, channel_id: str, topics: list[str], *, replace: bool) -> None:
+        """PUT (replace=True) or POST (add) the channel's topic subscriptions."""
+        path = f"{_CHANNELS}/{_segment(channel_id)}/subscriptions"
+        resp, sent_at = await self._send_once("PUT" if replace else "POST", path, [{"id": t} for t in topics])
+        if not resp.is_success:
+            self._raise_for(resp, f"subscriptions of channel {channel_id!r}", sent_at=sent_at)
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    async def _get(
+        self, path: str, *, key: str, params: Mapping[str, Any] | None = None, priority: bool = False
+    ) -> dict[str, Any]:
+        failures = 0
+        rate_waits = 0
+        reauthed = False
+        what = f"GET {path}"
+        while True:
+            await self._limiter.acquire(key, priority=priority)
+            token = await self._tokens.token()
+            self.stats.gets_sent += 1
+            try:
+                resp = await self._http.get(path, params=params, headers=_bearer(token))
+            except httpx.HTTPError as exc:
+                failures += 1
+                if failures >= self._max_get_attempts:
+                    raise PlatformUnavailable(
+                        f"{what}: {type(exc).__name__} after {failures} attempts"
+                    ) from None
+                await self._retry_pause(failures, what, type(exc).__name__)
+                continue
+            status = resp.status_code
+            if resp.is_success:
+                return _json_object(resp, what)
+            if status == 401 and not reauthed:
+                reauthed = True
+                self.stats.reauths += 1
+                self._tokens.invalidate(token)
+                continue
+            if status == 429:
+                self.stats.http_429 += 1
+                wait = _retry_after(resp)
+                if wait is None:
+                    wait = self._backoff(rate_waits + 1)
+                rate_waits += 1
+                if rate_waits > self._max_rate_limit_waits or wait > self._max_retry_after:
+                    raise PlatformRateLimited(f"{what}: HTTP 429 after {rate_waits} waits", retry_after=wait)
+                _log.warning("%s: HTTP 429, the tenant waits %.2fs", what, wait)
+                self._limiter.defer(wait)
+                continue
+            if status >= 500:
+                self.stats.http_5xx += 1
+                failures += 1
+                if failures >= self._max_get_attempts:
+                    self.stats.http_5xx_unretried += 1
+                    self._raise_for(resp, what)
+                await self._retry_pause(failures, what, f"HTTP {status}")
+                continue
+            self._raise_for(resp, what)
+
+    async def _retry_pause(self, failures: int, what: str, why: str) -> None:
+        delay = self._backoff(failures)
+        self.stats.get_retries += 1
+        _log.info("%s: %s, retry %d in %.2fs", what, why, failures, delay)
+        await self._clock.sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential, capped, with +-20% jitter so many readers never retry in lockstep."""
+        base: float = min(self._backoff_cap, self._backoff_base * 2.0 ** (attempt - 1))
+        return base * self._rng.uniform(0.8, 1.2)
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    async def _send_once(self, method: str, path: str, body: Any) -> tuple[httpx.Response, float]:
+        """One write. Re-sent only after a 401, which proves the platform did not process it."""
+        for attempt in (1, 2):
+            token = await self._tokens.token()  # a failure here means nothing was sent
+            sent_at = self._clock.now()
+            self.stats.writes_sent += 1
+            try:
+                resp = await self._http.request(method, path, json=body, headers=_bearer(token))
+            except httpx.TimeoutException:
+                raise PlatformUnavailable(
+                    f"{method} {path}: no answer in time; it may have been executed: re-read before deciding",
+                    sent_at=sent_at,
+                ) from None
+            except httpx.HTTPError as exc:
+                raise PlatformUnavailable(
+                    f"{method} {path}: {type(exc).__name__}; re-read before deciding", sent_at=sent_at
+                ) from None
+            if resp.status_code == 401 and attempt == 1:
+                self.stats.reauths += 1
+                self._tokens.invalidate(token)
+                continue
+            if resp.status_code >= 500:
+                self.stats.http_5xx += 1
+                self.stats.http_5xx_unretried += 1
+            elif resp.status_code == 429:
+                self.stats.http_429 += 1
+            return resp, sent_at
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- translation -----------------------------------------------------------------------------
+
+    def _translate(self, fn: Callable[[Profile, Any], _T], payload: dict[str, Any], what: str) -> _T:
+        try:
+            return fn(self._profile, payload)
+        except ContractError as exc:
+            raise PlatformError(f"{what}: unusable payload: {exc}") from exc
+
+    def _raise_for(self, resp: httpx.Response, what: str, *, sent_at: float | None = None) -> None:
+        status = resp.status_code
+        code, message = _error_fields(resp)
+        text = f"{what}: HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+        if status == 404:
+            raise PlatformNotFound(text, status=status, sent_at=sent_at)
+        if status == 409 or (status == 400 and (code in _CONFLICT_CODES or "transition" in code)):
+            raise PlatformConflict(text, status=status, sent_at=sent_at)
+        if status == 429:
+            raise PlatformRateLimited(text, retry_after=_retry_after(resp))
+        if status >= 500:
+            raise PlatformUnavailable(text, status=status, sent_at=sent_at)
+        if status in (401, 403):
+            raise PlatformAuthError(text, status=status, sent_at=sent_at)
+        raise PlatformError(text, status=status, sent_at=sent_at)
+
+    def __repr__(self) -> str:
+        return (
+            f"PlatformClient(profile={self._profile.value!r}, base_url={self._base_url!r}, "
+            f"client_id={self._tokens.client_id!r})"
+        )
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _segment(value: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"an id must be a non-empty string, got {value!r}")
+    return quote(value, safe="")
+
+
+def _campaign_path(campaign_id: str) -> str:
+    return f"{_CAMPAIGNS}/{_segment(campaign_id)}"
+
+
+def _json_object(resp: httpx.Response, what: str) -> dict[str, Any]:
+    try:
+        body = resp.json()
+    except ValueError:
+        raise PlatformError(f"{what}: HTTP {resp.status_code} with a body that is not JSON") from None
+    if not isinstance(body, dict):
+        raise PlatformError(f"{what}: expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _error_fields(resp: httpx.Response) -> tuple[str, str]:
+    try:
+        body = resp.json()
+    except ValueError:
+        return "", ""
+    if not isinstance(body, dict):
+        return "", ""
+    code = body.get("code")
+    message = body.get("message")
+    return (code if isinstance(code, str) else "")[:100], (message if isinstance(message, str) else "")[:300]
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    """Seconds to wait from `Retry-After` (seconds or HTTP date) and `inin-ratelimit-reset`; the longer."""
+    waits: list[float] = []
+    raw = resp.headers.get("Retry-After")
+    if raw:
+        try:
+            waits.append(float(raw))
+        except ValueError:
+            try:
+                when = parsedate_to_datetime(raw)
+                date = resp.headers.get("Date")
+                ref = parsedate_to_datetime(date) if date else None
+                if ref is not None:
+                    waits.append((when - ref).total_seconds())
+            except (TypeError, ValueError):
+                pass
+    reset = resp.headers.get("inin-ratelimit-reset")
+    if reset:
+        try:
+            waits.append(float(reset))
+        except ValueError:
+            pass
+    good = [w for w in waits if math.isfinite(w)]
+    return max([0.0, *good]) if good else None

@@ -1,0 +1,207 @@
+"""The two platform profiles, translated into the core's value types (fsm/ports.py).
+
+A profile is one dialect of the platform API. `guide` is the API as the design guide shows it: a
+`state` field already in the seven states. `genesys` is the real Genesys Cloud API as its public SDK
+models it: a `campaignStatus` string, a `dialingMode`, the dialer instance as the `edgeGroup`,
+errors from `/diagnostics`, load from the campaign's `/stats`. Everything the core sees is
+profile-free: `CampaignSnapshot`, `ContactListSnapshot`, `DialerLoad`, errors as `{code, message}`.
+
+Genesys `campaignStatus` -> state::
+
+    on               RUNNING    (Genesys has no "starting": a start shows "on" at once)
+    off              STOPPED
+    complete         STOPPED    (the list is exhausted; dialing has ended)
+    forced_off       STOPPED
+    stopping         STOPPING
+    forced_stopping  STOPPING
+    invalid          FAILED     (the campaign's configuration is broken)
+    anything else    None       (unknown: recorded as `platform_status`, never fatal)
+
+Genesys `dialingMode` -> dialer type: predictive, progressive and power map by name; `preview`
+is agent-paced like progressive; anything else (agentless, external, a mode we have not met) is
+treated as PREDICTIVE, the type with the longest tolerance windows, so an unknown mode is never
+declared FAILED early (the guide's trap of uniform short timeouts).
+
+Contact lists. guide: ready when `state` is ACTIVE and `importStatus` COMPLETED; IMPORTING,
+LOCKED or an import IN_PROGRESS are transient locks. genesys: ready when `importStatus` is absent
+or its state is neither IN_PROGRESS nor FAILED; IN_PROGRESS is a transient lock (Genesys shows a
+locked list that way); FAILED is not ready and not transient.
+
+Payloads parse tolerantly (schemas/platform.py); a payload that still does not fit raises
+`ContractError` naming the bad field, never anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from fsm.ports import CampaignSnapshot, ContactListSnapshot, DialerLoad
+from schemas.base import ContractError
+from schemas.platform import (
+    DialerStats,
+    GenesysCampaign,
+    GenesysCampaignDiagnostics,
+    GenesysCampaignStats,
+    GenesysContactList,
+    GuideCampaign,
+    GuideCampaignErrors,
+    GuideContactList,
+    RestErrorDetail,
+)
+from schemas.types import Action, CampaignState, DialerType
+
+__all__ = [
+    "GENESYS_DIALING_MODES",
+    "GENESYS_STATUS_STATES",
+    "SUPPORTED_ACTIONS",
+    "UNKNOWN_DIALER_ID",
+    "Profile",
+    "campaign_from_payload",
+    "contact_list_from_payload",
+    "dialer_load_from_payload",
+    "errors_from_payload",
+    "genesys_state",
+]
+
+
+class Profile(StrEnum):
+    GUIDE = "guide"
+    GENESYS = "genesys"
+
+
+GENESYS_STATUS_STATES: Mapping[str, CampaignState] = {
+    "on": CampaignState.RUNNING,
+    "off": CampaignState.STOPPED,
+    "complete": CampaignState.STOPPED,
+    "forced_off": CampaignState.STOPPED,
+    "stopping": CampaignState.STOPPING,
+    "forced_stopping": CampaignState.STOPPING,
+    "invalid": CampaignState.FAILED,
+}
+
+GENESYS_DIALING_MODES: Mapping[str, DialerType] = {
+    "predictive": DialerType.PREDICTIVE,
+    "progressive": DialerType.PROGRESSIVE,
+    "power": DialerType.POWER,
+    "preview": DialerType.PROGRESSIVE,
+}
+
+# Genesys has no pause or resume; the machine refuses them with UNSUPPORTED_BY_PLATFORM.
+SUPPORTED_ACTIONS: Mapping[Profile, frozenset[Action]] = {
+    Profile.GUIDE: frozenset({Action.START, Action.STOP, Action.PAUSE, Action.RESUME}),
+    Profile.GENESYS: frozenset({Action.START, Action.STOP}),
+}
+
+# A campaign whose payload names no dialer instance. All such campaigns share this one group, so
+# the per-dialer concurrency limit still holds for them (conservatively) instead of not at all.
+UNKNOWN_DIALER_ID = "(unknown-dialer)"
+
+_GUIDE_READY_STATE = "ACTIVE"
+_GUIDE_READY_IMPORT = "COMPLETED"
+_GUIDE_TRANSIENT_STATES = frozenset({"IMPORTING", "LOCKED"})
+_TRANSIENT_IMPORT = "IN_PROGRESS"
+_FAILED_IMPORT = "FAILED"
+
+
+def genesys_state(campaign_status: str) -> CampaignState | None:
+    """The state a Genesys `campaignStatus` means, or None when we do not know the value."""
+    return GENESYS_STATUS_STATES.get(campaign_status.strip().lower())
+
+
+def _parse_model(model: type[BaseModel], payload: Any) -> Any:
+    if not isinstance(payload, Mapping):
+        raise ContractError(model.__name__, [{"field": "(message)", "message": "expected a JSON object",
+                                             "type": "object_type"}])
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise ContractError.from_validation(model.__name__, exc) from None
+
+
+def _rest_errors(items: list[RestErrorDetail]) -> tuple[dict[str, str], ...]:
+    return tuple({"code": e.error, "message": e.details or ""} for e in items)
+
+
+def campaign_from_payload(profile: Profile | str, payload: Any) -> CampaignSnapshot:
+    """A campaign payload (GET .../campaigns/{id} or a notification body) as a `CampaignSnapshot`."""
+    if Profile(profile) is Profile.GUIDE:
+        g: GuideCampaign = _parse_model(GuideCampaign, payload)
+        return CampaignSnapshot(
+            id=g.id,
+            state=g.state,
+            platform_status=g.state.value,
+            dialer_type=g.dialer_type,
+            dialer_id=g.dialer_id or UNKNOWN_DIALER_ID,
+            contact_list_id=g.contact_list_id,
+            errors=tuple({"code": e.code, "message": e.message} for e in g.errors),
+        )
+    c: GenesysCampaign = _parse_model(GenesysCampaign, payload)
+    mode = (c.dialing_mode or "").strip().lower()
+    dialer = c.edge_group or c.site
+    return CampaignSnapshot(
+        id=c.id,
+        state=genesys_state(c.campaign_status),
+        platform_status=c.campaign_status,
+        dialer_type=GENESYS_DIALING_MODES.get(mode, DialerType.PREDICTIVE),
+        dialer_id=dialer.id if dialer is not None else UNKNOWN_DIALER_ID,
+        contact_list_id=c.contact_list.id if c.contact_list is not None else None,
+        errors=_rest_errors(c.errors),
+        version=c.version,
+    )
+
+
+def errors_from_payload(profile: Profile | str, payload: Any) -> list[dict[str, str]]:
+    """guide GET .../errors or genesys GET .../diagnostics, as `[{code, message}]`."""
+    if Profile(profile) is Profile.GUIDE:
+        g: GuideCampaignErrors = _parse_model(GuideCampaignErrors, payload)
+        return [{"code": e.code, "message": e.message} for e in g.errors]
+    d: GenesysCampaignDiagnostics = _parse_model(GenesysCampaignDiagnostics, payload)
+    return list(_rest_errors(d.campaign_errors))
+
+
+def contact_list_from_payload(profile: Profile | str, payload: Any) -> ContactListSnapshot:
+    """GET .../contactlists/{id} (or a contact-list notification body) as a `ContactListSnapshot`."""
+    if Profile(profile) is Profile.GUIDE:
+        g: GuideContactList = _parse_model(GuideContactList, payload)
+        state, imp = g.state.strip().upper(), g.import_status.strip().upper()
+        return ContactListSnapshot(
+            id=g.id,
+            ready=state == _GUIDE_READY_STATE and imp == _GUIDE_READY_IMPORT,
+            locked=state in _GUIDE_TRANSIENT_STATES or imp == _TRANSIENT_IMPORT,
+            detail=f"state={g.state} importStatus={g.import_status}",
+        )
+    c: GenesysContactList = _parse_model(GenesysContactList, payload)
+    status = c.import_status
+    import_state = (status.state or "").strip().upper() if status is not None else ""
+    if status is None or not import_state:
+        detail = "importStatus=none"
+    else:
+        detail = f"importStatus={status.state}"
+        if status.percent_complete is not None:
+            detail += f" percentComplete={status.percent_complete}"
+        if status.failure_reason:
+            detail += f" failureReason={status.failure_reason}"
+    return ContactListSnapshot(
+        id=c.id,
+        ready=import_state not in (_TRANSIENT_IMPORT, _FAILED_IMPORT),
+        locked=import_state == _TRANSIENT_IMPORT,
+        detail=detail,
+    )
+
+
+def dialer_load_from_payload(
+    profile: Profile | str, payload: Any, *, dialer_id: str, capacity: int | None = None
+) -> DialerLoad:
+    """guide GET .../dialers/{id}/stats, or genesys GET .../campaigns/{id}/stats plus configured capacity.
+
+    A guide `licensedCapacity` of 0 is read as unknown: a zero capacity would defer every change.
+    """
+    if Profile(profile) is Profile.GUIDE:
+        s: DialerStats = _parse_model(DialerStats, payload)
+        return DialerLoad(dialer_id=s.id, active_calls=s.active_calls, capacity=s.licensed_capacity or None)
+    st: GenesysCampaignStats = _parse_model(GenesysCampaignStats, payload)
+    return DialerLoad(dialer_id=dialer_id, active_calls=max(0, st.outstanding_calls or 0), capacity=capacity)

@@ -1,0 +1,193 @@
+"""The tenant-wide read limiter: at most N platform reads in any sliding window, shared fairly by key.
+
+The platform rate-limits outbound reads to 10 requests per second per tenant (guide section 3); a
+burst over it is answered with 429s that, retried, exhaust the limit further. Every GET the
+platform client sends first takes a grant here, so the tenant as a whole never exceeds the limit.
+
+Strict sliding window. Spacing grants 1/N apart is not enough: N+1 grants spaced exactly 1/N apart
+span exactly one window and a window closed at both ends holds all of them. The rule here is on
+the grant history itself: a grant at time t is allowed only when the grant N places before it
+happened at or before ``t - window - margin``. Then any two grants N places apart are at least one
+window apart, so no window of that length ever holds more than N grants, wherever it starts.
+`margin` (clock seconds) absorbs the jitter between our grant and the request's arrival at the
+platform, which is where the platform counts.
+
+Fairness. Waiters queue per key (a campaign id, a contact list or dialer id). Keys are served
+round-robin: each grant goes to the oldest waiter of the key at the head of the ring, and that key
+then moves to the back. One hot campaign with a hundred reads queued gets one grant per turn like
+every other key, so it cannot starve the rest. An optional priority lane (interactive reads, few
+by nature) is served before the ring, still within the limit.
+
+`defer(seconds)` holds every grant back for a while: a 429 with `Retry-After` means the tenant is
+over its limit (perhaps through another client), and that is true for every key, not just the
+read that saw it.
+
+Time comes from the injected `Clock`; the limiter owns one named background task that hands out
+grants while waiters exist and ends when none are left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections import OrderedDict, deque
+
+from .ports import Clock
+
+__all__ = ["ReadLimiter", "ReadLimiterClosed"]
+
+_log = logging.getLogger(__name__)
+
+
+class ReadLimiterClosed(RuntimeError):
+    """`acquire` on a limiter that was closed (or whose grant task died)."""
+
+
+class ReadLimiter:
+    """At most `rate` grants in any `window` seconds (plus `margin`), round-robin across keys."""
+
+    def __init__(self, clock: Clock, rate: int = 10, window: float = 1.0, margin: float = 0.0) -> None:
+        if not isinstance(rate, int) or isinstance(rate, bool) or rate < 1:
+            raise ValueError(f"rate must be an integer >= 1, got {rate!r}")
+        if not (isinstance(window, int | float) and math.isfinite(window) and window > 0):
+            raise ValueError(f"window must be a positive number of seconds, got {window!r}")
+        if not (isinstance(margin, int | float) and math.isfinite(margin) and margin >= 0):
+            raise ValueError(f"margin must be a number of seconds >= 0, got {margin!r}")
+        self._clock = clock
+        self._rate = rate
+        self._span = float(window) + float(margin)
+        self._grants: deque[float] = deque(maxlen=rate)
+        self._ring: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
+        self._priority: deque[asyncio.Future[None]] = deque()
+        self._not_before = -math.inf
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.granted = 0
+
+    @property
+    def rate(self) -> int:
+        return self._rate
+
+    @property
+    def waiting(self) -> int:
+        """Waiters not yet granted (cancelled ones excluded)."""
+        live = sum(1 for f in self._priority if not f.done())
+        return live + sum(1 for q in self._ring.values() for f in q if not f.done())
+
+    def defer(self, seconds: float) -> None:
+        """Grant nothing for `seconds` from now (a 429 told the tenant to back off)."""
+        if seconds > 0:
+            self._not_before = max(self._not_before, self._clock.monotonic() + seconds)
+
+    async def acquire(self, key: str, *, priority: bool = False) -> None:
+        """Wait for a grant for one read on behalf of `key`. Cancellation-safe."""
+        if self._closed:
+            raise ReadLimiterClosed("the read limiter is closed")
+        self._prune()
+        now = self._clock.monotonic()
+        if not self._priority and not self._ring and now >= self._next_free():
+            self._record(now)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if priority:
+            self._priority.append(fut)
+        else:
+            queue = self._ring.get(key)
+            if queue is None:
+                queue = self._ring[key] = deque()
+            queue.append(fut)
+        self._ensure_task()
+        # A waiter cancelled after its grant leaves the slot used: conservative, never over the limit.
+        await fut
+
+    async def aclose(self) -> None:
+        """Stop granting; every waiter gets ReadLimiterClosed."""
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._fail_waiters(ReadLimiterClosed("the read limiter is closed"))
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _next_free(self) -> float:
+        earliest = self._not_before
+        if len(self._grants) == self._rate:
+            earliest = max(earliest, self._grants[0] + self._span)
+        return earliest
+
+    def _record(self, at: float) -> None:
+        self._grants.append(at)
+        self.granted += 1
+
+    def _prune(self) -> None:
+        while self._priority and self._priority[0].done():
+            self._priority.popleft()
+        for key in [k for k, q in self._ring.items() if all(f.done() for f in q)]:
+            del self._ring[key]
+
+    def _next_waiter(self) -> asyncio.Future[None] | None:
+        while self._priority:
+            fut = self._priority.popleft()
+            if not fut.done():
+                return fut
+        while self._ring:
+            key, queue = next(iter(self._ring.items()))
+            found: asyncio.Future[None] | None = None
+            while queue:
+                candidate = queue.popleft()
+                if not candidate.done():
+                    found = candidate
+                    break
+            if queue:
+                self._ring.move_to_end(key)
+            else:
+                del self._ring[key]
+            if found is not None:
+                return found
+        return None
+
+    def _ensure_task(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._grant_loop(), name="read-limiter")
+            self._task.add_done_callback(self._task_done)
+
+    async def _grant_loop(self) -> None:
+        while True:
+            self._prune()
+            if not self._priority and not self._ring:
+                return
+            wait = self._next_free() - self._clock.monotonic()
+            if wait > 0:
+                await self._clock.sleep(wait)
+                continue
+            fut = self._next_waiter()
+            if fut is None:
+                return
+            self._record(self._clock.monotonic())
+            fut.set_result(None)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task is self._task:
+            self._task = None
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            # Nothing may hang on a dead grant task: fail the waiters, the next acquire restarts it.
+            _log.error("read limiter grant task died", exc_info=exc)
+            self._fail_waiters(ReadLimiterClosed(f"the read limiter's grant task died: {exc!r}"))
+
+    def _fail_waiters(self, exc: BaseException) -> None:
+        for fut in list(self._priority) + [f for q in self._ring.values() for f in q]:
+            if not fut.done():
+                fut.set_exception(exc)
+        self._priority.clear()
+        self._ring.clear()
+
+    def __repr__(self) -> str:
+        return f"ReadLimiter(rate={self._rate}, span={self._span}, waiting={self.waiting})"

@@ -1,0 +1,195 @@
+"""The tenant read limiter: the sliding-window bound, round-robin fairness, priority, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+
+import pytest
+
+from adapters.clock import ManualClock
+from fsm.read_limiter import ReadLimiter, ReadLimiterClosed
+
+
+def _max_in_window(times: list[float], window: float, *, closed: bool) -> int:
+    """The most grants any window of length `window` holds, wherever it starts.
+
+    The fullest window can always be slid to start at a grant, so checking those starts is exhaustive.
+    """
+    ordered = sorted(times)
+    best = 0
+    for i, start in enumerate(ordered):
+        end = start + window
+        j = bisect.bisect_right(ordered, end) if closed else bisect.bisect_left(ordered, end)
+        best = max(best, j - i)
+    return best
+
+
+async def _reader(limiter: ReadLimiter, clock: ManualClock, key: str, n: int, log: list[tuple[str, float]]) -> None:
+    for _ in range(n):
+        await limiter.acquire(key)
+        log.append((key, clock.monotonic()))
+
+
+async def test_no_window_ever_holds_more_than_rate_grants() -> None:
+    clock = ManualClock()
+    limiter = ReadLimiter(clock, rate=10)
+    log: list[tuple[str, float]] = []
+    readers = [asyncio.create_task(_reader(limiter, clock, f"c{k}", 40, log)) for k in range(7)]
+    await clock.run_until(asyncio.gather(*readers))
+    times = [t for _, t in log]
+    assert len(times) == 280
+    assert _max_in_window(times, 1.0, closed=False) == 10
+    # The rule on the history itself: grants ten places apart are at least one window apart.
+    ordered = sorted(times)
+    assert min(b - a for a, b in zip(ordered, ordered[10:], strict=False)) >= 1.0
+
+
+async def test_the_first_burst_is_not_followed_by_a_second_inside_the_window() -> None:
+    # Ten grants at t=0 are allowed, but evenly spaced refills (1/N) would let an 11th in at t=0.1.
+    clock = ManualClock()
+    limiter = ReadLimiter(clock, rate=10)
+    log: list[tuple[str, float]] = []
+    task = asyncio.create_task(_reader(limiter, clock, "c", 11, log))
+    await clock.run_until(task)
+    t0 = log[0][1]
+    assert [t - t0 for _, t in log[:10]] == [0.0] * 10
+    assert log[10][1] - t0 == pytest.approx(1.0)
+
+
+async def test_margin_makes_closed_windows_safe_too() -> None:
+    clock = ManualClock()
+    limiter = ReadLimiter(clock, rate=5, window=1.0, margin=0.05)
+    log: list[tuple[str, float]] = []
+    readers = [asyncio.create_task(_reader(limiter, clock, f"c{k}", 20, log)) for k in range(3)]
+    await clock.run_until(asyncio.gather(*readers))
+    assert _max_in_window([t for _, t in log], 1.0, closed=True) == 5
+
+
+async def test_saturated_limiter_still_delivers_the_full_rate() -> None:
+    clock = ManualClock()
+    limiter = ReadLimiter(clock, rate=10)
+    log: list[tuple[str, float]] = []
+    start = clock.monotonic()
+    readers = [asyncio.create_task(_reader(limiter, clock, f"c{k}", 1000, log)) for k in range(3)]
+    await clock.advance(9.999)
+    assert len(log) == 100  # ten full windows, not fewer
+    for r in readers:
+        r.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+    await limiter.aclose()
+    assert all(t - start < 10.0 for _, t in log)
+
+
+async def test_a_hot_key_cannot_starve_the_others() -> None:
+    clock = ManualClock()
+    limiter = ReadLimiter(clock, rate=10)
+    order: list[str] = []
+
+    async def one(key: str) -> None:
+        await limiter.acquire(key)
+        order.append(key)
+
+    hot = [asyncio.create_task(one("hot")) for _ in range(100)]
+    await clock.settle()
+    assert order.count("hot") == 10  # the first window went to the only key asking
+    cold = [asyncio.create_task(one(f"cold{k}")) for k in range(9)]
+    await clock.run_until(asyncio.gather(*cold))
+    after = order[10:]
+    # Round-robin: the 9 cold keys are served within the next 18 grants, one hot grant between each.
+    assert len(after) <= 18
+    assert sorted(k for k in after if k != "hot") == [f"cold{k}" for k in range(9)]
+    for t in hot:
+        t.cancel()
+    await asyncio.gather(*hot, return_exceptions=True)
+    await limiter.aclose()
+
+
+async def test_round_robin_alternates_between_busy_keys() -> None:
+    clock = ManualClock()
+    limiter = ReadLimiter(clock, rate=1)
+    order: list[str] = []
+
+    async def one(key: str) -> None:
+        await limiter.acquire(key)
+        order.append(key)
+
+    await limiter.acquire("warm")  # fill the window so everything below queues
+    tasks = [asyncio.create_task(one("a")) for _ in range(4)] + [asyncio.create_task(one("b")) for _ in range(2)]
+    await clock.run_until(asyncio.gather(*tasks))
+    assert order == ["a", "b", "a", "b", "a", "a"]
+
+
+async def test_priority_lane_goes_first_within_the_limit() -> None:
+    clock = ManualClock()
+    limiter = ReadLimiter(clock, rate=2)
+    order: list[tuple[str, float]] = []
+
+    async def one(key: str, priority: bool) -> None:
+        await limiter.acquire(key, priority=priority)
+        order.append((key, clock.monotonic()))
+
+    await limiter.acquire("x")
+    await limiter.acquire("x")
+    t0 = clock.monotonic()
+    background = [asyncio.create_task(one("poll", False)) for _ in range(3)]
+    await clock.settle()
+    urgent = asyncio.create_task(one("ui", True))
+    await clock.run_until(asyncio.gather(urgent, *background))
+    assert order[0][0] == "ui"
+    assert order[0][1] - t0 == pytest.approx(1.0)  # served first, but not before the window allows
+
+
+async def test_cancelled_waiter_does_not_consume_a_grant() -> None:
+    clock = ManualClock()
+    limiter = ReadLimiter(clock, rate=1)
+    await limiter.acquire("x")
+    doomed = asyncio.create_task(limiter.acquire("a"))
+    waiting = asyncio.create_task(limiter.acquire("b"))
+    await clock.settle()
+    doomed.cancel()
+    await clock.settle()
+    assert limiter.waiting == 1
+    await clock.run_until(waiting)
+    assert limiter.granted == 2
+    assert doomed.cancelled()
+
+
+async def test_defer_holds_every_key_back() -> None:
+    clock = ManualClock()
+    limiter = ReadLimiter(clock, rate=10)
+    t0 = clock.monotonic()
+    limiter.defer(3.0)
+    task = asyncio.create_task(limiter.acquire("a"))
+    await clock.advance(2.9)
+    assert not task.done()
+    await clock.run_until(task)
+    assert clock.monotonic() - t0 == pytest.approx(3.0)
+
+
+async def test_close_fails_waiters_and_refuses_new_ones() -> None:
+    clock = ManualClock()
+    limiter = ReadLimiter(clock, rate=1)
+    await limiter.acquire("a")
+    waiter = asyncio.create_task(limiter.acquire("b"))
+    await clock.settle()
+    await limiter.aclose()
+    with pytest.raises(ReadLimiterClosed):
+        await waiter
+    with pytest.raises(ReadLimiterClosed):
+        await limiter.acquire("c")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"rate": 0}, "rate must be an integer >= 1"),
+        ({"rate": 2.5}, "rate must be an integer >= 1"),
+        ({"window": 0}, "window must be a positive"),
+        ({"window": float("inf")}, "window must be a positive"),
+        ({"margin": -0.1}, "margin must be"),
+    ],
+)
+def test_bad_configuration_is_refused_clearly(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ReadLimiter(ManualClock(), **kwargs)  # type: ignore[arg-type]
