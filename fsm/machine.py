@@ -14,6 +14,7 @@ from every other state, and an observation that skips states is adopted with the
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -64,6 +65,7 @@ class Campaign:
         "dialer_id",
         "dialer_type",
         "entered_at",
+        "held",
         "id",
         "last_stable",
         "platform_status",
@@ -99,6 +101,9 @@ class Campaign:
         self.command_id = command_id
         self.action = action
         self.platform_status = platform_status
+        # A command the gate accepted that is still waiting (pre-flight, dialer queue) to be sent.
+        # While held, the machine refuses every other command: it is a transition in flight too.
+        self.held: str | None = None
 
     @property
     def current(self) -> CampaignState:
@@ -123,6 +128,7 @@ class Campaign:
             "commandId": self.command_id,
             "action": self.action.value if self.action else None,
             "platformStatus": self.platform_status,
+            "held": self.held,
         }
 
     @classmethod
@@ -140,7 +146,11 @@ class Campaign:
             command_id=record.get("commandId"),
             action=Action(record["action"]) if record.get("action") else None,
             platform_status=record.get("platformStatus"),
-        )
+        ).with_held(record.get("held"))
+
+    def with_held(self, command_id: str | None) -> Campaign:
+        self.held = command_id
+        return self
 
     def __repr__(self) -> str:
         return f"Campaign({self.id!r}, {self.state}, {self.dialer_type.value}, seq={self.sequence})"
@@ -164,6 +174,7 @@ class StateChange:
     reason: ReasonCode | None = None
     errors: list[dict[str, str]] | None = None
     platform_status: str | None = None
+    request: dict[str, Any] | None = None
 
     def event(self) -> dict[str, Any]:
         return state_changed_event(
@@ -181,6 +192,7 @@ class StateChange:
             reason=self.reason,
             errors=self.errors,
             platform_status=self.platform_status,
+            request=self.request,
         )
 
 
@@ -200,6 +212,8 @@ class Decision:
             assert self.change is not None
             return f"{self.change.from_state} -> {self.change.to_state}"
         if self.reason is ReasonCode.TRANSITION_IN_FLIGHT:
+            if self.state not in TRANSITIONAL_STATES:
+                return f"campaign is {self.state} with an earlier command still pending: wait for it"
             return f"campaign is {self.state}: wait for the transition in flight to reach a terminal state"
         if self.reason is ReasonCode.ALREADY_IN_STATE:
             return f"campaign is already {self.state}: nothing to do"
@@ -268,11 +282,12 @@ class CampaignMachine:
                 for stable in STABLE_STATES:
                     machine.add_transition(
                         edge.action.value, edge.source.value, stable.value,
-                        conditions=[_expected_state_ok, _returns_to(stable)],
+                        conditions=[_nothing_held, _expected_state_ok, _returns_to(stable)],
                     )
             else:
                 machine.add_transition(
-                    edge.action.value, edge.source.value, str(edge.dest), conditions=[_expected_state_ok]
+                    edge.action.value, edge.source.value, str(edge.dest),
+                    conditions=[_nothing_held, _expected_state_ok],
                 )
         for state in CampaignState:
             others: list[str | Enum | State] = [s for s in _STATES if s != state.value]
@@ -329,13 +344,24 @@ class CampaignMachine:
         at: float,
         command_id: str | None = None,
         expected_state: CampaignState | None = None,
+        dry_run: bool = False,
+        request: dict[str, Any] | None = None,
     ) -> Decision:
-        """Gate a command. Accepted: the campaign enters the transitional state the command opens."""
+        """Gate a command. Accepted: the campaign enters the transitional state the command opens.
+
+        `dry_run` asks the same question of a copy, leaving the campaign untouched: the runtime
+        gates a command on arrival, then fires it for real once pre-flight and the dialer queue let
+        it go (the campaign is `hold`-ed in between, so nothing else gets through).
+        """
+        if dry_run:
+            probe = copy.copy(campaign)
+            decision = self.command(probe, action, at=at, command_id=command_id, expected_state=expected_state)
+            return Decision(decision.accepted, campaign.current, decision.reason, self._legal[campaign.current])
         before = campaign.current
         verdict = _Verdict()
         try:
             moved = self._events[action.value].trigger(
-                campaign, at=at, expected=expected_state, verdict=verdict
+                campaign, at=at, expected=expected_state, verdict=verdict, command_id=command_id
             )
         except MachineError:
             moved = False
@@ -348,14 +374,23 @@ class CampaignMachine:
         campaign.command_id = command_id
         campaign.action = action
         after = campaign.current
+        campaign.held = None
         change = StateChange(
             campaign.id, campaign.sequence, before, after, Cause.COMMAND, at, campaign.dialer_type,
-            campaign.dialer_id, action, command_id,
+            campaign.dialer_id, action, command_id, request=request,
         )
         if after in TERMINAL_STATES:  # reset lands on a stable state: no transition left in flight
             campaign.command_id = None
             campaign.action = None
         return Decision(True, after, None, self._legal[after], change)
+
+    def hold(self, campaign: Campaign, command_id: str) -> None:
+        """Reserve the campaign for an accepted command until it is fired or given up."""
+        campaign.held = command_id
+
+    def unhold(self, campaign: Campaign, command_id: str) -> None:
+        if campaign.held == command_id:
+            campaign.held = None
 
     # --- observations --------------------------------------------------------------------------
 
@@ -455,6 +490,14 @@ class CampaignMachine:
         # The state a reset or an abort returns to is the last stable one *before* the failure.
         if campaign.state in _STABLE:
             campaign.last_stable = _STATE[campaign.state]
+
+
+def _nothing_held(event: EventData) -> bool:
+    campaign: Campaign = event.model  # type: ignore[assignment]  # transitions types the model as object
+    if campaign.held is None or campaign.held == event.kwargs.get("command_id"):
+        return True
+    event.kwargs["verdict"].reason = ReasonCode.TRANSITION_IN_FLIGHT
+    return False
 
 
 def _expected_state_ok(event: EventData) -> bool:

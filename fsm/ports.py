@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from schemas.commands import CommandResult
 from schemas.types import Action, CampaignState, DialerType
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Clock",
     "ContactListSnapshot",
     "DialerLoad",
+    "EventSink",
     "Notification",
     "NotificationListener",
     "Notifications",
@@ -202,3 +204,22 @@ class Notifications(Protocol):
     async def subscribe_campaigns(self, campaign_ids: list[str]) -> None: ...
 
     async def subscribe_contact_lists(self, contact_list_ids: list[str]) -> None: ...
+
+
+# --- outputs -------------------------------------------------------------------------------------
+
+
+class EventSink(Protocol):
+    """Where the core's output goes: state changes, command results, the latest state per campaign.
+
+    `state_changed` must keep per-campaign order (events of one campaign are published in sequence
+    order) and must not return before the event is durable (acknowledged, or in a durable outbox).
+    """
+
+    async def state_changed(self, event: dict[str, object], snapshot: dict[str, object]) -> None: ...
+
+    async def state_saved(self, snapshot: dict[str, object]) -> None:
+        """The campaign's record changed without a state change (a command held or let go)."""
+        ...
+
+    async def command_result(self, result: CommandResult) -> None: ...

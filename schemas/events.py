@@ -24,6 +24,7 @@ __all__ = [
     "CampaignStateChanged",
     "CampaignStateChangedEvent",
     "PlatformErrorDetail",
+    "PlatformRequest",
     "event_id",
     "rfc3339",
     "state_changed_event",
@@ -50,6 +51,16 @@ class AnomalyReport(StrictModel):
     detail: str | None = None
 
 
+class PlatformRequest(StrictModel):
+    """The platform request behind a commanded change: when it was sent and answered (latency, audit)."""
+
+    method: str
+    path: str
+    status: int
+    sent_at: AwareDatetime
+    answered_at: AwareDatetime
+
+
 class CampaignStateChanged(StrictModel):
     campaign_id: CampaignId
     sequence: int = Field(ge=1, description="Per campaign, 1, 2, 3, ... with no gaps.")
@@ -64,6 +75,7 @@ class CampaignStateChanged(StrictModel):
     reason: ReasonCode | None = None
     errors: list[PlatformErrorDetail] | None = None
     platform_status: str | None = Field(default=None, description="The platform's own word for the state.")
+    request: PlatformRequest | None = None
     observed_at: AwareDatetime
 
 
@@ -114,6 +126,7 @@ def state_changed_event(
     reason: str | None = None,
     errors: list[dict[str, str]] | None = None,
     platform_status: str | None = None,
+    request: dict[str, Any] | None = None,
     source: str = EVENT_SOURCE,
 ) -> dict[str, Any]:
     """The wire dict of one CampaignStateChangedEvent; encode it with orjson."""
@@ -141,6 +154,8 @@ def state_changed_event(
         data["errors"] = errors
     if platform_status is not None:
         data["platformStatus"] = platform_status
+    if request is not None:
+        data["request"] = request
     return {
         "specversion": "1.0",
         "id": event_id(campaign_id, sequence),

@@ -183,3 +183,25 @@ def test_models_are_never_added_to_the_shared_machine(machine: CampaignMachine) 
     campaign = _adopt(machine)
     assert not hasattr(campaign, "start"), "no trigger methods bound on the light model"
     assert not hasattr(campaign, "__dict__"), "slotted: no per-instance dict"
+
+
+def test_a_held_command_blocks_others_until_fired(machine: CampaignMachine) -> None:
+    campaign = _adopt(machine, S.STOPPED)
+    assert machine.command(campaign, A.START, at=0.0, command_id="a", dry_run=True).accepted
+    assert campaign.current is S.STOPPED and campaign.sequence == 1, "a dry run moves nothing"
+    machine.hold(campaign, "a")
+    other = machine.command(campaign, A.START, at=1.0, command_id="b")
+    assert other.reason is ReasonCode.TRANSITION_IN_FLIGHT and "pending" in other.message
+    assert machine.command(campaign, A.START, at=1.0, command_id="b", dry_run=True).reason is (
+        ReasonCode.TRANSITION_IN_FLIGHT)
+    fired = machine.command(campaign, A.START, at=2.0, command_id="a")
+    assert fired.accepted and campaign.held is None
+
+
+def test_unhold_frees_the_campaign(machine: CampaignMachine) -> None:
+    campaign = _adopt(machine, S.STOPPED)
+    machine.hold(campaign, "a")
+    machine.unhold(campaign, "other")
+    assert campaign.held == "a"
+    machine.unhold(campaign, "a")
+    assert machine.command(campaign, A.START, at=1.0, command_id="b").accepted

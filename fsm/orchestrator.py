@@ -1,0 +1,675 @@
+"""The orchestrator: commands in, platform driven, state changes out. Level-triggered, per campaign.
+
+Everything that happens to a campaign is a *hint* that it needs a look: a command arriving, a
+notification, a poll coming due, a tolerance window running out, a dialer slot freeing up, its
+contact list becoming ready. Hints go into a keyed work queue (one worker per campaign at a time);
+the worker (`_reconcile`) then looks at the whole campaign and does what its situation calls for:
+
+1. apply the newest notification payload (an observation: the platform is the truth);
+2. gate new commands through the machine (refused, a no-op, or accepted and *held*);
+3. move a held command on: pre-flight (contact list ready, dialer under 80 % for STANDARD), then the
+   dialer's priority queue (two in flight, HIGH at once, STANDARD 15 s apart), then one POST;
+4. track a transition in flight: notifications first; polls with backoff and jitter while they are
+   down (a sparse safety poll while they are up); at the tolerance deadline, read the errors and the
+   contact list: a lock delays, anything else fails;
+5. schedule its next look.
+
+A POST is sent once. If it fails in any way the campaign is read before anything else is decided,
+and a request the platform executed is never sent again. The model enters a transitional state only
+once the platform accepted the request (202), and leaves it only on an observation or a timeout
+verdict: never on a 202, never on a timer alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from schemas.commands import Command, CommandResult
+from schemas.events import rfc3339
+from schemas.types import (
+    Action,
+    CampaignState,
+    Cause,
+    Outcome,
+    Priority,
+    ReasonCode,
+)
+
+from .backoff import PollBackoff, PollPolicy, PollSchedule
+from .dialer_queue import DialerGate, DialerPolicy, GateClosed
+from .machine import Campaign, CampaignMachine, StateChange
+from .ports import (
+    CampaignSnapshot,
+    Clock,
+    ContactListSnapshot,
+    DialerLoad,
+    EventSink,
+    Notification,
+    Notifications,
+    Platform,
+    PlatformConflict,
+    PlatformError,
+    PlatformNotFound,
+)
+from .preflight import GateVerdict, PreflightPolicy, WaitFor, judge_expiry, preflight
+from .work_queue import WorkQueue
+
+__all__ = ["Orchestrator", "OrchestratorConfig", "OrchestratorStats"]
+
+_log = logging.getLogger(__name__)
+
+# The state each action aims for: reaching it completes the command.
+_TARGET = {
+    Action.START: CampaignState.RUNNING,
+    Action.RESUME: CampaignState.RUNNING,
+    Action.PAUSE: CampaignState.PAUSED,
+    Action.STOP: CampaignState.STOPPED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestratorConfig:
+    poll: PollPolicy = field(default_factory=PollPolicy)
+    preflight: PreflightPolicy = field(default_factory=PreflightPolicy)
+    dialer: DialerPolicy = field(default_factory=DialerPolicy)
+    # While notifications are up a tracked campaign is still read now and then: a dropped
+    # notification must not leave it unseen until its tolerance deadline.
+    safety_poll: float = 60.0
+    # How long a dialer's load reading is reused by other campaigns on the same dialer.
+    load_ttl: float = 5.0
+    concurrency: int = 64
+    remembered_commands: int = 100_000
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestratorStats:
+    campaigns: int
+    tracking: int
+    pending: int
+    notifications_up: bool
+    ready: bool
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A command the machine accepted, not yet sent. `stage` moves preflight -> queued -> granted."""
+
+    command: Command
+    stage: str = "preflight"
+    deferred_at: float | None = None
+    deferral: ReasonCode | None = None
+    next_check: float | None = None
+    poked: bool = True
+    gate_task: asyncio.Task[None] | None = None
+    sent: bool = False  # a POST went out and its outcome is unknown: only re-reading is allowed
+
+
+@dataclass(slots=True)
+class _Tracking:
+    """A transition in flight, ours (`command_id`) or one we only observed."""
+
+    command_id: str | None
+    action: Action | None
+    backoff: PollBackoff
+    next_poll: float
+    holds_slot: bool = False
+    slot_task: asyncio.Task[None] | None = None
+
+
+class Orchestrator:
+    """The product's main loop over the ports. Construct, `await start(...)`, feed, `await close()`."""
+
+    def __init__(
+        self,
+        *,
+        machine: CampaignMachine,
+        platform: Platform,
+        sink: EventSink,
+        clock: Clock,
+        notifications: Notifications | None = None,
+        config: OrchestratorConfig | None = None,
+    ) -> None:
+        self.machine = machine
+        self.platform = platform
+        self.sink = sink
+        self.clock = clock
+        self.notifications = notifications
+        self.config = config or OrchestratorConfig()
+        self._rng = random.Random(self.config.seed)
+        self._schedule = PollSchedule(self.config.poll, self._rng)
+        self._gate: DialerGate[str] = DialerGate(clock, self.config.dialer)
+        self._queue = WorkQueue(self._reconcile, clock=clock, concurrency=self.config.concurrency)
+        self._book: dict[str, Campaign] = {}
+        self._inbox: dict[str, deque[tuple[Command, asyncio.Future[CommandResult]]]] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._tracking: dict[str, _Tracking] = {}
+        self._latest: dict[str, CampaignSnapshot] = {}
+        self._list_waiters: dict[str, set[str]] = {}
+        self._loads: dict[str, tuple[float, DialerLoad]] = {}
+        self._unsent: dict[str, deque[StateChange]] = {}
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._first_result: dict[str, asyncio.Future[CommandResult]] = {}
+        self._notifications_up = bool(notifications and notifications.up)
+        self._ready = False
+        self._closing = False
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """True once startup reconciliation is done: commands may flow."""
+        return self._ready
+
+    @property
+    def campaigns(self) -> dict[str, Campaign]:
+        return self._book
+
+    @property
+    def gate(self) -> DialerGate[str]:
+        return self._gate
+
+    def stats(self) -> OrchestratorStats:
+        return OrchestratorStats(len(self._book), len(self._tracking), len(self._pending),
+                                 self._notifications_up, self._ready)
+
+    async def start(self, restored: Iterable[dict[str, Any]] = ()) -> None:
+        """Restore the local cache, then read the platform's truth for every campaign before commands.
+
+        Drift between what was stored and what the platform says becomes a `reconcile` event. A
+        transition that was in flight is tracked again, never re-issued; a held command resumes
+        its pre-flight.
+        """
+        for record in restored:
+            campaign = Campaign.restore(record)
+            self._book[campaign.id] = campaign
+            held = record.get("heldCommand")
+            if held:
+                command = Command.model_validate_json(held if isinstance(held, str | bytes) else orjson.dumps(held))
+                campaign.held = str(command.id)
+                self._pending[campaign.id] = _Pending(command)
+        snapshots = await self.platform.list_campaigns()
+        now = self.clock.now()
+        for snapshot in snapshots:
+            known = self._book.get(snapshot.id)
+            if known is None:
+                await self._discover(snapshot, Cause.RECONCILE)
+            else:
+                await self._observe(known, snapshot, Cause.RECONCILE)
+        for campaign in self._book.values():
+            if campaign.in_flight and campaign.id not in self._tracking:
+                self._track(campaign, campaign.command_id, campaign.action, now)
+            self._queue.hint(campaign.id)
+        if self.notifications is not None:
+            await self.notifications.subscribe_campaigns(list(self._book))
+            lists = sorted({c.contact_list_id for c in self._book.values() if c.contact_list_id})
+            await self.notifications.subscribe_contact_lists(lists)
+        self._ready = True
+
+    async def close(self, *, grace: float = 10.0) -> None:
+        """Stop intake, let running looks finish, then stop waiting on the dialers."""
+        self._closing = True
+        self._ready = False
+        await self._queue.close(grace=grace)
+        await self._gate.close()
+        tasks = [t for t in (*(p.gate_task for p in self._pending.values()),
+                             *(t.slot_task for t in self._tracking.values())) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for future in self._first_result.values():
+            if not future.done():
+                future.cancel()
+
+    async def drain(self) -> None:
+        """Wait until no campaign has a look running or due now (tests, shutdown)."""
+        await self._queue.drain()
+
+    def snapshot(self, campaign: Campaign) -> dict[str, Any]:
+        """The `campaign.state` record: the campaign plus a held command, so a restart loses neither."""
+        record = campaign.snapshot()
+        pending = self._pending.get(campaign.id)
+        record["heldCommand"] = pending.command.model_dump_json(by_alias=True) if pending else None
+        return record
+
+    # --- intake --------------------------------------------------------------------------------
+
+    def submit(self, command: Command) -> asyncio.Future[CommandResult]:
+        """Take a command. The future resolves with its first result once that result is published."""
+        future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        if self._closing:
+            future.cancel()
+            return future
+        self._inbox.setdefault(command.campaign_id, deque()).append((command, future))
+        self._queue.hint(command.campaign_id)
+        return future
+
+    async def refuse_malformed(self, command_id: UUID, campaign_id: str, detail: str) -> CommandResult:
+        """A record on the commands topic that names its command and campaign but does not parse."""
+        result = self._result_for(str(command_id), campaign_id, Outcome.REFUSED, ReasonCode.MALFORMED_COMMAND,
+                                  detail, None)
+        await self.sink.command_result(result)
+        return result
+
+    async def on_notification(self, note: Notification) -> None:
+        """A hint from the notification channel. Campaign bodies are kept: they are observations."""
+        if note.campaign is not None:
+            if note.campaign.id in self._book or note.campaign.id in self._inbox:
+                self._latest[note.campaign.id] = note.campaign
+                self._queue.hint(note.campaign.id)
+        elif note.contact_list_id is not None:
+            for campaign_id in self._list_waiters.pop(note.contact_list_id, set()):
+                pending = self._pending.get(campaign_id)
+                if pending is not None:
+                    pending.poked = True
+                self._queue.hint(campaign_id)
+
+    async def on_notifications_state(self, up: bool) -> None:
+        """The channel went down (every tracked campaign polls on backoff) or came back up."""
+        if up == self._notifications_up:
+            return
+        self._notifications_up = up
+        now = self.clock.now()
+        for campaign_id, tracking in self._tracking.items():
+            if up:
+                tracking.next_poll = now + self.config.safety_poll
+            else:
+                tracking.backoff = self._schedule.backoff(self.clock.monotonic())
+                tracking.next_poll = now + (tracking.backoff.next_delay() or 0.0)
+            self._queue.hint(campaign_id)
+
+    # --- the look at one campaign --------------------------------------------------------------
+
+    async def _reconcile(self, campaign_id: str) -> None:
+        await self._flush(campaign_id)
+        campaign = self._book.get(campaign_id)
+        inbox = self._inbox.get(campaign_id)
+        if campaign is None and inbox:
+            campaign = await self._discover_for_commands(campaign_id, inbox)
+        if campaign is None:
+            return
+        latest = self._latest.pop(campaign_id, None)
+        if latest is not None:
+            await self._observe(campaign, latest, Cause.NOTIFICATION)
+        while inbox:
+            command, future = inbox.popleft()
+            await self._intake(campaign, command, future)
+        pending = self._pending.get(campaign_id)
+        if pending is not None:
+            await self._advance(campaign, pending)
+        tracking = self._tracking.get(campaign_id)
+        if tracking is not None:
+            await self._follow(campaign, tracking)
+        self._plan(campaign)
+
+    async def _discover_for_commands(
+        self, campaign_id: str, inbox: deque[tuple[Command, asyncio.Future[CommandResult]]]
+    ) -> Campaign | None:
+        try:
+            snapshot = await self.platform.get_campaign(campaign_id)
+        except PlatformNotFound:
+            while inbox:
+                command, future = inbox.popleft()
+                await self._publish(self._result(command, Outcome.REFUSED, ReasonCode.UNKNOWN_CAMPAIGN,
+                                                 "the platform has no such campaign", None), future)
+            return None
+        campaign = await self._discover(snapshot, Cause.RECONCILE)
+        if self.notifications is not None:
+            await self.notifications.subscribe_campaigns([campaign.id])
+            if campaign.contact_list_id:
+                await self.notifications.subscribe_contact_lists([campaign.contact_list_id])
+        return campaign
+
+    async def _discover(self, snapshot: CampaignSnapshot, cause: Cause) -> Campaign:
+        state = snapshot.state or CampaignState.STOPPED
+        campaign, change = self.machine.adopt(
+            snapshot.id, state, snapshot.dialer_type, at=self.clock.now(), cause=cause,
+            dialer_id=snapshot.dialer_id, contact_list_id=snapshot.contact_list_id,
+            platform_status=snapshot.platform_status,
+        )
+        self._book[campaign.id] = campaign
+        await self._emit(campaign, change)
+        if campaign.in_flight:
+            self._track(campaign, None, None, self.clock.now())
+        return campaign
+
+    # --- observations --------------------------------------------------------------------------
+
+    async def _observe(self, campaign: Campaign, snapshot: CampaignSnapshot, cause: Cause) -> None:
+        """Adopt what the platform says. An unmappable status is recorded, never guessed at."""
+        campaign.dialer_id = snapshot.dialer_id or campaign.dialer_id
+        campaign.contact_list_id = snapshot.contact_list_id or campaign.contact_list_id
+        if snapshot.state is None:
+            campaign.platform_status = snapshot.platform_status
+            _log.warning("campaign %s: unknown platform status %r recorded, state kept",
+                         campaign.id, snapshot.platform_status)
+            return
+        errors = [dict(e) for e in snapshot.errors] if snapshot.state is CampaignState.FAILED else None
+        change = self.machine.observe(campaign, snapshot.state, cause=cause, at=self.clock.now(),
+                                      platform_status=snapshot.platform_status, errors=errors or None)
+        if change is None:
+            return
+        tracking = self._tracking.get(campaign.id)
+        await self._emit(campaign, change)
+        if campaign.in_flight and tracking is None:
+            self._track(campaign, change.command_id, change.action, self.clock.now())
+        elif not campaign.in_flight and tracking is not None:
+            await self._settle(campaign, tracking, change)
+
+    async def _settle(self, campaign: Campaign, tracking: _Tracking, change: StateChange) -> None:
+        """A transition reached a terminal state: free its dialer slot and report the command."""
+        del self._tracking[campaign.id]
+        self._free_slot(campaign, tracking)
+        if tracking.command_id is None:
+            return
+        reached = change.to_state
+        target = _TARGET.get(tracking.action) if tracking.action else None
+        if reached is target:
+            outcome, reason, message = Outcome.COMPLETED, None, f"{campaign.id} is {reached}"
+        else:
+            outcome = Outcome.FAILED
+            reason = change.reason or ReasonCode.TRANSITION_FAILED
+            message = f"transition ended in {reached}, not {target}"
+            if change.errors:
+                message += ": " + "; ".join(_error_text(e) for e in change.errors)
+        await self._publish(self._result_for(tracking.command_id, campaign.id, outcome, reason, message, reached))
+
+    # --- commands ------------------------------------------------------------------------------
+
+    async def _intake(self, campaign: Campaign, command: Command,
+                      future: asyncio.Future[CommandResult]) -> None:
+        command_id = str(command.id)
+        if command_id in self._seen:
+            _log.info("command %s for %s seen before: ignored as a redelivery", command_id, campaign.id)
+            if not future.done():
+                future.set_result(self._result(command, Outcome.REFUSED, ReasonCode.TRANSITION_IN_FLIGHT,
+                                               "duplicate command id: already taken", campaign.current))
+            return
+        self._remember(command_id)
+        now = self.clock.now()
+        if command.action is Action.RESET:
+            await self._reset(campaign, command, future)
+            return
+        decision = self.machine.command(campaign, command.action, at=now, command_id=command_id,
+                                        expected_state=command.expected_state, dry_run=True)
+        if not decision.accepted:
+            outcome = Outcome.COMPLETED if decision.reason is ReasonCode.ALREADY_IN_STATE else Outcome.REFUSED
+            await self._publish(self._result(command, outcome, decision.reason, decision.message,
+                                             decision.state, legal=decision.legal), future)
+            return
+        self.machine.hold(campaign, command_id)
+        self._pending[campaign.id] = _Pending(command)
+        await self.sink.state_saved(self.snapshot(campaign))  # a restart must find the held command
+        await self._publish(self._result(command, Outcome.ACCEPTED, None,
+                                         f"{command.action} accepted; pre-flight next", campaign.current), future)
+
+    async def _reset(self, campaign: Campaign, command: Command, future: asyncio.Future[CommandResult]) -> None:
+        decision = self.machine.command(campaign, Action.RESET, at=self.clock.now(),
+                                        command_id=str(command.id), expected_state=command.expected_state)
+        if not decision.accepted or decision.change is None:
+            await self._publish(self._result(command, Outcome.REFUSED, decision.reason, decision.message,
+                                             decision.state, legal=decision.legal), future)
+            return
+        await self._emit(campaign, decision.change)
+        # The model returned to its last stable state; the platform confirms (or corrects) it.
+        snapshot = await self.platform.get_campaign(campaign.id)
+        await self._observe(campaign, snapshot, Cause.RECONCILE)
+        await self._publish(self._result(command, Outcome.COMPLETED, None,
+                                         f"reset to {campaign.current}, confirmed by the platform",
+                                         campaign.current), future)
+
+    async def _advance(self, campaign: Campaign, pending: _Pending) -> None:
+        now = self.clock.now()
+        if pending.stage == "preflight":
+            if not pending.poked and pending.next_check is not None and now < pending.next_check:
+                return
+            pending.poked = False
+            await self._preflight(campaign, pending, now)
+        if pending.stage == "granted":
+            await self._send(campaign, pending)
+
+    async def _preflight(self, campaign: Campaign, pending: _Pending, now: float) -> None:
+        command = pending.command
+        contact_list = None
+        if campaign.contact_list_id:
+            contact_list = await self.platform.get_contact_list(campaign.contact_list_id)
+        load = None
+        if command.priority is Priority.STANDARD and campaign.dialer_id:
+            load = await self._dialer_load(campaign)
+        decision = preflight(contact_list=contact_list, load=load, priority=command.priority, now=now,
+                             deferred_at=pending.deferred_at, policy=self.config.preflight)
+        if decision.verdict is GateVerdict.PROCEED:
+            pending.stage = "queued"
+            pending.gate_task = asyncio.create_task(
+                self._wait_for_slot(campaign, pending), name=f"dialer-slot:{campaign.id}")
+            return
+        if decision.verdict is GateVerdict.REFUSE:
+            await self._drop_pending(campaign, pending)
+            await self._publish(self._result(command, Outcome.REFUSED, decision.reason, decision.detail,
+                                             campaign.current))
+            return
+        if pending.deferred_at is None:
+            pending.deferred_at = now
+        pending.next_check = decision.retry_at
+        if decision.wait_for is WaitFor.CONTACT_LIST and decision.wait_id:
+            self._list_waiters.setdefault(decision.wait_id, set()).add(campaign.id)
+        if decision.reason is not pending.deferral:
+            pending.deferral = decision.reason
+            await self._publish(self._result(command, Outcome.DEFERRED, decision.reason, decision.detail,
+                                             campaign.current, next_attempt=decision.retry_at))
+
+    async def _dialer_load(self, campaign: Campaign) -> DialerLoad:
+        assert campaign.dialer_id is not None
+        cached = self._loads.get(campaign.dialer_id)
+        now = self.clock.monotonic()
+        if cached is not None and now - cached[0] < self.config.load_ttl:
+            return cached[1]
+        load = await self.platform.get_dialer_load(campaign.dialer_id, campaign.id)
+        self._loads[campaign.dialer_id] = (now, load)
+        return load
+
+    async def _wait_for_slot(self, campaign: Campaign, pending: _Pending) -> None:
+        try:
+            await self._gate.acquire(campaign.dialer_id or campaign.id, campaign.id, pending.command.priority)
+        except GateClosed:
+            return
+        pending.stage = "granted"
+        self._queue.hint(campaign.id)
+
+    async def _send(self, campaign: Campaign, pending: _Pending) -> None:
+        """One POST, or (after an unknown outcome) only reads until the truth is known."""
+        command = pending.command
+        command_id = str(command.id)
+        if not pending.sent:
+            check = self.machine.command(campaign, command.action, at=self.clock.now(), command_id=command_id,
+                                         dry_run=True)
+            if not check.accepted:  # an observation moved the campaign while the command queued
+                await self._drop_pending(campaign, pending)
+                self._gate.release(campaign.dialer_id or campaign.id, campaign.id)
+                await self._publish(self._result(command, Outcome.REFUSED, check.reason, check.message,
+                                                 check.state, legal=check.legal))
+                return
+            pending.sent = True
+            try:
+                receipt = await self.platform.send_action(campaign.id, command.action)
+            except PlatformError as exc:
+                _log.warning("campaign %s: %s request failed (%s); reading the campaign before deciding",
+                             campaign.id, command.action, type(exc).__name__)
+                failure: PlatformError | None = exc
+            else:
+                request = {
+                    "method": "POST", "path": f"campaigns/{campaign.id}/{command.action.value}",
+                    "status": receipt.status, "sentAt": rfc3339(receipt.sent_at),
+                    "answeredAt": rfc3339(receipt.answered_at),
+                }
+                await self._fire(campaign, pending, request)
+                return
+        else:
+            failure = None
+        # The outcome of the POST is unknown (or it failed): the platform's state decides.
+        before = campaign.current
+        snapshot = await self.platform.get_campaign(campaign.id)
+        if snapshot.state is not None and snapshot.state is not before:
+            await self._fire(campaign, pending, None)  # it was executed: follow it, never send again
+            await self._observe(campaign, snapshot, Cause.RECONCILE)
+            return
+        await self._drop_pending(campaign, pending)
+        self._gate.release(campaign.dialer_id or campaign.id, campaign.id)
+        reason = ReasonCode.PLATFORM_CONFLICT if isinstance(failure, PlatformConflict) else ReasonCode.PLATFORM_ERROR
+        await self._publish(self._result(command, Outcome.FAILED, reason,
+                                         f"the platform did not take the {command.action} request "
+                                         f"({type(failure).__name__ if failure else 'no answer'}); "
+                                         f"campaign still {before}", campaign.current))
+
+    async def _fire(self, campaign: Campaign, pending: _Pending, request: dict[str, Any] | None) -> None:
+        command = pending.command
+        decision = self.machine.command(campaign, command.action, at=self.clock.now(),
+                                        command_id=str(command.id), request=request)
+        del self._pending[campaign.id]
+        assert decision.accepted and decision.change is not None, decision
+        await self._emit(campaign, decision.change)
+        self._track(campaign, str(command.id), command.action, self.clock.now(), holds_slot=True)
+
+    async def _drop_pending(self, campaign: Campaign, pending: _Pending) -> None:
+        self._pending.pop(campaign.id, None)
+        self.machine.unhold(campaign, str(pending.command.id))
+        if pending.gate_task is not None and not pending.gate_task.done():
+            pending.gate_task.cancel()
+        await self.sink.state_saved(self.snapshot(campaign))
+
+    # --- tracking ------------------------------------------------------------------------------
+
+    def _track(self, campaign: Campaign, command_id: str | None, action: Action | None, now: float, *,
+               holds_slot: bool = False) -> _Tracking:
+        backoff = self._schedule.backoff(self.clock.monotonic())
+        delay = self.config.safety_poll if self._notifications_up else (backoff.next_delay() or 0.0)
+        tracking = _Tracking(command_id, action, backoff, now + delay, holds_slot=holds_slot)
+        self._tracking[campaign.id] = tracking
+        if not holds_slot:
+            # A transition we did not start here (restart, takeover, someone else's command) still
+            # occupies its dialer: claim a slot for it, ahead of anything queued.
+            tracking.slot_task = asyncio.create_task(self._claim_slot(campaign, tracking),
+                                                     name=f"dialer-claim:{campaign.id}")
+        return tracking
+
+    async def _claim_slot(self, campaign: Campaign, tracking: _Tracking) -> None:
+        if tracking.holds_slot:
+            return
+        try:
+            await self._gate.acquire(campaign.dialer_id or campaign.id, campaign.id, Priority.HIGH)
+        except GateClosed:
+            return
+        if self._tracking.get(campaign.id) is tracking:
+            tracking.holds_slot = True
+        else:
+            self._gate.release(campaign.dialer_id or campaign.id, campaign.id)
+
+    def _free_slot(self, campaign: Campaign, tracking: _Tracking) -> None:
+        if tracking.slot_task is not None and not tracking.slot_task.done():
+            tracking.slot_task.cancel()
+        if tracking.holds_slot:
+            self._gate.release(campaign.dialer_id or campaign.id, campaign.id)
+
+    async def _follow(self, campaign: Campaign, tracking: _Tracking) -> None:
+        now = self.clock.now()
+        deadline_due = campaign.deadline is not None and now >= campaign.deadline
+        if now < tracking.next_poll and not deadline_due:
+            return
+        snapshot = await self.platform.get_campaign(campaign.id)
+        await self._observe(campaign, snapshot, Cause.POLL)
+        if self._tracking.get(campaign.id) is not tracking:
+            return  # it settled
+        delay = self.config.safety_poll if self._notifications_up else tracking.backoff.next_delay()
+        if delay is None:  # the guide's 60 tries are spent: judge it now rather than poll forever
+            deadline_due = True
+            tracking.backoff = self._schedule.backoff(self.clock.monotonic())
+            delay = tracking.backoff.next_delay() or self.config.poll.cap
+        tracking.next_poll = self.clock.now() + delay
+        if deadline_due:
+            await self._judge(campaign, tracking)
+
+    async def _judge(self, campaign: Campaign, tracking: _Tracking) -> None:
+        """The tolerance window ran out: a lock or compliance block delays, anything else fails."""
+        errors = await self.platform.get_errors(campaign.id)
+        contact_list: ContactListSnapshot | None = None
+        if campaign.contact_list_id:
+            contact_list = await self.platform.get_contact_list(campaign.contact_list_id)
+        verdict = judge_expiry(errors, contact_list, self.config.preflight)
+        now = self.clock.now()
+        if verdict.delayed:
+            await self._emit(campaign, self.machine.delay(campaign, at=now, detail=verdict.detail))
+            return
+        change = self.machine.expire(campaign, at=now, errors=verdict.errors)
+        await self._emit(campaign, change)
+        await self._settle(campaign, tracking, change)
+
+    def _plan(self, campaign: Campaign) -> None:
+        """Ask for the next look at the earliest moment this campaign needs one."""
+        wake: list[float] = []
+        pending = self._pending.get(campaign.id)
+        if pending is not None and pending.stage == "preflight" and pending.next_check is not None:
+            wake.append(pending.next_check)
+        tracking = self._tracking.get(campaign.id)
+        if tracking is not None:
+            wake.append(tracking.next_poll)
+            if campaign.deadline is not None:
+                wake.append(campaign.deadline)
+        if wake:
+            self._queue.schedule(campaign.id, delay=max(0.0, min(wake) - self.clock.now()))
+
+    # --- output --------------------------------------------------------------------------------
+
+    async def _emit(self, campaign: Campaign, change: StateChange) -> None:
+        """Publish in sequence order. A change the sink could not take waits for the next look."""
+        queue = self._unsent.setdefault(campaign.id, deque())
+        queue.append(change)
+        await self._flush(campaign.id)
+
+    async def _flush(self, campaign_id: str) -> None:
+        queue = self._unsent.get(campaign_id)
+        campaign = self._book.get(campaign_id)
+        while queue and campaign is not None:
+            await self.sink.state_changed(queue[0].event(), self.snapshot(campaign))
+            queue.popleft()
+
+    async def _publish(self, result: CommandResult, future: asyncio.Future[CommandResult] | None = None) -> None:
+        await self.sink.command_result(result)
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    def _remember(self, command_id: str) -> None:
+        self._seen[command_id] = None
+        while len(self._seen) > self.config.remembered_commands:
+            self._seen.popitem(last=False)
+
+    def _result(self, command: Command, outcome: Outcome, reason: ReasonCode | None, message: str,
+                state: CampaignState | None, *, legal: tuple[Action, ...] = (),
+                next_attempt: float | None = None) -> CommandResult:
+        return self._result_for(str(command.id), command.campaign_id, outcome, reason, message, state,
+                                legal=legal, next_attempt=next_attempt)
+
+    def _result_for(self, command_id: str, campaign_id: str, outcome: Outcome, reason: ReasonCode | None,
+                    message: str, state: CampaignState | None, *, legal: tuple[Action, ...] = (),
+                    next_attempt: float | None = None) -> CommandResult:
+        return CommandResult(
+            command_id=UUID(command_id), campaign_id=campaign_id, outcome=outcome, reason=reason,
+            message=message, state=state,
+            legal_actions=list(legal) if reason is ReasonCode.ILLEGAL_TRANSITION else None,
+            next_attempt_at=datetime.fromtimestamp(next_attempt, UTC) if next_attempt is not None else None,
+            at=datetime.fromtimestamp(self.clock.now(), UTC),
+        )
+
+
+def _error_text(error: dict[str, str]) -> str:
+    return error.get("code") or error.get("error") or error.get("message") or "error"
+

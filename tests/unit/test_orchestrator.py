@@ -1,0 +1,396 @@
+"""The orchestrator against in-memory ports and virtual time: each trap of the guide, by name."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+
+from fsm import CampaignMachine
+from fsm.orchestrator import Orchestrator, OrchestratorConfig
+from fsm.ports import ContactListSnapshot, DialerLoad, Notification, PlatformConflict, PlatformUnavailable
+from fsm.testing import FakeClock
+from schemas.commands import Command
+from schemas.types import Action, CampaignState, DialerType, Priority
+from tests.fakes import FakeCampaign, FakeNotifications, FakePlatform, MemorySink
+
+S = CampaignState
+
+
+@dataclass
+class World:
+    orch: Orchestrator
+    platform: FakePlatform
+    sink: MemorySink
+    clock: FakeClock
+    notes: FakeNotifications | None
+
+    def command(self, campaign_id: str, action: Action, priority: Priority = Priority.STANDARD) -> Command:
+        return Command(id=uuid.uuid4(), campaign_id=campaign_id, action=action, priority=priority,
+                       requested_by="test", issued_at=datetime.now(UTC))
+
+    async def send(self, campaign_id: str, action: Action, priority: Priority = Priority.STANDARD) -> Command:
+        command = self.command(campaign_id, action, priority)
+        await self.orch.submit(command)
+        return command
+
+    async def finish(self, campaign_id: str, state: CampaignState, *, notify: bool) -> None:
+        """The platform completes a transition; with `notify` it also pushes the notification."""
+        campaign = self.platform.campaigns[campaign_id]
+        campaign.state = state
+        if notify:
+            await self.orch.on_notification(Notification(
+                f"v2.outbound.campaigns.{campaign_id}", self.clock.now(), self.platform.snapshot(campaign)))
+
+
+async def _world(campaigns: list[FakeCampaign], *, notifications: bool | None = None,
+                 config: OrchestratorConfig | None = None, restored: list[dict[str, object]] = ()) -> World:
+    clock = FakeClock(auto_advance=True)
+    platform = FakePlatform(clock, campaigns)
+    sink = MemorySink()
+    notes = None if notifications is None else FakeNotifications(up=notifications)
+    orch = Orchestrator(machine=CampaignMachine(), platform=platform, sink=sink, clock=clock,
+                        notifications=notes, config=config or OrchestratorConfig(seed=7))
+    await orch.start(restored)
+    return World(orch, platform, sink, clock, notes)
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    w = await _world([FakeCampaign("c1", S.STOPPED), FakeCampaign("c2", S.RUNNING)])
+    yield w
+    await w.orch.close()
+
+
+async def test_startup_reads_every_campaign_before_commands(world: World) -> None:
+    assert world.orch.ready
+    assert {e["campaignId"]: e["to"] for e in map(lambda e: e["data"], world.sink.events)} == {
+        "c1": "STOPPED", "c2": "RUNNING"}
+    assert all(e["data"]["cause"] == "reconcile" and e["data"]["sequence"] == 1 for e in world.sink.events)
+
+
+async def test_a_202_never_appears_as_running(world: World) -> None:
+    command = await world.send("c1", Action.START)
+    await world.clock.sleep(1)
+    assert world.sink.outcomes(command.id) == [("ACCEPTED", None)]
+    assert world.orch.campaigns["c1"].current is S.STARTING
+    assert [e["to"] for e in world.sink.of("c1")] == ["STOPPED", "STARTING"]
+    starting = world.sink.of("c1")[1]
+    assert starting["request"]["status"] == 202 and starting["commandId"] == str(command.id)
+    # Time passes, the platform still says STARTING: the model keeps STARTING, no RUNNING invented.
+    await world.clock.sleep(100)
+    assert world.orch.campaigns["c1"].current is S.STARTING
+    assert "RUNNING" not in [e["to"] for e in world.sink.of("c1")]
+    # Only an observation finishes it.
+    await world.finish("c1", S.RUNNING, notify=False)
+    await world.clock.sleep(60)
+    assert world.sink.of("c1")[-1]["to"] == "RUNNING" and world.sink.of("c1")[-1]["cause"] == "poll"
+    assert world.sink.outcomes(command.id) == [("ACCEPTED", None), ("COMPLETED", None)]
+
+
+async def test_start_right_after_stop_is_refused_until_stopped(world: World) -> None:
+    stop = await world.send("c2", Action.STOP)
+    await world.clock.sleep(1)
+    start = await world.send("c2", Action.START)
+    await world.clock.sleep(1)
+    assert world.sink.outcomes(start.id) == [("REFUSED", "TRANSITION_IN_FLIGHT")]
+    assert len(world.platform.posts("c2")) == 1, "the refused start never reached the platform"
+    await world.finish("c2", S.STOPPED, notify=False)
+    await world.clock.sleep(60)
+    assert world.sink.outcomes(stop.id)[-1] == ("COMPLETED", None)
+    again = await world.send("c2", Action.START)
+    await world.clock.sleep(1)
+    assert world.sink.outcomes(again.id) == [("ACCEPTED", None)]
+    assert [p[1] for p in world.platform.posts("c2")] == ["POST stop", "POST start"]
+
+
+async def test_already_in_state_is_a_reported_no_op(world: World) -> None:
+    command = await world.send("c2", Action.START)
+    assert world.sink.outcomes(command.id) == [("COMPLETED", "ALREADY_IN_STATE")]
+    assert world.platform.posts() == []
+
+
+async def test_illegal_command_lists_the_legal_ones(world: World) -> None:
+    command = await world.send("c1", Action.PAUSE)
+    result = world.sink.results[-1]
+    assert world.sink.outcomes(command.id) == [("REFUSED", "ILLEGAL_TRANSITION")]
+    assert result.legal_actions == [Action.START]
+
+
+async def test_unknown_campaign_is_refused(world: World) -> None:
+    command = await world.send("nope", Action.START)
+    assert world.sink.outcomes(command.id) == [("REFUSED", "UNKNOWN_CAMPAIGN")]
+
+
+async def test_notifications_complete_transitions_without_polling() -> None:
+    w = await _world([FakeCampaign("c1", S.STOPPED)], notifications=True)
+    try:
+        command = await w.send("c1", Action.START)
+        await w.clock.sleep(1)
+        reads = w.platform.reads()
+        await w.finish("c1", S.RUNNING, notify=True)
+        await w.clock.sleep(1)
+        assert w.sink.of("c1")[-1]["to"] == "RUNNING" and w.sink.of("c1")[-1]["cause"] == "notification"
+        assert w.platform.reads() == reads, "a notification needs no read"
+        assert w.sink.outcomes(command.id)[-1] == ("COMPLETED", None)
+    finally:
+        await w.orch.close()
+
+
+async def test_polling_backs_off_with_jitter_while_notifications_are_down() -> None:
+    w = await _world([FakeCampaign("c1", S.STOPPED)], notifications=False)
+    try:
+        await w.send("c1", Action.START)
+        await w.clock.sleep(600)
+        polls = [t for t, call, ident in w.platform.calls if call == "GET campaign" and ident == "c1"]
+        gaps = [b - a for a, b in itertools.pairwise(polls)]
+        assert len(gaps) >= 8
+        for nominal, gap in zip([3.0, 4.5, 6.75, 10.125, 15.1875, 22.78125, 30.0, 30.0], gaps, strict=False):
+            assert nominal * 0.8 - 1e-9 <= gap <= nominal * 1.2 + 1e-9
+        assert max(gaps) <= 36.0 + 1e-9
+    finally:
+        await w.orch.close()
+
+
+async def test_going_down_switches_tracked_campaigns_to_polling() -> None:
+    w = await _world([FakeCampaign("c1", S.STOPPED)], notifications=True)
+    try:
+        await w.send("c1", Action.START)
+        await w.clock.sleep(20)
+        before = w.platform.reads()
+        assert w.orch.stats().notifications_up
+        await w.orch.on_notifications_state(False)
+        await w.clock.sleep(20)
+        assert w.platform.reads() - before >= 3, "down: backoff polling starts at once"
+    finally:
+        await w.orch.close()
+
+
+async def test_a_locked_contact_list_defers_then_proceeds_on_notification() -> None:
+    w = await _world([FakeCampaign("c1", S.STOPPED)], notifications=True)
+    try:
+        w.platform.lists["list-1"] = ContactListSnapshot("list-1", False, True, "LOCKED")
+        command = await w.send("c1", Action.START)
+        await w.clock.sleep(1)
+        assert w.sink.outcomes(command.id) == [("ACCEPTED", None), ("DEFERRED", "CONTACT_LIST_NOT_READY")]
+        assert w.platform.posts() == []
+        deferred = w.sink.results[-1]
+        assert deferred.next_attempt_at is not None
+        w.platform.lists["list-1"] = ContactListSnapshot("list-1", True, False, "ACTIVE")
+        await w.orch.on_notification(Notification("v2.outbound.contactlists.list-1", w.clock.now(),
+                                                  contact_list_id="list-1"))
+        await w.clock.sleep(0.5)
+        assert [p[1] for p in w.platform.posts()] == ["POST start"]
+    finally:
+        await w.orch.close()
+
+
+async def test_a_deferral_expires_with_a_refusal() -> None:
+    w = await _world([FakeCampaign("c1", S.STOPPED)])
+    try:
+        w.platform.lists["list-1"] = ContactListSnapshot("list-1", False, False, "IMPORTING")
+        command = await w.send("c1", Action.START)
+        await w.clock.sleep(700)
+        assert w.sink.outcomes(command.id)[-1] == ("REFUSED", "DEFERRAL_EXPIRED")
+        assert w.platform.posts() == []
+        retry = await w.send("c1", Action.START)  # the hold is gone
+        assert w.sink.outcomes(retry.id)[0] == ("ACCEPTED", None)
+    finally:
+        await w.orch.close()
+
+
+async def test_over_capacity_defers_standard_while_high_proceeds() -> None:
+    w = await _world([FakeCampaign("c1", S.STOPPED), FakeCampaign("c2", S.STOPPED, contact_list_id="list-2")])
+    try:
+        w.platform.loads["dialer-1"] = DialerLoad("dialer-1", 85, 100)
+        standard = await w.send("c1", Action.START)
+        high = await w.send("c2", Action.START, Priority.HIGH)
+        await w.clock.sleep(1)
+        assert w.sink.outcomes(standard.id)[-1] == ("DEFERRED", "DIALER_OVER_CAPACITY")
+        assert [p[2] for p in w.platform.posts()] == ["c2"]
+        assert w.sink.outcomes(high.id)[-1] == ("ACCEPTED", None)
+        w.platform.loads["dialer-1"] = DialerLoad("dialer-1", 10, 100)
+        await w.clock.sleep(30)
+        assert sorted(p[2] for p in w.platform.posts()) == ["c1", "c2"]
+    finally:
+        await w.orch.close()
+
+
+async def test_eight_commands_on_one_dialer_never_have_more_than_two_in_flight() -> None:
+    ids = [f"c{i}" for i in range(8)]
+    w = await _world([FakeCampaign(i, S.RUNNING, contact_list_id=f"l-{i}") for i in ids], notifications=True)
+    try:
+        commands = {i: await w.send(i, Action.STOP, Priority.HIGH if i == "c7" else Priority.STANDARD)
+                    for i in ids}
+        finished: set[str] = set()
+        peak = 0
+        for _ in range(40):
+            await w.clock.sleep(5)
+            in_flight = {p[2] for p in w.platform.posts()} - finished
+            peak = max(peak, len(in_flight))
+            for cid in sorted(in_flight)[:1]:  # the platform drains one campaign per step
+                await w.finish(cid, S.STOPPED, notify=True)
+                finished.add(cid)
+        assert peak <= 2
+        posts = w.platform.posts()
+        assert len(posts) == 8 and all(w.sink.outcomes(c.id)[-1] == ("COMPLETED", None)
+                                       for c in commands.values())
+        assert posts[0][2] == "c0" or posts[1][2] == "c7", "HIGH is served among the first"
+        standard_times = [t for t, _, cid in posts if cid != "c7"]
+        assert all(b - a >= 15.0 - 1e-9 for a, b in itertools.pairwise(standard_times))
+    finally:
+        await w.orch.close()
+
+
+async def test_predictive_stop_lasting_150s_is_not_failed() -> None:
+    w = await _world([FakeCampaign("c1", S.RUNNING, DialerType.PREDICTIVE)])
+    try:
+        command = await w.send("c1", Action.STOP)
+        await w.clock.sleep(150)
+        assert w.orch.campaigns["c1"].current is S.STOPPING
+        assert not any(c[1] == "GET errors" for c in w.platform.calls), "no errors query inside the 180 s window"
+        await w.finish("c1", S.STOPPED, notify=False)
+        await w.clock.sleep(40)
+        assert w.sink.outcomes(command.id)[-1] == ("COMPLETED", None)
+        assert "FAILED" not in [e["to"] for e in w.sink.of("c1")]
+    finally:
+        await w.orch.close()
+
+
+async def test_progressive_stop_past_60s_queries_errors_and_fails() -> None:
+    w = await _world([FakeCampaign("c1", S.RUNNING, DialerType.PROGRESSIVE)])
+    try:
+        w.platform.errors["c1"] = [{"code": "dialer.engine.fault", "message": "engine down"}]
+        command = await w.send("c1", Action.STOP)
+        await w.clock.sleep(59)
+        assert not any(c[1] == "GET errors" for c in w.platform.calls)
+        await w.clock.sleep(5)
+        assert any(c[1] == "GET errors" for c in w.platform.calls)
+        failed = w.sink.of("c1")[-1]
+        assert failed["to"] == "FAILED" and failed["cause"] == "timeout" and failed["reason"] == "TOLERANCE_EXCEEDED"
+        assert failed["errors"] == [{"code": "dialer.engine.fault", "message": "engine down"}]
+        assert w.sink.outcomes(command.id)[-1] == ("FAILED", "TOLERANCE_EXCEEDED")
+    finally:
+        await w.orch.close()
+
+
+async def test_a_lock_past_the_window_is_delayed_not_failed() -> None:
+    w = await _world([FakeCampaign("c1", S.RUNNING, DialerType.PROGRESSIVE)])
+    try:
+        command = await w.send("c1", Action.STOP)
+        w.platform.lists["list-1"] = ContactListSnapshot("list-1", False, True, "LOCKED")
+        await w.clock.sleep(70)
+        delayed = w.sink.of("c1")[-1]
+        assert delayed["from"] == delayed["to"] == "STOPPING"
+        assert delayed["anomaly"]["kind"] == "TRANSITION_DELAYED" and "locked" in delayed["anomaly"]["detail"]
+        assert w.orch.campaigns["c1"].current is S.STOPPING
+        w.platform.lists["list-1"] = ContactListSnapshot("list-1", True, False, "ACTIVE")
+        await w.finish("c1", S.STOPPED, notify=False)
+        await w.clock.sleep(40)
+        assert w.sink.outcomes(command.id)[-1] == ("COMPLETED", None)
+    finally:
+        await w.orch.close()
+
+
+async def test_a_conflict_is_read_back_and_never_resent() -> None:
+    w = await _world([FakeCampaign("c1", S.STOPPED)])
+    try:
+        w.platform.post_failure["c1"] = PlatformConflict("409", status=409)
+        command = await w.send("c1", Action.START)
+        await w.clock.sleep(5)
+        assert w.sink.outcomes(command.id)[-1] == ("FAILED", "PLATFORM_CONFLICT")
+        assert len(w.platform.posts("c1")) == 1
+        assert w.orch.campaigns["c1"].current is S.STOPPED
+        assert [e["to"] for e in w.sink.of("c1")] == ["STOPPED"], "a refused request moves nothing"
+    finally:
+        await w.orch.close()
+
+
+async def test_a_timeout_that_was_executed_is_followed_not_resent() -> None:
+    w = await _world([FakeCampaign("c1", S.STOPPED)])
+    try:
+        w.platform.post_failure["c1"] = PlatformUnavailable("timeout")
+        w.platform.execute_despite_failure.add("c1")
+        command = await w.send("c1", Action.START)
+        await w.clock.sleep(5)
+        assert w.orch.campaigns["c1"].current is S.STARTING
+        await w.finish("c1", S.RUNNING, notify=False)
+        await w.clock.sleep(60)
+        assert len(w.platform.posts("c1")) == 1
+        assert w.sink.outcomes(command.id)[-1] == ("COMPLETED", None)
+    finally:
+        await w.orch.close()
+
+
+async def test_a_restart_in_the_middle_of_a_transition_reissues_nothing() -> None:
+    w = await _world([FakeCampaign("c1", S.RUNNING)])
+    command = await w.send("c1", Action.STOP)
+    await w.clock.sleep(2)
+    saved = list(w.sink.state.values())
+    await w.orch.close()
+    campaigns = list(w.platform.campaigns.values())
+    w2 = await _world(campaigns, restored=saved)
+    try:
+        w2.platform.calls.clear()
+        campaigns[0].state = S.STOPPED
+        await w2.clock.sleep(60)
+        assert w2.platform.posts() == []
+        assert w2.sink.of("c1")[-1]["to"] == "STOPPED" and w2.sink.of("c1")[-1]["sequence"] == 3
+        assert w2.sink.outcomes(command.id) == [("COMPLETED", None)]
+    finally:
+        await w2.orch.close()
+
+
+async def test_a_held_command_survives_a_restart() -> None:
+    w = await _world([FakeCampaign("c1", S.STOPPED)])
+    w.platform.lists["list-1"] = ContactListSnapshot("list-1", False, True, "LOCKED")
+    command = await w.send("c1", Action.START)
+    await w.clock.sleep(1)
+    saved = list(w.sink.state.values())
+    assert saved[0]["heldCommand"]
+    await w.orch.close()
+    w2 = await _world(list(w.platform.campaigns.values()), restored=saved)
+    try:
+        w2.platform.lists["list-1"] = ContactListSnapshot("list-1", True, False, "ACTIVE")
+        await w2.clock.sleep(30)
+        assert [p[1] for p in w2.platform.posts()] == ["POST start"]
+        assert w2.orch.campaigns["c1"].current is S.STARTING
+        assert str(command.id) == w2.sink.of("c1")[-1]["commandId"]
+    finally:
+        await w2.orch.close()
+
+
+async def test_reset_returns_to_last_stable_and_is_confirmed() -> None:
+    w = await _world([FakeCampaign("c1", S.RUNNING)])
+    try:
+        await w.send("c1", Action.PAUSE)
+        await w.clock.sleep(1)
+        await w.finish("c1", S.FAILED, notify=False)
+        await w.clock.sleep(40)
+        assert w.orch.campaigns["c1"].current is S.FAILED
+        w.platform.campaigns["c1"].state = S.RUNNING  # the operator fixed it on the platform
+        reset = await w.send("c1", Action.RESET)
+        assert w.sink.outcomes(reset.id) == [("COMPLETED", None)]
+        assert [e["to"] for e in w.sink.of("c1")][-2:] == ["FAILED", "RUNNING"][-2:] or \
+            w.sink.of("c1")[-1]["to"] == "RUNNING"
+        pause = await w.send("c1", Action.PAUSE)
+        assert w.sink.outcomes(pause.id)[0] == ("ACCEPTED", None), "the original transition can be retried"
+    finally:
+        await w.orch.close()
+
+
+async def test_an_unknown_platform_status_is_recorded_not_guessed() -> None:
+    w = await _world([FakeCampaign("c1", S.RUNNING)])
+    try:
+        await w.send("c1", Action.STOP)
+        await w.clock.sleep(1)
+        w.platform.campaigns["c1"].status = "hibernating"
+        await w.clock.sleep(30)
+        assert w.orch.campaigns["c1"].current is S.STOPPING
+        assert w.orch.campaigns["c1"].platform_status == "hibernating"
+    finally:
+        await w.orch.close()
