@@ -67,6 +67,7 @@ class Campaign:
         "entered_at",
         "held",
         "id",
+        "last_hash",
         "last_stable",
         "platform_status",
         "sequence",
@@ -104,6 +105,8 @@ class Campaign:
         # A command the gate accepted that is still waiting (pre-flight, dialer queue) to be sent.
         # While held, the machine refuses every other command: it is a transition in flight too.
         self.held: str | None = None
+        # Hash of this campaign's last published event: the next one carries it (audit chain).
+        self.last_hash: str | None = None
 
     @property
     def current(self) -> CampaignState:
@@ -129,6 +132,7 @@ class Campaign:
             "action": self.action.value if self.action else None,
             "platformStatus": self.platform_status,
             "held": self.held,
+            "lastHash": self.last_hash,
         }
 
     @classmethod
@@ -146,10 +150,11 @@ class Campaign:
             command_id=record.get("commandId"),
             action=Action(record["action"]) if record.get("action") else None,
             platform_status=record.get("platformStatus"),
-        ).with_held(record.get("held"))
+        ).with_record_extras(record)
 
-    def with_held(self, command_id: str | None) -> Campaign:
-        self.held = command_id
+    def with_record_extras(self, record: dict[str, Any]) -> Campaign:
+        self.held = record.get("held")
+        self.last_hash = record.get("lastHash")
         return self
 
     def __repr__(self) -> str:

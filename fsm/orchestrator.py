@@ -35,7 +35,7 @@ from uuid import UUID
 import orjson
 
 from schemas.commands import Command, CommandResult
-from schemas.events import rfc3339
+from schemas.events import event_hash, rfc3339
 from schemas.types import (
     Action,
     CampaignState,
@@ -157,7 +157,7 @@ class Orchestrator:
         self._latest: dict[str, CampaignSnapshot] = {}
         self._list_waiters: dict[str, set[str]] = {}
         self._loads: dict[str, tuple[float, DialerLoad]] = {}
-        self._unsent: dict[str, deque[StateChange]] = {}
+        self._unsent: dict[str, deque[dict[str, Any]]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._first_result: dict[str, asyncio.Future[CommandResult]] = {}
         self._notifications_up = bool(notifications and notifications.up)
@@ -630,16 +630,23 @@ class Orchestrator:
     # --- output --------------------------------------------------------------------------------
 
     async def _emit(self, campaign: Campaign, change: StateChange) -> None:
-        """Publish in sequence order. A change the sink could not take waits for the next look."""
-        queue = self._unsent.setdefault(campaign.id, deque())
-        queue.append(change)
+        """Chain the event to the campaign's previous one, then publish in sequence order.
+
+        The event is final (hash included) before the first attempt, so an event the sink could
+        not take is retried on the next look byte for byte, never rebuilt.
+        """
+        event = change.event()
+        if campaign.last_hash is not None:
+            event["data"]["prevHash"] = campaign.last_hash
+        campaign.last_hash = event_hash(event)
+        self._unsent.setdefault(campaign.id, deque()).append(event)
         await self._flush(campaign.id)
 
     async def _flush(self, campaign_id: str) -> None:
         queue = self._unsent.get(campaign_id)
         campaign = self._book.get(campaign_id)
         while queue and campaign is not None:
-            await self.sink.state_changed(queue[0].event(), self.snapshot(campaign))
+            await self.sink.state_changed(queue[0], self.snapshot(campaign))
             queue.popleft()
 
     async def _publish(self, result: CommandResult, future: asyncio.Future[CommandResult] | None = None) -> None:

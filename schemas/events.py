@@ -7,10 +7,12 @@ parse the topic, to generate the JSON Schema and, in the tests, to prove the two
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 from uuid import UUID
 
+import orjson
 from pydantic import AwareDatetime, Field
 
 from .base import PlatformModel, StrictModel
@@ -25,6 +27,8 @@ __all__ = [
     "CampaignStateChangedEvent",
     "PlatformErrorDetail",
     "PlatformRequest",
+    "canonical_bytes",
+    "event_hash",
     "event_id",
     "rfc3339",
     "state_changed_event",
@@ -76,6 +80,11 @@ class CampaignStateChanged(StrictModel):
     errors: list[PlatformErrorDetail] | None = None
     platform_status: str | None = Field(default=None, description="The platform's own word for the state.")
     request: PlatformRequest | None = None
+    prev_hash: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 (hex) of the previous event of this campaign in canonical form; absent on the first.",
+    )
     observed_at: AwareDatetime
 
 
@@ -93,6 +102,16 @@ class CampaignStateChangedEvent(StrictModel):
 
 
 _second_cache: list[Any] = [None, ""]
+
+
+def canonical_bytes(event: dict[str, Any]) -> bytes:
+    """The form an event is hashed in: its JSON with keys sorted, no whitespace, UTF-8."""
+    return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+
+
+def event_hash(event: dict[str, Any]) -> str:
+    """The hash the *next* event of the same campaign carries as `prevHash` (the audit chain)."""
+    return hashlib.sha256(canonical_bytes(event)).hexdigest()
 
 
 def rfc3339(ts: float) -> str:

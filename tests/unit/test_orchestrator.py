@@ -394,3 +394,16 @@ async def test_an_unknown_platform_status_is_recorded_not_guessed() -> None:
         assert w.orch.campaigns["c1"].platform_status == "hibernating"
     finally:
         await w.orch.close()
+
+
+async def test_events_form_a_hash_chain_per_campaign(world: World) -> None:
+    from schemas.events import event_hash
+
+    await world.send("c1", Action.START)
+    await world.finish("c1", S.RUNNING, notify=False)
+    await world.clock.sleep(30)
+    events = [e for e in world.sink.events if e["subject"] == "c1"]
+    assert len(events) == 3 and "prevHash" not in events[0]["data"]
+    for previous, event in itertools.pairwise(events):
+        assert event["data"]["prevHash"] == event_hash(previous)
+    assert world.sink.state["c1"]["lastHash"] == event_hash(events[-1])
