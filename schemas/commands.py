@@ -11,10 +11,12 @@ from pydantic import AwareDatetime, Field, StringConstraints
 from .base import StrictModel
 from .types import Action, CampaignState, Outcome, Priority, ReasonCode
 
-__all__ = ["CampaignId", "Command", "CommandResult"]
+__all__ = ["CampaignId", "Command", "CommandResult", "KeyId"]
 
 # Ids end up in REST paths and topic keys: a conservative alphabet keeps both safe (no '/', no '..').
 CampaignId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+# Key ids are names in configuration and in logs: the same kind of conservative alphabet.
+KeyId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
 class Command(StrictModel):
@@ -29,6 +31,20 @@ class Command(StrictModel):
     expected_state: CampaignState | None = Field(
         default=None,
         description="Refuse unless the campaign is in this state when the command is considered.",
+    )
+    key_id: KeyId | None = Field(
+        default=None, description="Which configured key signed this command (see `signature`)."
+    )
+    # Deliberately loose: a signature that is not 64 lowercase hex digits is refused as
+    # BAD_SIGNATURE by the authority, not as a malformed message, so it is counted as what it is.
+    signature: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
+        default=None,
+        description="HMAC-SHA256 of the canonical body (this command's wire JSON without `signature`, "
+        "keys sorted, compact, UTF-8) under the key named by `keyId`, as 64 lowercase hex digits.",
+    )
+    not_before: AwareDatetime | None = Field(
+        default=None,
+        description="Hold the command (DEFERRED, reason SCHEDULED) and execute it at this instant.",
     )
 
 

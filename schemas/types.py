@@ -90,6 +90,14 @@ class ReasonCode(StrEnum):
     PLATFORM_ERROR = "PLATFORM_ERROR"
     TRANSITION_FAILED = "TRANSITION_FAILED"
     TOLERANCE_EXCEEDED = "TOLERANCE_EXCEEDED"
+    # Who may command a campaign (fsm/authorization.py): each refusal names what failed.
+    UNSIGNED = "UNSIGNED"
+    BAD_SIGNATURE = "BAD_SIGNATURE"
+    STALE_COMMAND = "STALE_COMMAND"
+    REPLAYED = "REPLAYED"
+    NOT_AUTHORISED = "NOT_AUTHORISED"
+    # DEFERRED until the command's `notBefore` instant (a planned shift change).
+    SCHEDULED = "SCHEDULED"
 
 
 class Cause(StrEnum):
