@@ -17,6 +17,9 @@ __all__ = ["build_parser", "main"]
 _SUBCOMMANDS: tuple[str, ...] = (
     "adapters.docs_cli",
     "adapters.simulator.cli",
+    "adapters.send_cli",
+    "adapters.schedule_cli",
+    "adapters.run_cli",
 )
 
 

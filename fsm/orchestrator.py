@@ -282,7 +282,7 @@ class Orchestrator:
         now = self.clock.now()
         for campaign_id, tracking in self._tracking.items():
             if up:
-                tracking.next_poll = now + self.config.safety_poll
+                tracking.next_poll = now + self._safety_delay()
             else:
                 tracking.backoff = self._schedule.backoff(self.clock.monotonic())
                 tracking.next_poll = now + (tracking.backoff.next_delay() or 0.0)
@@ -552,7 +552,7 @@ class Orchestrator:
     def _track(self, campaign: Campaign, command_id: str | None, action: Action | None, now: float, *,
                holds_slot: bool = False) -> _Tracking:
         backoff = self._schedule.backoff(self.clock.monotonic())
-        delay = self.config.safety_poll if self._notifications_up else (backoff.next_delay() or 0.0)
+        delay = self._safety_delay() if self._notifications_up else (backoff.next_delay() or 0.0)
         tracking = _Tracking(command_id, action, backoff, now + delay, holds_slot=holds_slot)
         self._tracking[campaign.id] = tracking
         if not holds_slot:
@@ -589,7 +589,7 @@ class Orchestrator:
         await self._observe(campaign, snapshot, Cause.POLL)
         if self._tracking.get(campaign.id) is not tracking:
             return  # it settled
-        delay = self.config.safety_poll if self._notifications_up else tracking.backoff.next_delay()
+        delay = self._safety_delay() if self._notifications_up else tracking.backoff.next_delay()
         if delay is None:  # the guide's 60 tries are spent: judge it now rather than poll forever
             deadline_due = True
             tracking.backoff = self._schedule.backoff(self.clock.monotonic())
@@ -612,6 +612,10 @@ class Orchestrator:
         change = self.machine.expire(campaign, at=now, errors=verdict.errors)
         await self._emit(campaign, change)
         await self._settle(campaign, tracking, change)
+
+    def _safety_delay(self) -> float:
+        # Jittered like every other interval: safety polls of a batch must not line up either.
+        return self.config.poll.jittered(self.config.safety_poll, self._rng)
 
     def _plan(self, campaign: Campaign) -> None:
         """Ask for the next look at the earliest moment this campaign needs one."""

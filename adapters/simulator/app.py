@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from starlette.applications import Starlette
@@ -58,8 +58,13 @@ class SimulatorConfig:
     seed: int | None = 0
     faults: FaultConfig = field(default_factory=FaultConfig)
     timing: Timing = field(default_factory=Timing)
+    # "sim": the 10 reads/s window runs on the simulated clock, so a client sharing the time scale
+    # is held to 10 reads per *simulated* second (rates in the simulation's clock).
+    rate_clock: Literal["wall", "sim"] = "wall"
 
     def __post_init__(self) -> None:
+        if self.rate_clock not in ("wall", "sim"):
+            raise ValueError(f"rate_clock must be 'wall' or 'sim', got {self.rate_clock!r}")
         if self.profile not in ("guide", "genesys"):
             raise ValueError(f"profile must be 'guide' or 'genesys', got {self.profile!r}")
         for name in ("token_ttl", "heartbeat_seconds", "channel_ttl"):
@@ -111,7 +116,8 @@ class Simulator:
         self.traffic = TrafficLog()
         self.history: list[StateRecord] = []
         self.tokens = TokenStore(self.config.client_id, self.config.client_secret, self.config.token_ttl, self.wall)
-        self.limiter = ReadLimiter(lambda: self.faults.config.read_limit_per_s, self.wall)
+        rate_time = self.clock.monotonic if self.config.rate_clock == "sim" else self.wall
+        self.limiter = ReadLimiter(lambda: self.faults.config.read_limit_per_s, rate_time)
         self.hub = Hub(self.scheduler, self.faults, heartbeat_seconds=self.config.heartbeat_seconds,
                        channel_ttl=self.config.channel_ttl, max_topics=self.config.max_topics)
         self.engine = Engine(self.tenant, self.scheduler, timing=self.config.timing, faults=self.faults,

@@ -103,6 +103,9 @@ def register(subparsers: Any) -> None:
                      help="API profile served (default guide)")
     net.add_argument("--time-scale", type=_positive, default=1.0,
                      help="simulated seconds per real second (100 => a 120 s drain takes 1.2 s)")
+    net.add_argument("--rate-clock", choices=("wall", "sim"), default="wall",
+                     help="clock of the 10 reads/s window: real seconds, or simulated seconds so a client "
+                          "sharing --time-scale is held to the limit in simulated time (default wall)")
     net.add_argument("--seed", type=int, default=0, help="seed for generated tenants and fault dice")
     net.add_argument("--heartbeat-seconds", type=_positive, default=30.0,
                      help="WebSocket heartbeat interval, simulated seconds (default 30)")
@@ -177,6 +180,7 @@ def build_simulator(args: argparse.Namespace) -> Simulator:
     config = SimulatorConfig(
         profile=args.profile, client_id=args.client_id, client_secret=secret, token_ttl=args.token_ttl,
         heartbeat_seconds=args.heartbeat_seconds, channel_ttl=args.channel_ttl, seed=args.seed, faults=faults,
+        rate_clock=args.rate_clock,
     )
     return Simulator(tenant, config, time_scale=args.time_scale)
 

@@ -104,9 +104,14 @@ class TrafficLog:
             peak[s.dialer_id] = max(peak.get(s.dialer_id, 0), s.in_flight)
         return peak
 
-    def reads_per_second_peak(self, window: float = 1.0) -> int:
-        """The most read requests (429s included) whose wall times fall within any `window` seconds."""
-        times = sorted(r.wall_time for r in self._records if r.kind == "read")
+    def _read_times(self, clock: str) -> list[float]:
+        if clock == "sim":
+            return [r.sim_time for r in self._records if r.kind == "read"]
+        return [r.wall_time for r in self._records if r.kind == "read"]
+
+    def reads_per_second_peak(self, window: float = 1.0, *, clock: str = "wall") -> int:
+        """The most read requests (429s included) within any `window` seconds of `clock` ("wall"/"sim")."""
+        times = sorted(self._read_times(clock))
         best = 0
         lo = 0
         for hi, t in enumerate(times):
@@ -115,8 +120,8 @@ class TrafficLog:
             best = max(best, hi - lo + 1)
         return best
 
-    def reads_per_second_mean(self) -> float:
-        times = [r.wall_time for r in self._records if r.kind == "read"]
+    def reads_per_second_mean(self, *, clock: str = "wall") -> float:
+        times = self._read_times(clock)
         if len(times) < 2:
             return float(len(times))
         span = max(times) - min(times)

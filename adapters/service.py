@@ -1,0 +1,265 @@
+"""The composition root of `campaign-fsm run`: one lifespan wires every edge to the core.
+
+Start-up, in order: topics exist; the producer and sink are up; the platform client and the
+notification channels start; the orchestrator restores `campaign.state` and reads the platform's
+truth for every campaign (drift becomes `reconcile` events) *before* any command is taken; then
+the command consumer starts and `/readyz` turns green.
+
+Shut-down is the reverse and is what SIGTERM triggers: stop taking commands (the batch in hand
+finishes and is committed), let the orchestrator finish its in-flight bookkeeping, stop the
+notification channels, flush the sink and the producer. Exit code 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from fsm.machine import CampaignMachine
+from fsm.orchestrator import Orchestrator
+from fsm.ports import Clock, EventSink, Notification
+
+from .asgi_server import serve_asgi
+from .clock import SystemClock
+from .http_api import MetricsSource, build_app
+from .intake import CommandIntake
+from .kafka import (
+    CommandConsumer,
+    KafkaConfig,
+    KafkaSecurity,
+    Producer,
+    TopicNames,
+    ensure_topics,
+    open_admin,
+    restore_latest,
+)
+from .kafka_sink import KafkaSink
+from .notifications import NotificationChannels
+from .platform_client import ClientStats, PlatformClient
+from .settings import Settings
+
+__all__ = ["Service", "kafka_config_from"]
+
+_log = logging.getLogger(__name__)
+
+
+def kafka_config_from(settings: Settings, **overrides: Any) -> KafkaConfig:
+    k = settings.kafka
+    security = KafkaSecurity(
+        security_protocol=k.security_protocol,
+        sasl_mechanism=k.sasl_mechanism,
+        username=k.sasl_username,
+        password=k.sasl_password.get_secret_value() if k.sasl_password else None,
+        ssl_cafile=k.ssl_cafile,
+        ssl_certfile=k.ssl_certfile,
+        ssl_keyfile=k.ssl_keyfile,
+    )
+    topics = TopicNames(commands=k.topics.commands, results=k.topics.results, events=k.topics.events,
+                        state=k.topics.state, dead_letters=k.topics.dead_letters)
+    fields: dict[str, Any] = {
+        "bootstrap": k.bootstrap, "topics": topics, "group_id": k.group_id, "client_id": k.client_id,
+        "security": security, "enable_idempotence": k.enable_idempotence, "fetch_max_wait_ms": k.fetch_max_wait_ms,
+        "session_timeout_ms": k.session_timeout_ms, "heartbeat_interval_ms": k.heartbeat_interval_ms,
+        "partitions": k.partitions, "replication_factor": k.replication_factor,
+    }
+    fields.update(overrides)
+    return KafkaConfig(**fields)
+
+
+@dataclass
+class _Parts:
+    """What a running service holds, for tests and the demo to look at."""
+
+    orchestrator: Orchestrator
+    client: PlatformClient
+    channels: NotificationChannels
+    producer: Producer
+    consumer: CommandConsumer
+    intake: CommandIntake
+    sink: EventSink
+    http_url: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Service:
+    """`async with Service(settings).running() as parts: ...` or `await Service(settings).run(stop)`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        platform_transport: httpx.AsyncBaseTransport | None = None,
+        sink_factory: Callable[[Producer, TopicNames], EventSink] | None = None,
+        kafka_overrides: dict[str, Any] | None = None,
+        serve_http: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock(settings.time_scale)
+        self._transport = platform_transport
+        self._sink_factory = sink_factory or KafkaSink
+        self._kafka = kafka_config_from(settings, **(kafka_overrides or {}))
+        self._serve_http = serve_http
+        self.parts: _Parts | None = None
+        self._alive = False
+
+    async def run(self, stop: asyncio.Event) -> int:
+        async with self.running():
+            await stop.wait()
+            _log.info("stopping: no more commands are taken")
+        return 0
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[_Parts]:
+        settings, clock = self.settings, self.clock
+        async with open_admin(self._kafka) as admin:
+            await ensure_topics(admin, self._kafka.topics, self._kafka.partitions,
+                                replication_factor=self._kafka.replication_factor)
+        producer = Producer(self._kafka)
+        await producer.start()
+        sink = self._sink_factory(producer, self._kafka.topics)
+        await _start(sink)
+        client = PlatformClient(
+            settings.platform.url, settings.platform.client_id, settings.platform.client_secret.get_secret_value(),
+            profile=settings.platform.profile, clock=clock, transport=self._transport,
+            timeout=settings.platform.timeout_s, read_rate=settings.platform.read_limit_per_s,
+            read_margin=settings.read_margin(),
+            dialer_capacity=settings.platform.dialer_capacity,
+            genesys_status_via_put=settings.platform.genesys_status_via_put,
+        )
+        machine = CampaignMachine(client.supported_actions, settings.tolerance_windows())
+        holder: list[Orchestrator] = []
+
+        async def on_notification(note: Notification) -> None:
+            if holder:
+                await holder[0].on_notification(note)
+
+        state_tasks: set[asyncio.Task[None]] = set()
+
+        def on_state_change(up: bool) -> None:
+            if holder:
+                task = asyncio.create_task(holder[0].on_notifications_state(up), name=f"notifications-{up}")
+                state_tasks.add(task)
+                task.add_done_callback(state_tasks.discard)
+
+        channels = NotificationChannels(client, on_notification, clock=clock, on_state_change=on_state_change)
+        follow = settings.platform.notifications
+        orchestrator = Orchestrator(machine=machine, platform=client, sink=sink, clock=clock,
+                                    notifications=channels if follow else None,
+                                    config=settings.orchestrator_config())
+        holder.append(orchestrator)
+        consumer = CommandConsumer(self._kafka)
+        intake = CommandIntake(consumer, orchestrator, producer, self._kafka.topics.dead_letters)
+        parts = _Parts(orchestrator, client, channels, producer, consumer, intake, sink)
+        self.parts = parts
+        self._alive = True
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if self._serve_http:
+                    app = build_app(alive=lambda: self._alive, ready=lambda: orchestrator.ready,
+                                    metrics=self._metrics(parts))
+                    parts.http_url = await stack.enter_async_context(
+                        serve_asgi(app, host=settings.http.host, port=settings.http.port, name="metrics"))
+                if follow:
+                    await channels.start()
+                restored = await restore_latest(self._kafka, self._kafka.topics.state)
+                await orchestrator.start(_records(r.value for r in restored.values()))
+                await consumer.start()
+                intake.start()
+                _log.info("ready: %d campaigns, commands from %s", len(orchestrator.campaigns),
+                          self._kafka.topics.commands)
+                try:
+                    yield parts
+                finally:
+                    await intake.stop()
+                    await consumer.stop()
+                    await orchestrator.close()
+                    await channels.stop()
+                    for task in list(state_tasks):
+                        task.cancel()
+        finally:
+            self._alive = False
+            await _stop(sink)
+            await producer.stop()
+            await client.aclose()
+
+    def _metrics(self, parts: _Parts) -> MetricsSource:
+        orch, intake = parts.orchestrator, parts.intake
+
+        def dialers() -> Iterable[tuple[dict[str, str], float]]:
+            for stats in orch.gate.stats():
+                yield {"dialer": stats.dialer_id}, float(stats.in_flight)
+
+        def queue_depth() -> Iterable[tuple[dict[str, str], float]]:
+            for stats in orch.gate.stats():
+                yield {"dialer": stats.dialer_id}, float(stats.depth)
+
+        def states() -> Iterable[tuple[dict[str, str], float]]:
+            counts: dict[str, int] = {}
+            for campaign in orch.campaigns.values():
+                counts[campaign.state] = counts.get(campaign.state, 0) + 1
+            for state, n in sorted(counts.items()):
+                yield {"state": state}, float(n)
+
+        def outbox() -> Iterable[tuple[dict[str, str], float]]:
+            depth = getattr(parts.sink, "depth", None)
+            if depth is not None:
+                yield {}, float(depth)
+
+        client_stats = parts.client.stats
+        return {
+            "campaign_fsm_campaigns": ("Campaigns by state", states),
+            "campaign_fsm_in_flight": ("Transitions in flight per dialer", dialers),
+            "campaign_fsm_dialer_queue_depth": ("Commands queued per dialer", queue_depth),
+            "campaign_fsm_notifications_up": ("1 when the notification channel is up",
+                                              lambda: [({}, 1.0 if parts.channels.up else 0.0)]),
+            "campaign_fsm_ready": ("1 once startup reconciliation is done", lambda: [({}, float(orch.ready))]),
+            "campaign_fsm_commands_consumed": ("Command records consumed", lambda: [({}, float(intake.consumed))]),
+            "campaign_fsm_commands_malformed": ("Malformed command records", lambda: [({}, float(intake.malformed))]),
+            "campaign_fsm_platform_requests": ("Platform requests by kind",
+                                               lambda: [({"kind": k}, float(v)) for k, v in _counters(client_stats)]),
+            "campaign_fsm_outbox_depth": ("Events and results waiting in the outbox", outbox),
+        }
+
+
+def _counters(stats: ClientStats) -> list[tuple[str, float]]:
+    return [(name, float(value)) for name, value in dataclasses.asdict(stats).items()]
+
+
+def _records(values: Iterable[bytes | None]) -> list[dict[str, Any]]:
+    records = []
+    for value in values:
+        if value is None:
+            continue
+        try:
+            record = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            _log.warning("unreadable record on the state topic skipped")
+            continue
+        if isinstance(record, dict) and "campaignId" in record:
+            records.append(record)
+    return records
+
+
+async def _start(sink: object) -> None:
+    start = getattr(sink, "start", None)
+    if start is not None:
+        result = start()
+        if asyncio.iscoroutine(result):
+            await result
+
+
+async def _stop(sink: object) -> None:
+    stop = getattr(sink, "stop", None)
+    if stop is not None:
+        result = stop()
+        if asyncio.iscoroutine(result):
+            await result

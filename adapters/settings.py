@@ -1,0 +1,222 @@
+"""Configuration of `campaign-fsm run`, from environment variables and an optional file.
+
+Precedence (highest first): environment (`CAMPAIGN_FSM_...`, nested with `__`, e.g.
+`CAMPAIGN_FSM_PLATFORM__CLIENT_SECRET`), then the file given by `--config` or
+`CAMPAIGN_FSM_CONFIG` (JSON or TOML), then the defaults below. Secrets are `SecretStr`: they never
+appear in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from fsm.backoff import PollPolicy
+from fsm.dialer_queue import DialerPolicy
+from fsm.orchestrator import OrchestratorConfig
+from fsm.preflight import PreflightPolicy
+from fsm.windows import ToleranceWindows, WindowSpec
+from schemas.types import DialerType
+
+__all__ = ["ConfigFileError", "Settings", "load_settings"]
+
+ENV_PREFIX = "CAMPAIGN_FSM_"
+CONFIG_ENV = "CAMPAIGN_FSM_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PlatformSettings(_Section):
+    profile: Literal["guide", "genesys"] = "guide"
+    base_url: str | None = Field(default=None, description="e.g. http://127.0.0.1:8080 (the simulator)")
+    region: str | None = Field(default=None, description="Genesys Cloud region, e.g. mypurecloud.ie")
+    client_id: str = ""
+    client_secret: SecretStr = SecretStr("")
+    read_limit_per_s: int = Field(default=10, ge=1, le=1000, description="GETs per second for the tenant")
+    read_margin_s: float | None = Field(
+        default=None, ge=0,
+        description="slack between our grant and the platform's window (clock seconds); default "
+                    "0.05 s, plus 20 ms of real time per unit of time_scale when time is scaled",
+    )
+    timeout_s: float = Field(default=10.0, gt=0)
+    dialer_capacity: dict[str, int] = Field(default_factory=dict, description="genesys: licensed lines per dialer")
+    genesys_status_via_put: bool = False
+    notifications: bool = Field(default=True, description="follow the notification channel (else poll only)")
+
+    @property
+    def url(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        if self.region:
+            return f"https://api.{self.region}"
+        raise ValueError("platform.base_url or platform.region is required")
+
+
+class TopicSettings(_Section):
+    commands: str = "campaign.commands"
+    results: str = "campaign.command-results"
+    events: str = "campaign.events"
+    state: str = "campaign.state"
+    dead_letters: str = "campaign.commands.dlq"
+
+
+class KafkaSettings(_Section):
+    bootstrap: str = "127.0.0.1:9092"
+    group_id: str = "campaign-fsm"
+    client_id: str = "campaign-fsm"
+    partitions: int = Field(default=12, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    enable_idempotence: bool = True
+    fetch_max_wait_ms: int = Field(default=500, ge=1)
+    session_timeout_ms: int = Field(default=10_000, ge=1)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism, "
+                             "sasl_username and sasl_password")
+        return self
+
+
+class WindowSettings(_Section):
+    starting: float = Field(gt=0)
+    pausing: float = Field(gt=0)
+    stopping: float = Field(gt=0)
+
+
+def _default_windows() -> dict[DialerType, WindowSettings]:
+    from fsm.windows import DEFAULT_WINDOWS
+
+    return {d: WindowSettings(starting=w.starting, pausing=w.pausing, stopping=w.stopping)
+            for d, w in DEFAULT_WINDOWS.items()}
+
+
+class DispatchSettings(_Section):
+    max_in_flight_per_dialer: int = Field(default=2, ge=1)
+    standard_spacing_s: float = Field(default=15.0, ge=0)
+    capacity_ratio: float = Field(default=0.8, gt=0, le=1)
+    deferral_ttl_s: float = Field(default=600.0, gt=0)
+    poll_initial_s: float = Field(default=2.0, gt=0)
+    poll_multiplier: float = Field(default=1.5, ge=1)
+    poll_cap_s: float = Field(default=30.0, gt=0)
+    poll_max_tries: int = Field(default=60, ge=1)
+    poll_jitter: float = Field(default=0.2, ge=0, lt=1)
+    safety_poll_s: float = Field(default=60.0, gt=0)
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    """Everything `campaign-fsm run` needs. See docs/configuration.md for each field."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
+
+    platform: PlatformSettings = Field(default_factory=PlatformSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    windows: dict[DialerType, WindowSettings] = Field(default_factory=_default_windows)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    outbox_path: str = Field(default="campaign-fsm-outbox.sqlite3")
+    time_scale: float = Field(default=1.0, gt=0, description="run clock time faster (simulations only)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("windows")
+    @classmethod
+    def _every_dialer_type(cls, value: dict[DialerType, WindowSettings]) -> dict[DialerType, WindowSettings]:
+        missing = [d.value for d in DialerType if d not in value]
+        if missing:
+            raise ValueError(f"tolerance windows missing for dialer types: {', '.join(missing)}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file comes in as init kwargs (see load_settings); the environment overrides it.
+        return env_settings, init_settings
+
+    # --- translations into the core's policies -------------------------------------------------
+
+    def read_margin(self) -> float:
+        """A read granted at t leaves a few real milliseconds later (more when the event loop is busy).
+        Scaled, those milliseconds become large parts of a simulated second, enough to land eleven
+        reads in one window of the platform's clock; so the slack grows with the scale."""
+        if self.platform.read_margin_s is not None:
+            return self.platform.read_margin_s
+        return 0.05 if self.time_scale == 1 else 0.05 + 0.02 * self.time_scale
+
+    def tolerance_windows(self) -> ToleranceWindows:
+        return ToleranceWindows({d: WindowSpec(w.starting, w.pausing, w.stopping) for d, w in self.windows.items()})
+
+    def orchestrator_config(self) -> OrchestratorConfig:
+        d = self.dispatch
+        return OrchestratorConfig(
+            poll=PollPolicy(d.poll_initial_s, d.poll_multiplier, d.poll_cap_s, d.poll_max_tries, d.poll_jitter),
+            preflight=PreflightPolicy(capacity_ratio=d.capacity_ratio, deferral_ttl=d.deferral_ttl_s),
+            dialer=DialerPolicy(d.max_in_flight_per_dialer, d.standard_spacing_s),
+            safety_poll=d.safety_poll_s,
+        )
+
+
+class ConfigFileError(ValueError):
+    """The configuration (file or environment) is unusable. The message says exactly what is wrong."""
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigFileError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigFileError(f"{path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{path} must hold an object at the top level")
+    return data
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Settings from the file (or $CAMPAIGN_FSM_CONFIG) and the environment, or a ConfigFileError."""
+    file = path or os.environ.get(CONFIG_ENV)
+    data = _read_file(Path(file)) if file else {}
+    try:
+        settings = Settings(**data)
+        settings.tolerance_windows()
+        settings.orchestrator_config()
+        return settings
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False, include_input=False):
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  {where}: {err['msg']}")
+        raise ConfigFileError("invalid configuration:\n" + "\n".join(lines)) from None
+    except ValueError as exc:
+        raise ConfigFileError(f"invalid configuration: {exc}") from None
