@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -152,9 +153,13 @@ class Service:
 
         channels = NotificationChannels(client, on_notification, clock=clock, on_state_change=on_state_change)
         follow = settings.platform.notifications
+        authority = settings.command_authority()
+        if authority is None:
+            _log.warning("no auth.keys configured: commands are NOT authenticated; configure keys in production")
         orchestrator = Orchestrator(machine=machine, platform=client, sink=sink, clock=clock,
                                     notifications=channels if follow else None,
-                                    config=settings.orchestrator_config())
+                                    config=settings.orchestrator_config(), authority=authority,
+                                    auth_clock=time.time)
         holder.append(orchestrator)
         consumer = CommandConsumer(self._kafka)
         intake = CommandIntake(consumer, orchestrator, producer, self._kafka.topics.dead_letters)
@@ -227,11 +232,19 @@ class Service:
             "campaign_fsm_platform_requests": ("Platform requests by kind",
                                                lambda: [({"kind": k}, float(v)) for k, v in _counters(client_stats)]),
             "campaign_fsm_outbox_depth": ("Events and results waiting in the outbox", outbox),
+            "campaign_fsm_commands_refused_auth": ("Commands refused by signature, freshness, replay or policy",
+                                                   lambda: _auth_refusals(orch)),
         }
 
 
 def _counters(stats: ClientStats) -> list[tuple[str, float]]:
     return [(name, float(value)) for name, value in dataclasses.asdict(stats).items()]
+
+
+def _auth_refusals(orch: Orchestrator) -> list[tuple[dict[str, str], float]]:
+    if orch.authority is None:
+        return []
+    return [({"reason": str(reason)}, float(n)) for reason, n in sorted(orch.authority.refusals.items())]
 
 
 def _records(values: Iterable[bytes | None]) -> list[dict[str, Any]]:

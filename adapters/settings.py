@@ -17,12 +17,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from fsm.authorization import CommandAuthority, Policy
 from fsm.backoff import PollPolicy
 from fsm.dialer_queue import DialerPolicy
 from fsm.orchestrator import OrchestratorConfig
 from fsm.preflight import PreflightPolicy
 from fsm.windows import ToleranceWindows, WindowSpec
 from schemas.types import DialerType
+
+from .signing import load_keys
 
 __all__ = ["ConfigFileError", "Settings", "load_settings"]
 
@@ -123,6 +126,18 @@ class DispatchSettings(_Section):
     safety_poll_s: float = Field(default=60.0, gt=0)
 
 
+class AuthSettings(_Section):
+    """Who may command a campaign. No keys: commands are not authenticated (a warning at start)."""
+
+    keys: dict[str, SecretStr] = Field(default_factory=dict, description="key id -> shared HMAC key "
+                                       "(base64:..., hex:... or text, >= 16 bytes)")
+    policy: dict[str, Any] | None = Field(default=None, description="principal -> {campaigns, dialers, "
+                                          "actions, keys} patterns")
+    require_signature: bool = True
+    max_age_s: float = Field(default=300.0, gt=0)
+    future_skew_s: float = Field(default=30.0, ge=0)
+
+
 class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8081, ge=0, le=65535)
@@ -137,6 +152,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     windows: dict[DialerType, WindowSettings] = Field(default_factory=_default_windows)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     outbox_path: str = Field(default="campaign-fsm-outbox.sqlite3")
     time_scale: float = Field(default=1.0, gt=0, description="run clock time faster (simulations only)")
@@ -171,6 +187,15 @@ class Settings(BaseSettings):
         if self.platform.read_margin_s is not None:
             return self.platform.read_margin_s
         return 0.05 if self.time_scale == 1 else 0.05 + 0.02 * self.time_scale
+
+    def command_authority(self) -> CommandAuthority | None:
+        """The verifier of signed commands, or None when no key is configured."""
+        if not self.auth.keys:
+            return None
+        keys = load_keys({k: v.get_secret_value() for k, v in self.auth.keys.items()})
+        policy = Policy.from_config(self.auth.policy) if self.auth.policy else None
+        return CommandAuthority(keys, policy, max_age_s=self.auth.max_age_s, future_skew_s=self.auth.future_skew_s,
+                                require_signature=self.auth.require_signature)
 
     def tolerance_windows(self) -> ToleranceWindows:
         return ToleranceWindows({d: WindowSpec(w.starting, w.pausing, w.stopping) for d, w in self.windows.items()})
@@ -211,6 +236,7 @@ def load_settings(path: str | Path | None = None) -> Settings:
         settings = Settings(**data)
         settings.tolerance_windows()
         settings.orchestrator_config()
+        settings.command_authority()
         return settings
     except ValidationError as exc:
         lines = []

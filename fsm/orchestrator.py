@@ -26,7 +26,7 @@ import asyncio
 import logging
 import random
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +45,7 @@ from schemas.types import (
     ReasonCode,
 )
 
+from .authorization import CommandAuthority, held_until
 from .backoff import PollBackoff, PollPolicy, PollSchedule
 from .dialer_queue import DialerGate, DialerPolicy, GateClosed
 from .machine import Campaign, CampaignMachine, StateChange
@@ -139,6 +140,8 @@ class Orchestrator:
         clock: Clock,
         notifications: Notifications | None = None,
         config: OrchestratorConfig | None = None,
+        authority: CommandAuthority | None = None,
+        auth_clock: Callable[[], float] | None = None,
     ) -> None:
         self.machine = machine
         self.platform = platform
@@ -146,6 +149,9 @@ class Orchestrator:
         self.clock = clock
         self.notifications = notifications
         self.config = config or OrchestratorConfig()
+        # Signatures are judged on real time (issuedAt is a real instant), even when the clock is scaled.
+        self.authority = authority
+        self._auth_now = auth_clock or clock.now
         self._rng = random.Random(self.config.seed)
         self._schedule = PollSchedule(self.config.poll, self._rng)
         self._gate: DialerGate[str] = DialerGate(clock, self.config.dialer)
@@ -160,6 +166,8 @@ class Orchestrator:
         self._unsent: dict[str, deque[dict[str, Any]]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._first_result: dict[str, asyncio.Future[CommandResult]] = {}
+        # Commands held until their `notBefore`, per campaign, authenticated on arrival.
+        self._scheduled: dict[str, list[Command]] = {}
         self._notifications_up = bool(notifications and notifications.up)
         self._ready = False
         self._closing = False
@@ -193,6 +201,8 @@ class Orchestrator:
         for record in restored:
             campaign = Campaign.restore(record)
             self._book[campaign.id] = campaign
+            for raw in record.get("scheduledCommands") or ():
+                self._scheduled.setdefault(campaign.id, []).append(Command.model_validate_json(raw))
             held = record.get("heldCommand")
             if held:
                 command = Command.model_validate_json(held if isinstance(held, str | bytes) else orjson.dumps(held))
@@ -240,6 +250,8 @@ class Orchestrator:
         record = campaign.snapshot()
         pending = self._pending.get(campaign.id)
         record["heldCommand"] = pending.command.model_dump_json(by_alias=True) if pending else None
+        scheduled = self._scheduled.get(campaign.id)
+        record["scheduledCommands"] = [c.model_dump_json(by_alias=True) for c in scheduled] if scheduled else None
         return record
 
     # --- intake --------------------------------------------------------------------------------
@@ -294,6 +306,8 @@ class Orchestrator:
         await self._flush(campaign_id)
         campaign = self._book.get(campaign_id)
         inbox = self._inbox.get(campaign_id)
+        if inbox and self.authority is not None:
+            await self._authenticate(inbox)
         if campaign is None and inbox:
             campaign = await self._discover_for_commands(campaign_id, inbox)
         if campaign is None:
@@ -304,6 +318,7 @@ class Orchestrator:
         while inbox:
             command, future = inbox.popleft()
             await self._intake(campaign, command, future)
+        await self._release_scheduled(campaign)
         pending = self._pending.get(campaign_id)
         if pending is not None:
             await self._advance(campaign, pending)
@@ -311,6 +326,39 @@ class Orchestrator:
         if tracking is not None:
             await self._follow(campaign, tracking)
         self._plan(campaign)
+
+    async def _authenticate(self, inbox: deque[tuple[Command, asyncio.Future[CommandResult]]]) -> None:
+        """Signature, freshness, replay: before any platform read is spent on a command."""
+        assert self.authority is not None
+        kept: list[tuple[Command, asyncio.Future[CommandResult]]] = []
+        while inbox:
+            command, future = inbox.popleft()
+            if str(command.id) in self._seen:
+                kept.append((command, future))  # a redelivery: _intake acknowledges it quietly
+                continue
+            decision = self.authority.authenticate(command, self._auth_now())
+            if decision.allowed:
+                kept.append((command, future))
+            else:
+                await self._publish(self._result(command, Outcome.REFUSED, decision.reason, decision.detail, None),
+                                    future)
+        inbox.extend(kept)
+
+    async def _release_scheduled(self, campaign: Campaign) -> None:
+        """Commands whose `notBefore` has come go through intake now: the state gate applies *now*."""
+        waiting = self._scheduled.get(campaign.id)
+        if not waiting:
+            return
+        now = self.clock.now()
+        due = [c for c in waiting if held_until(c, now) is None]
+        if not due:
+            return
+        self._scheduled[campaign.id] = [c for c in waiting if c not in due]
+        for command in due:
+            await self._intake(campaign, command, None, released=True)
+        if not self._scheduled[campaign.id]:
+            del self._scheduled[campaign.id]
+            await self.sink.state_saved(self.snapshot(campaign))
 
     async def _discover_for_commands(
         self, campaign_id: str, inbox: deque[tuple[Command, asyncio.Future[CommandResult]]]
@@ -387,15 +435,30 @@ class Orchestrator:
     # --- commands ------------------------------------------------------------------------------
 
     async def _intake(self, campaign: Campaign, command: Command,
-                      future: asyncio.Future[CommandResult]) -> None:
+                      future: asyncio.Future[CommandResult] | None, *, released: bool = False) -> None:
         command_id = str(command.id)
-        if command_id in self._seen:
-            _log.info("command %s for %s seen before: ignored as a redelivery", command_id, campaign.id)
-            if not future.done():
-                future.set_result(self._result(command, Outcome.REFUSED, ReasonCode.TRANSITION_IN_FLIGHT,
-                                               "duplicate command id: already taken", campaign.current))
-            return
-        self._remember(command_id)
+        if not released:
+            if command_id in self._seen:
+                _log.info("command %s for %s seen before: ignored as a redelivery", command_id, campaign.id)
+                if future is not None and not future.done():
+                    future.set_result(self._result(command, Outcome.REFUSED, ReasonCode.REPLAYED,
+                                                   "duplicate command id: already taken", campaign.current))
+                return
+            self._remember(command_id)
+            if self.authority is not None:
+                verdict = self.authority.authorise(command, dialer_id=campaign.dialer_id)
+                if not verdict.allowed:
+                    await self._publish(self._result(command, Outcome.REFUSED, verdict.reason, verdict.detail,
+                                                     campaign.current), future)
+                    return
+            not_before = held_until(command, self.clock.now())
+            if not_before is not None:
+                self._scheduled.setdefault(campaign.id, []).append(command)
+                await self.sink.state_saved(self.snapshot(campaign))
+                await self._publish(self._result(command, Outcome.DEFERRED, ReasonCode.SCHEDULED,
+                                                 f"held until {rfc3339(not_before)}", campaign.current,
+                                                 next_attempt=not_before), future)
+                return
         now = self.clock.now()
         if command.action is Action.RESET:
             await self._reset(campaign, command, future)
@@ -413,7 +476,8 @@ class Orchestrator:
         await self._publish(self._result(command, Outcome.ACCEPTED, None,
                                          f"{command.action} accepted; pre-flight next", campaign.current), future)
 
-    async def _reset(self, campaign: Campaign, command: Command, future: asyncio.Future[CommandResult]) -> None:
+    async def _reset(self, campaign: Campaign, command: Command,
+                     future: asyncio.Future[CommandResult] | None) -> None:
         decision = self.machine.command(campaign, Action.RESET, at=self.clock.now(),
                                         command_id=str(command.id), expected_state=command.expected_state)
         if not decision.accepted or decision.change is None:
@@ -628,6 +692,9 @@ class Orchestrator:
             wake.append(tracking.next_poll)
             if campaign.deadline is not None:
                 wake.append(campaign.deadline)
+        for command in self._scheduled.get(campaign.id, ()):
+            if command.not_before is not None:
+                wake.append(command.not_before.timestamp())
         if wake:
             self._queue.schedule(campaign.id, delay=max(0.0, min(wake) - self.clock.now()))
 

@@ -407,3 +407,103 @@ async def test_events_form_a_hash_chain_per_campaign(world: World) -> None:
     for previous, event in itertools.pairwise(events):
         assert event["data"]["prevHash"] == event_hash(previous)
     assert world.sink.state["c1"]["lastHash"] == event_hash(events[-1])
+
+
+# --- who may command a campaign ----------------------------------------------------------------
+
+KEY = b"k" * 32
+
+
+def _signed(command: Command, key: bytes = KEY, key_id: str = "ops") -> Command:
+    from fsm.authorization import canonical_body, sign_body
+
+    unsigned = command.model_copy(update={"key_id": key_id})
+    return unsigned.model_copy(update={"signature": sign_body(key, canonical_body(unsigned))})
+
+
+async def _secured_world(policy: dict[str, object] | None = None) -> World:
+    from fsm.authorization import CommandAuthority, Policy
+
+    clock = FakeClock(auto_advance=True, wall_start=datetime.now(UTC).timestamp())
+    platform = FakePlatform(clock, [FakeCampaign("c1", S.STOPPED), FakeCampaign("c2", S.STOPPED,
+                                                                                  dialer_id="dialer-eu")])
+    sink = MemorySink()
+    authority = CommandAuthority({"ops": KEY}, Policy.from_config(policy) if policy else None)
+    orch = Orchestrator(machine=CampaignMachine(), platform=platform, sink=sink, clock=clock,
+                        config=OrchestratorConfig(seed=3), authority=authority)
+    await orch.start()
+    return World(orch, platform, sink, clock, None)
+
+
+async def test_unsigned_badly_signed_and_replayed_commands_are_refused() -> None:
+    w = await _secured_world()
+    try:
+        unsigned = w.command("c1", Action.START)
+        await w.orch.submit(unsigned)
+        forged = _signed(w.command("c1", Action.START), key=b"x" * 32)
+        await w.orch.submit(forged)
+        good = _signed(w.command("c1", Action.START))
+        await w.orch.submit(good)
+        stale = _signed(w.command("c1", Action.STOP).model_copy(
+            update={"issued_at": datetime.fromtimestamp(w.clock.now() - 3600, UTC)}))
+        await w.orch.submit(stale)
+        assert w.sink.outcomes(unsigned.id) == [("REFUSED", "UNSIGNED")]
+        assert w.sink.outcomes(forged.id) == [("REFUSED", "BAD_SIGNATURE")]
+        assert w.sink.outcomes(good.id)[0] == ("ACCEPTED", None)
+        assert w.sink.outcomes(stale.id) == [("REFUSED", "STALE_COMMAND")]
+        await w.clock.sleep(1)
+        # The same signed command presented again by someone else (a different delivery path).
+        w.orch._seen.clear()
+        await w.orch.submit(good)
+        assert w.sink.outcomes(good.id)[-1] == ("REFUSED", "REPLAYED")
+        assert [p[1] for p in w.platform.posts()] == ["POST start"]
+        assert w.orch.authority is not None and w.orch.authority.refusals["UNSIGNED"] == 1
+    finally:
+        await w.orch.close()
+
+
+async def test_a_principal_outside_its_policy_is_refused() -> None:
+    w = await _secured_world({"team-eu": {"dialers": ["dialer-eu"]}})
+    try:
+        outside = _signed(w.command("c1", Action.START).model_copy(update={"requested_by": "team-eu"}))
+        inside = _signed(w.command("c2", Action.START).model_copy(update={"requested_by": "team-eu"}))
+        await w.orch.submit(outside)
+        await w.orch.submit(inside)
+        assert w.sink.outcomes(outside.id) == [("REFUSED", "NOT_AUTHORISED")]
+        assert w.sink.outcomes(inside.id)[0] == ("ACCEPTED", None)
+    finally:
+        await w.orch.close()
+
+
+async def test_not_before_holds_a_command_until_its_time_then_gates_it(world: World) -> None:
+    at = world.clock.now() + 600
+    command = world.command("c1", Action.START).model_copy(
+        update={"not_before": datetime.fromtimestamp(at, UTC)})
+    await world.orch.submit(command)
+    deferred = world.sink.results[-1]
+    assert world.sink.outcomes(command.id) == [("DEFERRED", "SCHEDULED")]
+    assert deferred.next_attempt_at is not None and abs(deferred.next_attempt_at.timestamp() - at) < 1e-3
+    assert world.sink.state["c1"]["scheduledCommands"], "a restart must find it"
+    await world.clock.sleep(599)
+    assert world.platform.posts() == []
+    await world.clock.sleep(2)
+    assert world.sink.outcomes(command.id)[1] == ("ACCEPTED", None)
+    assert [p[1] for p in world.platform.posts()] == ["POST start"]
+    assert abs(world.platform.posts()[0][0] - 600) < 1.0
+    assert world.sink.state["c1"]["scheduledCommands"] is None
+
+
+async def test_a_scheduled_command_survives_a_restart() -> None:
+    w = await _world([FakeCampaign("c1", S.STOPPED)])
+    command = w.command("c1", Action.START).model_copy(
+        update={"not_before": datetime.fromtimestamp(w.clock.now() + 100, UTC)})
+    await w.orch.submit(command)
+    saved = list(w.sink.state.values())
+    await w.orch.close()
+    w2 = await _world(list(w.platform.campaigns.values()), restored=saved)
+    try:
+        await w2.clock.sleep(120)
+        assert [p[1] for p in w2.platform.posts()] == ["POST start"]
+        assert w2.sink.outcomes(command.id)[0] == ("ACCEPTED", None)
+    finally:
+        await w2.orch.close()
