@@ -23,7 +23,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from adapters.brokers import BrokerHandle
-from adapters.kafka import Producer, TopicNames
+from adapters.kafka import Producer, TopicNames, ensure_topics, open_admin
 from adapters.service import Service
 from adapters.settings import Settings
 from adapters.simulator import Simulator, SimulatorConfig, run_simulator
@@ -41,6 +41,7 @@ class Run:
     producer: Producer
     topics: TopicNames
     scale: float
+    settings: Settings
     events: list[dict[str, Any]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[Any] = field(default_factory=list)
@@ -144,7 +145,7 @@ async def e2e(
         service = Service(settings)
         producer = Producer(broker.kafka_config(topics=topics))
         await producer.start()
-        run = Run(sim, url, service, producer, topics, scale)
+        run = Run(sim, url, service, producer, topics, scale, settings)
         stop = asyncio.Event()
         collector: asyncio.Task[None] | None = None
         try:
@@ -155,6 +156,12 @@ async def e2e(
                         name="e2e-collector")
                     yield run
             else:
+                # The test runs services itself (restarts, several instances); topics must exist first.
+                async with open_admin(broker.kafka_config(topics=topics)) as admin:
+                    await ensure_topics(admin, topics, 3)
+                collector = asyncio.create_task(
+                    _collect(run, broker.bootstrap, stop, broker.client_overrides.get("fetch_max_wait_ms", 100)),
+                    name="e2e-collector")
                 yield run
         finally:
             stop.set()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from adapters.brokers import BrokerHandle
+from adapters.service import Service
 from adapters.simulator import SimulatorConfig
 from adapters.simulator.faults import FaultConfig
 from adapters.simulator.tenant import generate_tenant
@@ -180,3 +181,39 @@ async def test_malformed_commands_are_refused_or_dead_lettered(broker: BrokerHan
         assert "action" in refused[0]["message"]
         await run.until(lambda: len(run.dead_letters) == 1, what="dead letter")
         assert dict(run.dead_letters[0].headers)["error"].startswith(b"invalid Command")
+
+
+async def test_a_restart_in_the_middle_of_a_transition_reissues_nothing(
+        broker: BrokerHandle, unique_name: Callable[[str], str]) -> None:
+    tenant = generate_tenant(2, 1, dialer_types=(DialerType.PREDICTIVE,), state=S.RUNNING, max_active_calls=5)
+    async with e2e(broker, unique_name, tenant=tenant, start_service=False) as run:
+        cid = "campaign-0001"
+        run.sim.next_transition(cid, "stall", duration=120)
+        async with Service(run.settings).running():
+            stop = await run.send(cid, "stop")
+            await run.until(lambda: any(e["to"] == "STOPPING" for e in run.of(cid)), what="STOPPING published")
+        # The first instance is gone mid-transition; a new one restores campaign.state and takes over.
+        assert run.sim.state_of(cid) is S.STOPPING
+        async with Service(run.settings).running() as parts:
+            assert parts.orchestrator.campaigns[cid].current is S.STOPPING
+            await run.until(lambda: "COMPLETED" in run.outcomes(stop), timeout=60, what="completed after restart")
+        posts = [r for r in run.sim.traffic.records if r.kind == "command" and r.campaign_id == cid]
+        assert len(posts) == 1, "the stop was sent once, before the restart"
+        sequences = [e["sequence"] for e in run.of(cid)]
+        assert sequences == list(range(1, len(sequences) + 1)), "no gap, no duplicate across the restart"
+        assert [e["to"] for e in run.of(cid)][-1] == "STOPPED"
+
+
+async def test_drift_found_at_startup_becomes_a_reconcile_event(broker: BrokerHandle,
+                                                               unique_name: Callable[[str], str]) -> None:
+    tenant = generate_tenant(1, 1, dialer_types=(DialerType.POWER,))
+    async with e2e(broker, unique_name, tenant=tenant, start_service=False) as run:
+        cid = "campaign-0001"
+        async with Service(run.settings).running():
+            await run.until(lambda: len(run.of(cid)) == 1, what="first event")
+        run.sim.set_state(cid, S.RUNNING)  # someone started it while we were down
+        async with Service(run.settings).running():
+            await run.until(lambda: len(run.of(cid)) == 2, what="drift event")
+        drift = run.of(cid)[-1]
+        assert (drift["from"], drift["to"], drift["cause"]) == ("STOPPED", "RUNNING", "reconcile")
+        assert drift["anomaly"]["kind"] == "SKIPPED_STATES" and drift["anomaly"]["skipped"] == ["STARTING"]
