@@ -61,3 +61,10 @@ def kafka_config(broker: BrokerHandle, unique_name: Callable[[str], str]) -> Kaf
         group_id=unique_name("g"),
         partitions=3,
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that talks to the broker is marked `kafka`, so CI can rerun exactly those on tansu."""
+    for item in items:
+        if "broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
