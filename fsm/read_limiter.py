@@ -4,13 +4,21 @@ The platform rate-limits outbound reads to 10 requests per second per tenant (gu
 burst over it is answered with 429s that, retried, exhaust the limit further. Every GET the
 platform client sends first takes a grant here, so the tenant as a whole never exceeds the limit.
 
-Strict sliding window. Spacing grants 1/N apart is not enough: N+1 grants spaced exactly 1/N apart
-span exactly one window and a window closed at both ends holds all of them. The rule here is on
+Paced, and a strict sliding window. No bursts: two grants are never closer than (window +
+margin)/N, so a read arriving late by less than that (network, a busy server, a busy event loop)
+cannot pile up with the next ones in one of the platform's windows. Spacing alone is not enough:
+N+1 grants spaced exactly 1/N apart span exactly one window and a window closed at both ends
+holds all of them. The rule here is on
 the grant history itself: a grant at time t is allowed only when the grant N places before it
 happened at or before ``t - window - margin``. Then any two grants N places apart are at least one
 window apart, so no window of that length ever holds more than N grants, wherever it starts.
 `margin` (clock seconds) absorbs the jitter between our grant and the request's arrival at the
 platform, which is where the platform counts.
+
+A grant is stamped when its waiter actually *resumes*, not when the grant task decides: under a
+busy event loop many granted waiters can resume late and together, and stamps taken at decision
+time would then describe reads spread out that in fact leave bunched. The grant task hands one
+grant over and waits for that waiter to run before deciding the next.
 
 Fairness. Waiters queue per key (a campaign id, a contact list or dialer id). Keys are served
 round-robin: each grant goes to the oldest waiter of the key at the head of the ring, and that key
@@ -63,6 +71,8 @@ class ReadLimiter:
         self._priority: deque[asyncio.Future[None]] = deque()
         self._not_before = -math.inf
         self._task: asyncio.Task[None] | None = None
+        self._handoff: asyncio.Future[None] | None = None
+        self._floor = float("-inf")
         self._closed = False
         self.granted = 0
 
@@ -87,7 +97,7 @@ class ReadLimiter:
             raise ReadLimiterClosed("the read limiter is closed")
         self._prune()
         now = self._clock.monotonic()
-        if not self._priority and not self._ring and now >= self._next_free():
+        if self._handoff is None and not self._priority and not self._ring and now >= self._next_free():
             self._record(now)
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -99,8 +109,22 @@ class ReadLimiter:
                 queue = self._ring[key] = deque()
             queue.append(fut)
         self._ensure_task()
-        # A waiter cancelled after its grant leaves the slot used: conservative, never over the limit.
-        await fut
+        try:
+            await fut
+        except asyncio.CancelledError:
+            # Cancelled after its grant: the slot stays used (conservative, never over the limit).
+            if fut.done() and not fut.cancelled():
+                self._resumed()
+            raise
+        self._resumed()
+
+    def _resumed(self) -> None:
+        """The granted waiter runs now: this, not the decision, is when its read leaves."""
+        # Never earlier than the instant the rule allowed (a clock may wake a sleeper a hair early).
+        self._record(max(self._clock.monotonic(), self._floor))
+        handoff, self._handoff = self._handoff, None
+        if handoff is not None and not handoff.done():
+            handoff.set_result(None)
 
     async def aclose(self) -> None:
         """Stop granting; every waiter gets ReadLimiterClosed."""
@@ -116,6 +140,10 @@ class ReadLimiter:
 
     def _next_free(self) -> float:
         earliest = self._not_before
+        if self._grants:
+            # Paced: never two grants closer than span/rate, so requests whose arrival jitters by
+            # less than that cannot pile up in one of the platform's windows.
+            earliest = max(earliest, self._grants[-1] + self._span / self._rate)
         if len(self._grants) == self._rate:
             earliest = max(earliest, self._grants[0] + self._span)
         return earliest
@@ -168,8 +196,11 @@ class ReadLimiter:
             fut = self._next_waiter()
             if fut is None:
                 return
-            self._record(self._clock.monotonic())
+            self._floor = self._next_free()
+            self._handoff = asyncio.get_running_loop().create_future()
+            handoff = self._handoff
             fut.set_result(None)
+            await handoff
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         if task is self._task:

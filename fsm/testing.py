@@ -27,12 +27,15 @@ import heapq
 import itertools
 import logging
 import math
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import TypeVar
 
 __all__ = ["FakeClock"]
 
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Yields used to settle a loop whose ready queue we cannot see, and the safety bound on settling a
 # loop that never goes idle (a task spinning on sleep(0) would otherwise hang the clock).
@@ -130,6 +133,19 @@ class FakeClock:
         self._wake_due(head.deadline)
         await self.settle()
         return True
+
+    async def run_until(self, aw: Awaitable[T]) -> T:
+        """Await `aw`, moving time whenever everything else waits on it; its result."""
+        future = asyncio.ensure_future(aw)
+        while not future.done():
+            await self.settle()
+            if future.done():
+                break
+            if not self._auto and not await self.advance_to_next():
+                await asyncio.sleep(0)  # nobody sleeps on us: it waits on something real
+            elif self._auto:
+                await asyncio.wait({future}, timeout=0.01)
+        return future.result()
 
     async def settle(self) -> None:
         """Yield until no other callback is ready to run: every task is blocked on something."""
