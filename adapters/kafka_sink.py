@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.base import encode
 from schemas.commands import CommandResult
 
 from .kafka import OutgoingRecord, Producer, TopicNames
+from .outbox import EVENT_CONTENT_TYPE, RESULT_TYPE, STATE_TYPE, result_id
 
-__all__ = ["RESULT_TYPE", "KafkaSink"]
-
-RESULT_TYPE = "com.campaign-fsm.command.result.v1"
-STATE_TYPE = "com.campaign-fsm.campaign.state.v1"
+__all__ = ["KafkaSink"]
 
 
 class KafkaSink:
@@ -30,7 +29,7 @@ class KafkaSink:
         key = event["subject"]
         await self._producer.send_many([
             OutgoingRecord(self._topics.events, key, event, ce_type=event["type"], ce_id=event["id"],
-                           content_type="application/cloudevents+json"),
+                           content_type=EVENT_CONTENT_TYPE),
             OutgoingRecord(self._topics.state, key, snapshot, ce_type=STATE_TYPE),
         ])
         self.events += 1
@@ -39,6 +38,7 @@ class KafkaSink:
         await self._producer.send(self._topics.state, snapshot["campaignId"], snapshot, ce_type=STATE_TYPE)
 
     async def command_result(self, result: CommandResult) -> None:
-        await self._producer.send(self._topics.results, result.campaign_id, result, ce_type=RESULT_TYPE,
-                                  ce_id=f"{result.command_id}:{result.outcome.value}")
+        value = encode(result)
+        await self._producer.send(self._topics.results, result.campaign_id, value, ce_type=RESULT_TYPE,
+                                  ce_id=result_id(result, value))
         self.results += 1
