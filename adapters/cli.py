@@ -20,6 +20,7 @@ _SUBCOMMANDS: tuple[str, ...] = (
     "adapters.send_cli",
     "adapters.schedule_cli",
     "adapters.run_cli",
+    "adapters.audit_cli",
 )
 
 
