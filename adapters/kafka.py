@@ -58,6 +58,7 @@ from aiokafka.errors import (
     RebalanceInProgressError,
 )
 from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import murmur2
 from aiokafka.protocol.group import LeaveGroupRequest
 from pydantic import BaseModel
 
@@ -84,6 +85,7 @@ __all__ = [
     "TopicSpec",
     "ensure_topics",
     "open_admin",
+    "partition_of",
     "read_topic",
     "restore_latest",
 ]
@@ -653,6 +655,13 @@ class CommandConsumer:
         generation = getattr(coordinator, "generation", None)
         return generation if isinstance(generation, int) and generation >= 0 else None
 
+    def partition_count(self) -> int:
+        """How many partitions the commands topic has (from the consumer's metadata)."""
+        partitions = self._running().partitions_for_topic(self._topic)
+        if not partitions:
+            raise KafkaEdgeError(f"no metadata for topic {self._topic!r}")
+        return len(partitions)
+
     @property
     def member_id(self) -> str | None:
         coordinator = getattr(self._consumer, "_coordinator", None)
@@ -977,6 +986,12 @@ class TopicReader:
             target = max(self._listed_end[tp], highwater)
             self._targets[tp] = target
         return target
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition a keyed record lands on with Kafka's default partitioner (murmur2, as the Java
+    client and aiokafka use): how an instance knows which campaigns its partitions cover."""
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 async def read_topic(config: KafkaConfig, topic: str, **options: Any) -> list[Record]:

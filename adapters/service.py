@@ -36,14 +36,16 @@ from .kafka import (
     CommandConsumer,
     KafkaConfig,
     KafkaSecurity,
+    Partition,
     Producer,
     TopicNames,
     ensure_topics,
     open_admin,
+    partition_of,
     restore_latest,
 )
-from .kafka_sink import KafkaSink
 from .notifications import NotificationChannels
+from .outbox import Outbox
 from .platform_client import ClientStats, PlatformClient
 from .settings import Settings
 
@@ -99,14 +101,14 @@ class Service:
         *,
         clock: Clock | None = None,
         platform_transport: httpx.AsyncBaseTransport | None = None,
-        sink_factory: Callable[[Producer, TopicNames], EventSink] | None = None,
+        sink_factory: Callable[[Producer, TopicNames], EventSink] | None = None,  # default: the outbox
         kafka_overrides: dict[str, Any] | None = None,
         serve_http: bool = True,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock(settings.time_scale)
         self._transport = platform_transport
-        self._sink_factory = sink_factory or KafkaSink
+        self._sink_factory = sink_factory
         self._kafka = kafka_config_from(settings, **(kafka_overrides or {}))
         self._serve_http = serve_http
         self.parts: _Parts | None = None
@@ -126,8 +128,12 @@ class Service:
                                 replication_factor=self._kafka.replication_factor)
         producer = Producer(self._kafka)
         await producer.start()
-        sink = self._sink_factory(producer, self._kafka.topics)
+        sink = self._sink_factory(producer, self._kafka.topics) if self._sink_factory else Outbox(
+            settings.outbox_path, producer, topics=self._kafka.topics)
         await _start(sink)
+        # Rows a previous run left undelivered go out before this instance joins the group, so a
+        # new owner never reads a campaign.state that is missing this instance's last word.
+        await _drained(sink, 30.0)
         client = PlatformClient(
             settings.platform.url, settings.platform.client_id, settings.platform.client_secret.get_secret_value(),
             profile=settings.platform.profile, clock=clock, transport=self._transport,
@@ -159,11 +165,14 @@ class Service:
         orchestrator = Orchestrator(machine=machine, platform=client, sink=sink, clock=clock,
                                     notifications=channels if follow else None,
                                     config=settings.orchestrator_config(), authority=authority,
-                                    auth_clock=time.time)
+                                    auth_clock=time.time, owns=_nothing)
         holder.append(orchestrator)
-        consumer = CommandConsumer(self._kafka)
+        ownership = _Ownership(self._kafka, orchestrator, sink)
+        consumer = CommandConsumer(self._kafka, hooks=ownership)
+        ownership.consumer = consumer
         intake = CommandIntake(consumer, orchestrator, producer, self._kafka.topics.dead_letters)
         parts = _Parts(orchestrator, client, channels, producer, consumer, intake, sink)
+        parts.extra["ownership"] = ownership
         self.parts = parts
         self._alive = True
         try:
@@ -175,12 +184,13 @@ class Service:
                         serve_asgi(app, host=settings.http.host, port=settings.http.port, name="metrics"))
                 if follow:
                     await channels.start()
-                restored = await restore_latest(self._kafka, self._kafka.topics.state)
-                await orchestrator.start(_records(r.value for r in restored.values()))
+                # Joining the group assigns partitions; the ownership hooks acquire their campaigns
+                # (restore, read the platform, resume tracking) and only then mark the service ready.
                 await consumer.start()
                 intake.start()
-                _log.info("ready: %d campaigns, commands from %s", len(orchestrator.campaigns),
-                          self._kafka.topics.commands)
+                await ownership.first_assignment.wait()
+                _log.info("ready: %d campaigns on partitions %s of %s", len(orchestrator.campaigns),
+                          sorted(ownership.owned), self._kafka.topics.commands)
                 try:
                     yield parts
                 finally:
@@ -239,6 +249,60 @@ class Service:
 
 def _counters(stats: ClientStats) -> list[tuple[str, float]]:
     return [(name, float(value)) for name, value in dataclasses.asdict(stats).items()]
+
+
+class _Ownership:
+    """The consumer group decides which campaigns this instance drives: those whose campaign id
+    hashes (murmur2) to one of its partitions of the commands topic.
+
+    The protocol is eager: every member gives up everything (`on_revoked`), then receives its new
+    share (`on_assigned`). So on revoke the orchestrator suspends (running looks finish, nothing
+    new is sent or published) and the outbox drains; on assign it lets go of what moved away,
+    restores and reconciles what arrived, and resumes. aiokafka awaits both hooks before the
+    group moves on, which is what keeps two instances from driving one campaign.
+    """
+
+    def __init__(self, kafka: KafkaConfig, orchestrator: Orchestrator, sink: EventSink) -> None:
+        self.kafka = kafka
+        self.orchestrator = orchestrator
+        self.sink = sink
+        self.consumer: CommandConsumer | None = None
+        self.owned: frozenset[int] = frozenset()
+        self.generation: int | None = None
+        self.first_assignment = asyncio.Event()
+        self.rebalances = 0
+
+    def _predicate(self, owned: frozenset[int], count: int) -> Callable[[str], bool]:
+        return lambda campaign_id: partition_of(campaign_id, count) in owned
+
+    async def on_revoked(self, partitions: frozenset[Partition], generation: int | None) -> None:
+        await self.orchestrator.suspend()
+        await _drained(self.sink, 10.0)
+
+    async def on_assigned(self, partitions: frozenset[Partition], generation: int | None) -> None:
+        assert self.consumer is not None
+        self.rebalances += 1
+        self.generation = generation
+        self.owned = frozenset(p.partition for p in partitions if p.topic == self.kafka.topics.commands)
+        owns = self._predicate(self.owned, self.consumer.partition_count())
+        gone = await self.orchestrator.release(owns)
+        restored = await restore_latest(self.kafka, self.kafka.topics.state)
+        await self.orchestrator.acquire(_records(r.value for r in restored.values()), owns)
+        self.orchestrator.resume()
+        self.orchestrator.mark_ready()
+        self.first_assignment.set()
+        _log.info("assignment generation %s: partitions %s, %d campaigns (%d handed over)", generation,
+                  sorted(self.owned), len(self.orchestrator.campaigns), len(gone))
+
+
+def _nothing(_: str) -> bool:
+    return False
+
+
+async def _drained(sink: object, seconds: float) -> None:
+    wait = getattr(sink, "wait_drained", None)
+    if wait is not None and not await wait(seconds):
+        _log.warning("the outbox did not drain within %.0f s (is the broker reachable?)", seconds)
 
 
 def _auth_refusals(orch: Orchestrator) -> list[tuple[dict[str, str], float]]:

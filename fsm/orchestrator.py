@@ -88,8 +88,13 @@ class OrchestratorConfig:
     safety_poll: float = 60.0
     # How long a dialer's load reading is reused by other campaigns on the same dialer.
     load_ttl: float = 5.0
+    # A POST goes out only on a fresh view of the campaign: older than this, it is read first (a
+    # queued command, a restart, a takeover or a paused zombie instance all act on fresh truth).
+    fresh_for: float = 2.0
     concurrency: int = 64
     remembered_commands: int = 100_000
+    # How long a revoked campaign's running look may take to finish before it is let go anyway.
+    release_grace: float = 30.0
     seed: int | None = None
 
 
@@ -142,6 +147,7 @@ class Orchestrator:
         config: OrchestratorConfig | None = None,
         authority: CommandAuthority | None = None,
         auth_clock: Callable[[], float] | None = None,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         self.machine = machine
         self.platform = platform
@@ -168,6 +174,12 @@ class Orchestrator:
         self._first_result: dict[str, asyncio.Future[CommandResult]] = {}
         # Commands held until their `notBefore`, per campaign, authenticated on arrival.
         self._scheduled: dict[str, list[Command]] = {}
+        # Scale-out: this instance drives only the campaigns it owns (its partitions of the commands
+        # topic). Checked before every look, every POST and every publish (fencing a stale owner).
+        self._owns: Callable[[str], bool] = owns or _everything
+        self._observed_at: dict[str, float] = {}
+        self._leaving: set[str] = set()
+        self._suspended = False
         self._notifications_up = bool(notifications and notifications.up)
         self._ready = False
         self._closing = False
@@ -192,15 +204,31 @@ class Orchestrator:
                                  self._notifications_up, self._ready)
 
     async def start(self, restored: Iterable[dict[str, Any]] = ()) -> None:
-        """Restore the local cache, then read the platform's truth for every campaign before commands.
+        """Single-owner start: acquire every campaign, then take commands."""
+        await self.acquire(restored)
+        self._ready = True
+
+    def mark_ready(self) -> None:
+        """Scale-out start: the first assignment has been acquired; commands may flow."""
+        self._ready = True
+
+    async def acquire(self, restored: Iterable[dict[str, Any]] = (), owns: Callable[[str], bool] | None = None) -> None:
+        """Take ownership: restore the stored records, then read the platform's truth, before commands.
 
         Drift between what was stored and what the platform says becomes a `reconcile` event. A
-        transition that was in flight is tracked again, never re-issued; a held command resumes
-        its pre-flight.
+        transition that was in flight is tracked again, never re-issued; a held command resumes its
+        pre-flight. Campaigns already owned are left as they are.
         """
+        if owns is not None:
+            self._owns = owns
+        fresh: list[str] = []
         for record in restored:
+            campaign_id = record.get("campaignId")
+            if not isinstance(campaign_id, str) or not self._owns(campaign_id) or campaign_id in self._book:
+                continue
             campaign = Campaign.restore(record)
             self._book[campaign.id] = campaign
+            fresh.append(campaign.id)
             for raw in record.get("scheduledCommands") or ():
                 self._scheduled.setdefault(campaign.id, []).append(Command.model_validate_json(raw))
             held = record.get("heldCommand")
@@ -211,20 +239,73 @@ class Orchestrator:
         snapshots = await self.platform.list_campaigns()
         now = self.clock.now()
         for snapshot in snapshots:
+            if not self._owns(snapshot.id):
+                continue
             known = self._book.get(snapshot.id)
             if known is None:
                 await self._discover(snapshot, Cause.RECONCILE)
-            else:
+                fresh.append(snapshot.id)
+            elif snapshot.id in fresh:
                 await self._observe(known, snapshot, Cause.RECONCILE)
-        for campaign in self._book.values():
+        for campaign_id in fresh:
+            campaign = self._book[campaign_id]
             if campaign.in_flight and campaign.id not in self._tracking:
                 self._track(campaign, campaign.command_id, campaign.action, now)
             self._queue.hint(campaign.id)
-        if self.notifications is not None:
-            await self.notifications.subscribe_campaigns(list(self._book))
-            lists = sorted({c.contact_list_id for c in self._book.values() if c.contact_list_id})
+        if self.notifications is not None and fresh:
+            await self.notifications.subscribe_campaigns(fresh)
+            lists = sorted({c for c in (self._book[i].contact_list_id for i in fresh) if c})
             await self.notifications.subscribe_contact_lists(lists)
-        self._ready = True
+
+    async def suspend(self) -> None:
+        """A rebalance began: act on nothing (no look, no POST) until `resume`. Running looks finish."""
+        self._suspended = True
+        deadline = self.clock.monotonic() + self.config.release_grace
+        while self._queue.stats().running and self.clock.monotonic() < deadline:
+            await self.clock.sleep(0.05)
+
+    def resume(self) -> None:
+        """The new assignment is in place: look at every campaign still owned."""
+        self._suspended = False
+        for campaign_id in self._book:
+            self._queue.hint(campaign_id)
+
+    async def release(self, owns: Callable[[str], bool]) -> list[str]:
+        """Give up every campaign `owns` no longer covers (a rebalance moved its partition away).
+
+        Their running looks finish first, so a POST in progress is followed by its event before
+        the new owner reads `campaign.state`; nothing is published for them afterwards. Returns the
+        campaign ids let go.
+        """
+        gone = [campaign_id for campaign_id in self._book if not owns(campaign_id)]
+        self._leaving.update(gone)  # no new look starts for them; a running one finishes
+        deadline = self.clock.monotonic() + self.config.release_grace
+        for campaign_id in gone:
+            while self._queue.is_running(campaign_id) and self.clock.monotonic() < deadline:
+                await self.clock.sleep(0.05)
+        for campaign_id in gone:
+            campaign = self._book[campaign_id]
+            try:
+                await self._flush(campaign_id)
+            except Exception:
+                _log.exception("campaign %s: events not flushed before hand-over", campaign_id)
+            pending = self._pending.pop(campaign_id, None)
+            if pending is not None and pending.gate_task is not None:
+                pending.gate_task.cancel()
+                self._gate.release(campaign.dialer_id or campaign_id, campaign_id)
+            tracking = self._tracking.pop(campaign_id, None)
+            if tracking is not None:
+                self._free_slot(campaign, tracking)
+            for _command, future in self._inbox.pop(campaign_id, ()):
+                if not future.done():
+                    future.cancel()  # not committed: the new owner consumes it again
+            for table in (self._scheduled, self._latest, self._unsent, self._observed_at):
+                table.pop(campaign_id, None)
+            self._queue.unschedule(campaign_id)
+            del self._book[campaign_id]
+        self._owns = owns
+        self._leaving.difference_update(gone)
+        return gone
 
     async def close(self, *, grace: float = 10.0) -> None:
         """Stop intake, let running looks finish, then stop waiting on the dialers."""
@@ -303,6 +384,8 @@ class Orchestrator:
     # --- the look at one campaign --------------------------------------------------------------
 
     async def _reconcile(self, campaign_id: str) -> None:
+        if self._suspended or not self._owns(campaign_id) or campaign_id in self._leaving:
+            return  # suspended for a rebalance, or handed over: the new owner looks after it
         await self._flush(campaign_id)
         campaign = self._book.get(campaign_id)
         inbox = self._inbox.get(campaign_id)
@@ -395,6 +478,7 @@ class Orchestrator:
 
     async def _observe(self, campaign: Campaign, snapshot: CampaignSnapshot, cause: Cause) -> None:
         """Adopt what the platform says. An unmappable status is recorded, never guessed at."""
+        self._observed_at[campaign.id] = self.clock.monotonic()
         campaign.dialer_id = snapshot.dialer_id or campaign.dialer_id
         campaign.contact_list_id = snapshot.contact_list_id or campaign.contact_list_id
         if snapshot.state is None:
@@ -555,6 +639,11 @@ class Orchestrator:
         command = pending.command
         command_id = str(command.id)
         if not pending.sent:
+            if self._suspended or not self._owns(campaign.id) or campaign.id in self._leaving:
+                return  # fenced: this instance may no longer own the campaign
+            seen = self._observed_at.get(campaign.id)
+            if seen is None or self.clock.monotonic() - seen > self.config.fresh_for:
+                await self._observe(campaign, await self.platform.get_campaign(campaign.id), Cause.RECONCILE)
             check = self.machine.command(campaign, command.action, at=self.clock.now(), command_id=command_id,
                                          dry_run=True)
             if not check.accepted:  # an observation moved the campaign while the command queued
@@ -716,6 +805,9 @@ class Orchestrator:
     async def _flush(self, campaign_id: str) -> None:
         queue = self._unsent.get(campaign_id)
         campaign = self._book.get(campaign_id)
+        if queue and campaign is not None and not self._owns(campaign_id):
+            _log.warning("campaign %s: %d event(s) held back: no longer the owner", campaign_id, len(queue))
+            return
         while queue and campaign is not None:
             await self.sink.state_changed(queue[0], self.snapshot(campaign))
             queue.popleft()
@@ -746,6 +838,10 @@ class Orchestrator:
             next_attempt_at=datetime.fromtimestamp(next_attempt, UTC) if next_attempt is not None else None,
             at=datetime.fromtimestamp(self.clock.now(), UTC),
         )
+
+
+def _everything(_: str) -> bool:
+    return True
 
 
 def _error_text(error: dict[str, str]) -> str:

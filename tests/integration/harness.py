@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -99,7 +101,8 @@ async def _collect(run: Run, bootstrap: str, stop: asyncio.Event, fetch_max_wait
 
 
 def settings_for(broker: BrokerHandle, topics: TopicNames, group: str, sim_url: str, config: SimulatorConfig,
-                 *, scale: float, profile: str = "guide", notifications: bool = True, **dispatch: Any) -> Settings:
+                 *, scale: float, profile: str = "guide", notifications: bool = True, outbox_path: str | None = None,
+                 **dispatch: Any) -> Settings:
     overrides = broker.client_overrides
     return Settings(
         platform={"profile": profile, "base_url": sim_url, "client_id": config.client_id,
@@ -115,6 +118,7 @@ def settings_for(broker: BrokerHandle, topics: TopicNames, group: str, sim_url: 
         },
         dispatch=dispatch,
         http={"port": 0},
+        outbox_path=outbox_path or str(Path(tempfile.mkdtemp(prefix="campaign-fsm-outbox-")) / "outbox.sqlite3"),
         time_scale=scale,
     )
 

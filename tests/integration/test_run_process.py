@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -28,7 +29,7 @@ def _free_port() -> int:
 
 
 async def test_run_gets_ready_serves_metrics_and_exits_0_on_sigterm(
-        broker: BrokerHandle, unique_name: Callable[[str], str], tmp_path: object) -> None:
+        broker: BrokerHandle, unique_name: Callable[[str], str], tmp_path: Path) -> None:
     sim = Simulator(generate_tenant(3, 1), SimulatorConfig())
     topics = TopicNames.with_prefix(unique_name("run") + ".")
     port = _free_port()
@@ -47,6 +48,7 @@ async def test_run_gets_ready_serves_metrics_and_exits_0_on_sigterm(
             "CAMPAIGN_FSM_KAFKA__TOPICS__STATE": topics.state,
             "CAMPAIGN_FSM_KAFKA__TOPICS__DEAD_LETTERS": topics.dead_letters,
             "CAMPAIGN_FSM_HTTP__PORT": str(port),
+            "CAMPAIGN_FSM_OUTBOX_PATH": str(tmp_path / "outbox.sqlite3"),
         })
         for name, value in broker.client_overrides.items():
             env[f"CAMPAIGN_FSM_KAFKA__{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)

@@ -146,7 +146,8 @@ async def test_polling_backs_off_with_jitter_while_notifications_are_down() -> N
     try:
         await w.send("c1", Action.START)
         await w.clock.sleep(600)
-        polls = [t for t, call, ident in w.platform.calls if call == "GET campaign" and ident == "c1"]
+        posted = w.platform.posts("c1")[0][0]
+        polls = [t for t, call, ident in w.platform.calls if call == "GET campaign" and ident == "c1" and t > posted]
         gaps = [b - a for a, b in itertools.pairwise(polls)]
         assert len(gaps) >= 8
         for nominal, gap in zip([3.0, 4.5, 6.75, 10.125, 15.1875, 22.78125, 30.0, 30.0], gaps, strict=False):
@@ -400,6 +401,7 @@ async def test_events_form_a_hash_chain_per_campaign(world: World) -> None:
     from schemas.events import event_hash
 
     await world.send("c1", Action.START)
+    await world.clock.sleep(1)
     await world.finish("c1", S.RUNNING, notify=False)
     await world.clock.sleep(30)
     events = [e for e in world.sink.events if e["subject"] == "c1"]
@@ -507,3 +509,72 @@ async def test_a_scheduled_command_survives_a_restart() -> None:
         assert w2.sink.outcomes(command.id)[0] == ("ACCEPTED", None)
     finally:
         await w2.orch.close()
+
+
+# --- scale-out: ownership, hand-over, fencing ---------------------------------------------------
+
+
+async def test_a_hand_over_mid_transition_is_finished_by_the_new_owner_without_reissue() -> None:
+    clock = FakeClock(auto_advance=True)
+    platform = FakePlatform(clock, [FakeCampaign("a", S.RUNNING), FakeCampaign("b", S.RUNNING)])
+    sink = MemorySink()
+    first = Orchestrator(machine=CampaignMachine(), platform=platform, sink=sink, clock=clock,
+                         config=OrchestratorConfig(seed=1))
+    await first.start()
+    command = Command(id=uuid.uuid4(), campaign_id="a", action=Action.STOP, requested_by="t",
+                      issued_at=datetime.now(UTC))
+    await first.submit(command)
+    await clock.sleep(2)
+    assert platform.campaigns["a"].state is S.STOPPING
+    gone = await first.release(lambda cid: cid != "a")
+    assert gone == ["a"] and "a" not in first.campaigns and "b" in first.campaigns
+    second = Orchestrator(machine=CampaignMachine(), platform=platform, sink=sink, clock=clock,
+                          config=OrchestratorConfig(seed=2), owns=lambda cid: cid == "a")
+    await second.acquire(list(sink.state.values()))
+    second.mark_ready()
+    assert list(second.campaigns) == ["a"] and second.campaigns["a"].current is S.STOPPING
+    published = len(sink.events)
+    platform.campaigns["a"].state = S.STOPPED
+    await clock.sleep(60)
+    assert len(platform.posts("a")) == 1
+    assert sink.outcomes(command.id)[-1] == ("COMPLETED", None)
+    assert [e["subject"] for e in sink.events[published:]] == ["a"], "only the new owner spoke for a"
+    assert [e["data"]["sequence"] for e in sink.events if e["subject"] == "a"] == [1, 2, 3]
+    await first.close()
+    await second.close()
+
+
+async def test_a_fenced_owner_neither_posts_nor_publishes() -> None:
+    w = await _world([FakeCampaign("c1", S.STOPPED)])
+    try:
+        w.platform.lists["list-1"] = ContactListSnapshot("list-1", False, True, "LOCKED")
+        command = await w.send("c1", Action.START)
+        await w.clock.sleep(1)
+        owned = {"c1": True}
+        w.orch._owns = lambda cid: owned.get(cid, False)
+        owned["c1"] = False  # the partition moved, and this instance has not heard yet (a zombie)
+        w.platform.lists["list-1"] = ContactListSnapshot("list-1", True, False, "ACTIVE")
+        events = len(w.sink.events)
+        await w.orch.on_notification(Notification("v2.outbound.contactlists.list-1", w.clock.now(),
+                                                  contact_list_id="list-1"))
+        await w.clock.sleep(60)
+        assert w.platform.posts() == [] and len(w.sink.events) == events
+        assert w.sink.outcomes(command.id) == [("ACCEPTED", None), ("DEFERRED", "CONTACT_LIST_NOT_READY")]
+    finally:
+        await w.orch.close()
+
+
+async def test_a_stale_view_is_read_before_posting() -> None:
+    w = await _world([FakeCampaign("c1", S.STOPPED)])
+    try:
+        w.platform.lists["list-1"] = ContactListSnapshot("list-1", False, True, "LOCKED")
+        command = await w.send("c1", Action.START)
+        await w.clock.sleep(30)
+        w.platform.campaigns["c1"].state = S.RUNNING  # started by someone else meanwhile
+        w.platform.lists["list-1"] = ContactListSnapshot("list-1", True, False, "ACTIVE")
+        await w.clock.sleep(30)
+        assert w.platform.posts() == []
+        assert w.sink.outcomes(command.id)[-1] == ("REFUSED", "ALREADY_IN_STATE")
+        assert w.sink.of("c1")[-1]["to"] == "RUNNING" and w.sink.of("c1")[-1]["cause"] == "reconcile"
+    finally:
+        await w.orch.close()
