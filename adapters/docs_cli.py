@@ -1,17 +1,37 @@
-"""`campaign-fsm schema` and `campaign-fsm diagram`: the generated parts of `docs/`."""
+"""`campaign-fsm schema`, `campaign-fsm diagram` and `campaign-fsm docs`: the generated parts of `docs/`.
+
+- `schema` writes a JSON Schema per message into `docs/schemas/` and the AsyncAPI document of every
+  topic into `docs/asyncapi.json` (beside the schemas directory unless `--asyncapi` says otherwise);
+- `diagram` writes the Mermaid state diagram into `docs/state-diagram.md`;
+- `docs` writes all of the above plus the configuration reference `docs/configuration.md`.
+
+Each generated file has a test that regenerates it in memory and fails when the committed file
+differs, so none of them can go stale.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 from pathlib import Path
 from typing import Any
 
 from fsm.diagram import render_mermaid
+from schemas.asyncapi import KafkaContract, Topic, render_asyncapi
+from schemas.events import STATE_CHANGED_TYPE
 from schemas.generate import write_schemas
 
-__all__ = ["DIAGRAM_DOC", "register", "render_diagram_doc"]
+from .config_doc import CONFIG_DOC, render_configuration_doc
+from .kafka import TopicNames
+from .outbox import EVENT_CONTENT_TYPE, RESULT_TYPE, STATE_TYPE, result_id
+from .send_cli import COMMAND_TYPE
+from .settings import KafkaSettings
+
+__all__ = ["ASYNCAPI_DOC", "DIAGRAM_DOC", "kafka_contract", "register", "render_asyncapi_doc", "render_diagram_doc"]
 
 DIAGRAM_DOC = "state-diagram.md"
+ASYNCAPI_DOC = "asyncapi.json"
+_DEAD_LETTER_CONTENT_TYPE = "application/octet-stream"  # what adapters/intake.py sends dead letters as
 
 
 def render_diagram_doc() -> str:
@@ -24,25 +44,79 @@ def render_diagram_doc() -> str:
     )
 
 
+def kafka_contract() -> KafkaContract:
+    """The wire as the adapters make it with the default configuration: topics, partitions, types."""
+    kafka = KafkaSettings()
+    names = TopicNames(commands=kafka.topics.commands, results=kafka.topics.results, events=kafka.topics.events,
+                       state=kafka.topics.state, dead_letters=kafka.topics.dead_letters)
+    specs = {spec.name: spec for spec in names.specs(kafka.partitions, kafka.replication_factor)}
+
+    def topic(name: str) -> Topic:
+        spec = specs[name]
+        return Topic(spec.name, spec.partitions, dict(spec.configs))
+
+    try:
+        version = importlib.metadata.version("campaign-fsm")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        version = "0.0.0"
+    return KafkaContract(
+        version=version, bootstrap=kafka.bootstrap, group_id=kafka.group_id,
+        replication_factor=kafka.replication_factor,
+        commands=topic(names.commands), results=topic(names.results), events=topic(names.events),
+        state=topic(names.state), dead_letters=topic(names.dead_letters),
+        command_type=COMMAND_TYPE, result_type=RESULT_TYPE, event_type=STATE_CHANGED_TYPE, state_type=STATE_TYPE,
+        event_content_type=EVENT_CONTENT_TYPE, dead_letter_content_type=_DEAD_LETTER_CONTENT_TYPE,
+        result_id=result_id,
+    )
+
+
+def render_asyncapi_doc() -> bytes:
+    return render_asyncapi(kafka_contract())
+
+
+def _write(path: Path, content: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, str):
+        path.write_text(content)
+    else:
+        path.write_bytes(content)
+    print(path)
+    return path
+
+
 def _schema(args: argparse.Namespace) -> int:
     for path in write_schemas(Path(args.out)):
         print(path)
+    _write(Path(args.asyncapi) if args.asyncapi else Path(args.out).parent / ASYNCAPI_DOC, render_asyncapi_doc())
     return 0
 
 
 def _diagram(args: argparse.Namespace) -> int:
+    _write(Path(args.out) / DIAGRAM_DOC, render_diagram_doc())
+    return 0
+
+
+def _docs(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / DIAGRAM_DOC
-    path.write_text(render_diagram_doc())
-    print(path)
+    for path in write_schemas(out / "schemas"):
+        print(path)
+    _write(out / ASYNCAPI_DOC, render_asyncapi_doc())
+    _write(out / DIAGRAM_DOC, render_diagram_doc())
+    _write(out / CONFIG_DOC, render_configuration_doc())
     return 0
 
 
 def register(subparsers: Any) -> None:
-    schema = subparsers.add_parser("schema", help="write a JSON Schema per message into docs/schemas/")
+    schema = subparsers.add_parser(
+        "schema", help="write a JSON Schema per message into docs/schemas/ and the AsyncAPI document")
     schema.add_argument("--out", default="docs/schemas", help="directory (default: docs/schemas)")
+    schema.add_argument("--asyncapi", default=None,
+                        help=f"AsyncAPI file (default: {ASYNCAPI_DOC} in the parent of --out)")
     schema.set_defaults(func=_schema)
     diagram = subparsers.add_parser("diagram", help="write the Mermaid state diagram into docs/")
     diagram.add_argument("--out", default="docs", help="directory (default: docs)")
     diagram.set_defaults(func=_diagram)
+    docs = subparsers.add_parser(
+        "docs", help="regenerate every generated document: schemas, AsyncAPI, state diagram, configuration")
+    docs.add_argument("--out", default="docs", help="directory (default: docs)")
+    docs.set_defaults(func=_docs)

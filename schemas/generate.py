@@ -24,6 +24,7 @@ from .platform import (
     GuideContactList,
     NotificationEnvelope,
 )
+from .state import CampaignStateRecord
 
 __all__ = ["MESSAGES", "render_schemas", "write_schemas"]
 
@@ -32,6 +33,7 @@ MESSAGES: dict[str, type[BaseModel]] = {
     "command": Command,
     "command-result": CommandResult,
     "campaign-state-changed": CampaignStateChangedEvent,
+    "campaign-state": CampaignStateRecord,
     "platform-guide-campaign": GuideCampaign,
     "platform-guide-campaign-errors": GuideCampaignErrors,
     "platform-guide-contact-list": GuideContactList,

@@ -1,0 +1,62 @@
+"""`CampaignStateRecord`: one campaign's working state, the value on the compacted `campaign.state` topic.
+
+The orchestrator writes it (`Orchestrator.snapshot`: `Campaign.snapshot()` from `fsm/machine.py`
+plus the held command) after every change, keyed by campaign id; on start-up and on a partition
+takeover the service reads the latest record per campaign back before it asks the platform for
+the truth. `campaign-fsm replay --rebuild-state` writes the same shape from the events alone.
+
+Like `CampaignStateChangedEvent`, the record is built on the hot path as a plain dict; this model
+is its contract: it generates the JSON Schema and the AsyncAPI payload, and the tests prove the
+dicts the code writes validate against it. Every key but `scheduledCommands` is always present;
+"no value" is `null`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
+
+from .base import StrictModel
+from .commands import CampaignId
+from .types import Action, CampaignState, DialerType
+
+__all__ = ["CampaignStateRecord"]
+
+_HASH = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class CampaignStateRecord(StrictModel):
+    """The latest known state of one campaign (compacted topic: only the newest record per key counts)."""
+
+    campaign_id: CampaignId = Field(description="The campaign; also the record key.")
+    state: CampaignState = Field(description="The model's state now.")
+    dialer_type: DialerType = Field(description="Chooses the tolerance windows.")
+    dialer_id: str | None = Field(description="The dialer instance, when known (per-dialer gate and queue).")
+    contact_list_id: str | None = Field(description="The campaign's contact list, when known (pre-flight).")
+    sequence: int = Field(ge=0, description="`sequence` of the campaign's last event on `campaign.events`.")
+    entered_at: float = Field(description="When the current state was entered, epoch seconds.")
+    deadline: float | None = Field(
+        description="While STARTING, PAUSING or STOPPING: when the tolerance window runs out, epoch seconds."
+    )
+    last_stable: CampaignState = Field(
+        description="The last STOPPED, RUNNING or PAUSED reached: where a reset returns to."
+    )
+    command_id: str | None = Field(description="The command whose transition is in flight.")
+    action: Action | None = Field(description="The action of the transition in flight.")
+    platform_status: str | None = Field(description="The platform's own word for the state, last reported.")
+    held: str | None = Field(
+        description="Id of a command accepted but not yet sent (pre-flight, dialer queue): the state gate is closed."
+    )
+    last_hash: _HASH | None = Field(
+        description="SHA-256 of the campaign's last event (canonical JSON): the next event's `prevHash`."
+    )
+    held_command: str | None = Field(
+        description="The held command itself, as its wire JSON text (schema `command.json`), so a restart "
+        "resumes its pre-flight instead of losing it."
+    )
+    scheduled_commands: list[str] | None = Field(
+        default=None,
+        description="Commands waiting for their `notBefore` instant (DEFERRED with SCHEDULED), each as its wire "
+        "JSON text; null (or absent, in records rebuilt from the events) when there are none.",
+    )
