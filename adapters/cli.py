@@ -21,6 +21,7 @@ _SUBCOMMANDS: tuple[str, ...] = (
     "adapters.schedule_cli",
     "adapters.run_cli",
     "adapters.audit_cli",
+    "adapters.demo_cli",
 )
 
 
