@@ -137,7 +137,7 @@ class Service:
         client = PlatformClient(
             settings.platform.url, settings.platform.client_id, settings.platform.client_secret.get_secret_value(),
             profile=settings.platform.profile, clock=clock, transport=self._transport,
-            timeout=settings.platform.timeout_s, read_rate=settings.platform.read_limit_per_s,
+            timeout=settings.platform.timeout_s, read_rate=settings.read_rate(),
             read_margin=settings.read_margin(),
             dialer_capacity=settings.platform.dialer_capacity,
             genesys_status_via_put=settings.platform.genesys_status_via_put,

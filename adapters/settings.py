@@ -44,6 +44,8 @@ class PlatformSettings(_Section):
     client_id: str = ""
     client_secret: SecretStr = SecretStr("")
     read_limit_per_s: int = Field(default=10, ge=1, le=1000, description="GETs per second for the tenant")
+    instances: int = Field(default=1, ge=1, description="instances sharing this tenant; each takes "
+                           "read_limit_per_s / instances, so together they stay under the tenant's limit")
     read_margin_s: float | None = Field(
         default=None, ge=0,
         description="slack between our grant and the platform's window (clock seconds); default "
@@ -179,6 +181,10 @@ class Settings(BaseSettings):
         return env_settings, init_settings
 
     # --- translations into the core's policies -------------------------------------------------
+
+    def read_rate(self) -> int:
+        """This instance's share of the tenant-wide read limit."""
+        return max(1, self.platform.read_limit_per_s // self.platform.instances)
 
     def read_margin(self) -> float:
         """A read granted at t leaves a few real milliseconds later (more when the event loop is busy).

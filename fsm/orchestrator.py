@@ -236,8 +236,14 @@ class Orchestrator:
                 command = Command.model_validate_json(held if isinstance(held, str | bytes) else orjson.dumps(held))
                 campaign.held = str(command.id)
                 self._pending[campaign.id] = _Pending(command)
-        snapshots = await self.platform.list_campaigns()
         now = self.clock.now()
+        for campaign_id in fresh:
+            # Track a restored transition *before* reading the platform: if it finished while no one
+            # was looking, that read settles it and its command is reported COMPLETED (or FAILED).
+            campaign = self._book[campaign_id]
+            if campaign.in_flight:
+                self._track(campaign, campaign.command_id, campaign.action, now)
+        snapshots = await self.platform.list_campaigns()
         for snapshot in snapshots:
             if not self._owns(snapshot.id):
                 continue

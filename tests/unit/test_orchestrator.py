@@ -578,3 +578,19 @@ async def test_a_stale_view_is_read_before_posting() -> None:
         assert w.sink.of("c1")[-1]["to"] == "RUNNING" and w.sink.of("c1")[-1]["cause"] == "reconcile"
     finally:
         await w.orch.close()
+
+
+async def test_a_transition_that_finished_while_no_one_looked_is_reported_on_restart() -> None:
+    w = await _world([FakeCampaign("c1", S.RUNNING)])
+    command = await w.send("c1", Action.STOP)
+    await w.clock.sleep(2)
+    saved = list(w.sink.state.values())
+    await w.orch.close()
+    campaigns = list(w.platform.campaigns.values())
+    campaigns[0].state = S.STOPPED  # it finished during the outage
+    w2 = await _world(campaigns, restored=saved)
+    try:
+        assert w2.sink.outcomes(command.id) == [("COMPLETED", None)]
+        assert w2.sink.of("c1")[-1]["to"] == "STOPPED" and w2.sink.of("c1")[-1]["commandId"] == str(command.id)
+    finally:
+        await w2.orch.close()
