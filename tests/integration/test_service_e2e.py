@@ -186,9 +186,11 @@ async def test_malformed_commands_are_refused_or_dead_lettered(broker: BrokerHan
 async def test_a_restart_in_the_middle_of_a_transition_reissues_nothing(
         broker: BrokerHandle, unique_name: Callable[[str], str]) -> None:
     tenant = generate_tenant(2, 1, dialer_types=(DialerType.PREDICTIVE,), state=S.RUNNING, max_active_calls=5)
-    async with e2e(broker, unique_name, tenant=tenant, start_service=False) as run:
+    # Scale 10 and a 150 s drain (inside the 180 s window): even tansu's ~2 s group join leaves the
+    # restart well inside the transition.
+    async with e2e(broker, unique_name, tenant=tenant, start_service=False, scale=10) as run:
         cid = "campaign-0001"
-        run.sim.next_transition(cid, "stall", duration=120)
+        run.sim.next_transition(cid, "stall", duration=150)
         async with Service(run.settings).running():
             stop = await run.send(cid, "stop")
             await run.until(lambda: any(e["to"] == "STOPPING" for e in run.of(cid)), what="STOPPING published")
