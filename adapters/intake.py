@@ -21,7 +21,7 @@ import orjson
 from fsm.orchestrator import Orchestrator
 from schemas import Command, ContractError, decode
 
-from .kafka import CommandConsumer, Producer, Record
+from .kafka import CommandConsumer, Partition, Producer, Record
 
 __all__ = ["CommandIntake"]
 
@@ -45,6 +45,7 @@ class CommandIntake:
         self.consumed = 0
         self.malformed = 0
         self.dead_lettered = 0
+        self.positions: dict[Partition, int] = {}  # next offset to handle, per partition (consumer lag)
 
     def start(self) -> None:
         if self._task is None:
@@ -75,6 +76,8 @@ class CommandIntake:
                 await asyncio.sleep(1.0)
                 continue
             await self._consumer.commit_records(records)
+            for record in records:
+                self.positions[record.tp] = max(self.positions.get(record.tp, 0), record.offset + 1)
 
     async def _handle(self, records: list[Record]) -> None:
         waits: list[asyncio.Future[Any]] = []

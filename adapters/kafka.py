@@ -655,6 +655,17 @@ class CommandConsumer:
         generation = getattr(coordinator, "generation", None)
         return generation if isinstance(generation, int) and generation >= 0 else None
 
+    def lag(self, positions: Mapping[Partition, int]) -> dict[Partition, int]:
+        """Records not yet fetched per assigned partition, from the last high watermark seen and
+        `positions` (the next offset the caller will handle)."""
+        consumer = self._running()
+        lags = {}
+        for partition in self._assignment:
+            high = consumer.highwater(_AioTopicPartition(partition.topic, partition.partition))
+            if high is not None:
+                lags[partition] = max(0, high - positions.get(partition, high))
+        return lags
+
     def partition_count(self) -> int:
         """How many partitions the commands topic has (from the consumer's metadata)."""
         partitions = self._running().partitions_for_topic(self._topic)

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ import orjson
 from fsm.machine import CampaignMachine
 from fsm.orchestrator import Orchestrator
 from fsm.ports import Clock, EventSink, Notification
+from schemas.commands import CommandResult
+from schemas.types import TRANSITIONAL_STATES
 
 from .asgi_server import serve_asgi
 from .clock import SystemClock
@@ -87,7 +90,7 @@ class _Parts:
     producer: Producer
     consumer: CommandConsumer
     intake: CommandIntake
-    sink: EventSink
+    sink: _CountingSink
     http_url: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -128,8 +131,8 @@ class Service:
                                 replication_factor=self._kafka.replication_factor)
         producer = Producer(self._kafka)
         await producer.start()
-        sink = self._sink_factory(producer, self._kafka.topics) if self._sink_factory else Outbox(
-            settings.outbox_path, producer, topics=self._kafka.topics)
+        sink = _CountingSink(self._sink_factory(producer, self._kafka.topics) if self._sink_factory else Outbox(
+            settings.outbox_path, producer, topics=self._kafka.topics))
         await _start(sink)
         # Rows a previous run left undelivered go out before this instance joins the group, so a
         # new owner never reads a campaign.state that is missing this instance's last word.
@@ -230,7 +233,34 @@ class Service:
                 yield {}, float(depth)
 
         client_stats = parts.client.stats
+        sink = parts.sink
+
+        def results() -> Iterable[tuple[dict[str, str], float]]:
+            for (outcome, reason), n in sorted(sink.results.items()):
+                yield {"outcome": outcome, "reason": reason}, float(n)
+
+        def transitions() -> Iterable[tuple[dict[str, str], float]]:
+            for (source, dest), n in sorted(sink.transitions.items()):
+                yield {"from": source, "to": dest}, float(n)
+
+        def durations(index: int) -> Callable[[], Iterable[tuple[dict[str, str], float]]]:
+            return lambda: [({"transition": k}, v[index]) for k, v in sorted(sink.durations.items())]
+
+        def lag() -> Iterable[tuple[dict[str, str], float]]:
+            if parts.consumer.assignment:
+                for partition, n in sorted(parts.consumer.lag(intake.positions).items()):
+                    yield {"partition": str(partition.partition)}, float(n)
+
         return {
+            "campaign_fsm_command_results": ("Command results published, by outcome and reason", results),
+            "campaign_fsm_state_changes": ("State changes published, by from and to state", transitions),
+            "campaign_fsm_transition_seconds_count": ("Transitions finished, by type (for the mean duration)",
+                                                      durations(0)),
+            "campaign_fsm_transition_seconds_sum": ("Seconds spent in finished transitions, by type",
+                                                    durations(1)),
+            "campaign_fsm_reads_per_second": ("Platform reads in the last second (the limit is read_limit_per_s)",
+                                              lambda: [({}, float(parts.client.limiter.recent(1.0)))]),
+            "campaign_fsm_consumer_lag": ("Commands not yet fetched, per partition of the commands topic", lag),
             "campaign_fsm_campaigns": ("Campaigns by state", states),
             "campaign_fsm_in_flight": ("Transitions in flight per dialer", dialers),
             "campaign_fsm_dialer_queue_depth": ("Commands queued per dialer", queue_depth),
@@ -249,6 +279,46 @@ class Service:
 
 def _counters(stats: ClientStats) -> list[tuple[str, float]]:
     return [(name, float(value)) for name, value in dataclasses.asdict(stats).items()]
+
+
+class _CountingSink:
+    """Counts what goes through the sink for /metrics: results by outcome and reason, state changes
+    by type, and how long transitions took (from entering a transitional state to leaving it)."""
+
+    def __init__(self, inner: EventSink) -> None:
+        self.inner = inner
+        self.results: Counter[tuple[str, str]] = Counter()
+        self.transitions: Counter[tuple[str, str]] = Counter()
+        self.durations: dict[str, list[float]] = {}  # "FROM->TO" -> [count, sum of seconds]
+        self._started: dict[str, tuple[str, float]] = {}
+
+    def __getattr__(self, name: str) -> Any:  # start, stop, wait_drained, depth: the outbox's own
+        return getattr(self.inner, name)
+
+    async def state_changed(self, event: dict[str, Any], snapshot: dict[str, Any]) -> None:
+        await self.inner.state_changed(event, snapshot)
+        data = event["data"]
+        source, dest = str(data.get("from")), str(data["to"])
+        self.transitions[(source, dest)] += 1
+        at = float(snapshot.get("enteredAt") or 0.0)
+        if dest in _TRANSITIONAL and source != dest:
+            self._started[event["subject"]] = (dest, at)
+        elif dest not in _TRANSITIONAL:
+            began = self._started.pop(event["subject"], None)
+            if began is not None:
+                stats = self.durations.setdefault(f"{began[0]}->{dest}", [0.0, 0.0])
+                stats[0] += 1
+                stats[1] += max(0.0, at - began[1])
+
+    async def state_saved(self, snapshot: dict[str, Any]) -> None:
+        await self.inner.state_saved(snapshot)
+
+    async def command_result(self, result: CommandResult) -> None:
+        await self.inner.command_result(result)
+        self.results[(result.outcome.value, result.reason.value if result.reason else "")] += 1
+
+
+_TRANSITIONAL = frozenset(s.value for s in TRANSITIONAL_STATES)
 
 
 class _Ownership:

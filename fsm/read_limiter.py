@@ -86,6 +86,11 @@ class ReadLimiter:
         live = sum(1 for f in self._priority if not f.done())
         return live + sum(1 for q in self._ring.values() for f in q if not f.done())
 
+    def recent(self, window: float = 1.0) -> int:
+        """Grants in the last `window` seconds (the reads/s gauge); at most `rate` are remembered."""
+        since = self._clock.monotonic() - window
+        return sum(1 for t in self._grants if t > since)
+
     def defer(self, seconds: float) -> None:
         """Grant nothing for `seconds` from now (a 429 told the tenant to back off)."""
         if seconds > 0:

@@ -72,6 +72,8 @@ async def test_run_gets_ready_serves_metrics_and_exits_0_on_sigterm(
                 assert 'campaign_fsm_campaigns{state="STOPPED"} 3.0' in metrics
                 assert "campaign_fsm_ready 1.0" in metrics
                 assert "campaign_fsm_platform_requests" in metrics
+                assert "campaign_fsm_reads_per_second " in metrics and "campaign_fsm_consumer_lag{" in metrics
+                assert 'campaign_fsm_state_changes{from="None",to="STOPPED"} 3.0' in metrics
             process.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(process.wait(), timeout=30)
             _, stderr = await process.communicate()
