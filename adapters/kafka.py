@@ -301,9 +301,12 @@ class Delivery(NamedTuple):
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A consumed record. `key` is the text key (None if absent); `value` None is a tombstone."""
+class Record(NamedTuple):
+    """A consumed record. `key` is the text key (None if absent); `value` None is a tombstone.
+
+    A NamedTuple rather than a frozen dataclass: a replay builds one per record, and tuple
+    construction is about four times cheaper (the replay bench's ratio depends on it).
+    """
 
     topic: str
     partition: int
@@ -365,16 +368,9 @@ def _headers(record: OutgoingRecord) -> list[tuple[str, bytes]]:
 
 def _to_record(raw: Any) -> Record:
     key_bytes: bytes | None = raw.key
-    return Record(
-        topic=raw.topic,
-        partition=raw.partition,
-        offset=raw.offset,
-        key=None if key_bytes is None else key_bytes.decode("utf-8", "replace"),
-        value=raw.value,
-        headers=tuple(raw.headers or ()),
-        timestamp_ms=raw.timestamp,
-        raw_key=key_bytes,
-    )
+    return Record(raw.topic, raw.partition, raw.offset,
+                  None if key_bytes is None else key_bytes.decode("utf-8", "replace"),
+                  raw.value, tuple(raw.headers or ()), raw.timestamp, key_bytes)
 
 
 class _Lifecycle(enum.Enum):

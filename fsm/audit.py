@@ -492,6 +492,7 @@ def rebuild_state(history: CampaignHistory, windows: ToleranceWindows) -> dict[s
     campaign.last_hash = event_hash(history.last_event) if history.last_event else None
     record = campaign.snapshot()
     record["heldCommand"] = None
+    record["scheduledCommands"] = None
     return record
 
 

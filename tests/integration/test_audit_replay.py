@@ -190,7 +190,7 @@ def test_rebuild_state_is_the_orchestrators_record_and_deterministic(
     assert set(by_run) == set(generator.ids)
     for campaign_id, values in by_run.items():
         assert len(values) == 2 and values[0] == values[1], campaign_id  # byte-identical runs
-        expected = {**generator.campaigns[campaign_id].snapshot(), "heldCommand": None}
+        expected = {**generator.campaigns[campaign_id].snapshot(), "heldCommand": None, "scheduledCommands": None}
         assert orjson.loads(values[0]) == expected, campaign_id
 
     # The rebuilt state now backs the audit's last-event check: clean, and it was really compared.
