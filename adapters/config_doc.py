@@ -75,8 +75,9 @@ _DESCRIPTIONS: dict[str, str] = {
     "kafka.topics.state": "Compacted topic of each campaign's latest state (restored on start-up).",
     "kafka.topics.dead_letters": "Topic for command records that name no usable command or campaign.",
     "windows": "Tolerance windows per dialer type: how long a campaign may stay STARTING, PAUSING or "
-               "STOPPING before the platform's errors and the contact list are examined. All three dialer "
-               "types, each with all three windows, must be given together.",
+               "STOPPING before the platform's errors and the contact list are examined. Values given "
+               "go over the defaults, so one may be set alone (e.g. "
+               "CAMPAIGN_FSM_WINDOWS__PREDICTIVE__STOPPING=240); dialer types match in any case.",
     "windows.*.starting": "Seconds a campaign of this dialer type may stay STARTING.",
     "windows.*.pausing": "Seconds a campaign of this dialer type may stay PAUSING.",
     "windows.*.stopping": "Seconds a campaign of this dialer type may stay STOPPING.",

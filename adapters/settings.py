@@ -160,6 +160,25 @@ class Settings(BaseSettings):
     time_scale: float = Field(default=1.0, gt=0, description="run clock time faster (simulations only)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    @field_validator("windows", mode="before")
+    @classmethod
+    def _merge_windows(cls, value: Any) -> Any:
+        """One value may be set alone (CAMPAIGN_FSM_WINDOWS__PREDICTIVE__STOPPING=240): given
+        values go over the defaults, and dialer types match whatever their case."""
+        if not isinstance(value, dict):
+            return value
+        merged = {d.value: {"starting": w.starting, "pausing": w.pausing, "stopping": w.stopping}
+                  for d, w in _default_windows().items()}
+        for key, given in value.items():
+            name = str(key).upper()
+            if name not in merged:
+                merged[name] = given  # an unknown dialer type: let validation name it
+            elif isinstance(given, dict):
+                merged[name] = {**merged[name], **{str(k).lower(): v for k, v in given.items()}}
+            else:
+                merged[name] = given
+        return merged
+
     @field_validator("windows")
     @classmethod
     def _every_dialer_type(cls, value: dict[DialerType, WindowSettings]) -> dict[DialerType, WindowSettings]:

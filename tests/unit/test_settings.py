@@ -30,11 +30,14 @@ def test_errors_name_every_bad_field(tmp_path: Path) -> None:
     assert "dispatch.capacity_ratio" in text and "sasl_mechanism" in text and "colour" in text
 
 
-def test_a_missing_dialer_window_is_refused(tmp_path: Path) -> None:
+def test_windows_given_for_one_dialer_type_keep_the_others_defaults(tmp_path: Path) -> None:
+    from schemas.types import CampaignState, DialerType
+
     path = tmp_path / "c.json"
-    path.write_text('{"windows": {"PREDICTIVE": {"starting": 1, "pausing": 1, "stopping": 1}}}')
-    with pytest.raises(ConfigFileError, match="PROGRESSIVE"):
-        load_settings(path)
+    path.write_text('{"windows": {"predictive": {"starting": 1, "pausing": 2, "stopping": 3}}}')
+    windows = load_settings(path).tolerance_windows()
+    assert windows.window(DialerType.PREDICTIVE, CampaignState.STOPPING) == 3
+    assert windows.window(DialerType.PROGRESSIVE, CampaignState.STOPPING) == 60
 
 
 def test_unreadable_or_invalid_files_are_named(tmp_path: Path) -> None:
@@ -73,3 +76,20 @@ def test_config_check_says_what_is_missing(capsys: pytest.CaptureFixture[str], m
     monkeypatch.setenv("CAMPAIGN_FSM_PLATFORM__CLIENT_SECRET", "secret")
     assert main(["config", "check"]) == 0
     assert "https://api.mypurecloud.ie" in capsys.readouterr().out
+
+
+def test_one_tolerance_window_can_be_set_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from schemas.types import CampaignState, DialerType
+
+    monkeypatch.setenv("CAMPAIGN_FSM_WINDOWS__PREDICTIVE__STOPPING", "240")
+    windows = load_settings().tolerance_windows()
+    assert windows.window(DialerType.PREDICTIVE, CampaignState.STOPPING) == 240
+    assert windows.window(DialerType.PREDICTIVE, CampaignState.PAUSING) == 180, "the rest keep their defaults"
+    assert windows.window(DialerType.PROGRESSIVE, CampaignState.STOPPING) == 60
+
+
+def test_an_unknown_dialer_type_window_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text('{"windows": {"AGENTLESS": {"starting": 1, "pausing": 1, "stopping": 1}}}')
+    with pytest.raises(ConfigFileError, match="AGENTLESS"):
+        load_settings(path)
