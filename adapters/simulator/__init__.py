@@ -14,7 +14,7 @@ from .channels import Hub, NotificationRecord
 from .clock import ManualClock, ScaledClock, Scheduler
 from .engine import DEFAULT_TIMING, DurationSpec, Engine, Timing
 from .faults import FaultConfig, FaultInjector, TransitionOverride
-from .profiles import GENESYS_STATUS_OF_STATE, GENESYS_STATUS_TO_STATE
+from .profiles import GENESYS_STATUS_OF_STATE
 from .server import SimulatorServerError, run_simulator
 from .tenant import (
     SimCampaign,
@@ -31,7 +31,6 @@ from .traffic import InFlightSample, RequestRecord, TrafficLog
 __all__ = [
     "DEFAULT_TIMING",
     "GENESYS_STATUS_OF_STATE",
-    "GENESYS_STATUS_TO_STATE",
     "DurationSpec",
     "Engine",
     "FaultConfig",

@@ -24,7 +24,6 @@ from .tenant import SimCampaign, SimContactList, SimDialer
 
 __all__ = [
     "GENESYS_STATUS_OF_STATE",
-    "GENESYS_STATUS_TO_STATE",
     "Profile",
     "campaign_errors",
     "campaign_payload",
@@ -40,12 +39,6 @@ S = CampaignState
 GENESYS_STATUS_OF_STATE: dict[CampaignState, str] = {
     S.STOPPED: "off", S.STARTING: "on", S.RUNNING: "on", S.STOPPING: "stopping",
     S.PAUSING: "stopping", S.PAUSED: "off", S.FAILED: "invalid",
-}
-
-# What a client makes of a campaignStatus (WIRE.md); unknown values map to None.
-GENESYS_STATUS_TO_STATE: dict[str, CampaignState] = {
-    "on": S.RUNNING, "off": S.STOPPED, "complete": S.STOPPED, "forced_off": S.STOPPED,
-    "stopping": S.STOPPING, "forced_stopping": S.STOPPING, "invalid": S.FAILED,
 }
 
 
