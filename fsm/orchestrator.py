@@ -86,12 +86,16 @@ class OrchestratorConfig:
     # While notifications are up a tracked campaign is still read now and then: a dropped
     # notification must not leave it unseen until its tolerance deadline.
     safety_poll: float = 60.0
-    # How long a dialer's load reading is reused by other campaigns on the same dialer.
-    load_ttl: float = 5.0
+    # How long a dialer's load reading is reused by other campaigns on the same dialer: one STANDARD
+    # stagger, since no more than one STANDARD transition starts per dialer in that time anyway.
+    load_ttl: float = 15.0
     # A POST goes out only on a fresh view of the campaign: older than this, it is read first (a
     # queued command, a restart, a takeover or a paused zombie instance all act on fresh truth).
     fresh_for: float = 2.0
-    concurrency: int = 64
+    # Looks that wait on the tenant read limiter hold a slot while they wait; the cap must be well
+    # above the campaigns that can queue for reads at once (a shift-change storm), or a notification
+    # for a campaign already in flight waits behind them. Waiting coroutines cost next to nothing.
+    concurrency: int = 4096
     remembered_commands: int = 100_000
     # How long a revoked campaign's running look may take to finish before it is let go anyway.
     release_grace: float = 30.0
