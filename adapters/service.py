@@ -351,6 +351,10 @@ class _Ownership:
 
     async def on_assigned(self, partitions: frozenset[Partition], generation: int | None) -> None:
         assert self.consumer is not None
+        # Suspended until the new share is acquired, the first assignment included (no revoke comes
+        # before it): a command fetched meanwhile must not adopt a campaign whose record is still
+        # being restored (it would start a second sequence at 1).
+        await self.orchestrator.suspend()
         self.rebalances += 1
         self.generation = generation
         self.owned = frozenset(p.partition for p in partitions if p.topic == self.kafka.topics.commands)

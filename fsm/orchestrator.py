@@ -277,7 +277,7 @@ class Orchestrator:
     def resume(self) -> None:
         """The new assignment is in place: look at every campaign still owned."""
         self._suspended = False
-        for campaign_id in self._book:
+        for campaign_id in {*self._book, *self._inbox}:  # commands may name campaigns not known yet
             self._queue.hint(campaign_id)
 
     async def release(self, owns: Callable[[str], bool]) -> list[str]:

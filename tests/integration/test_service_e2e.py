@@ -118,6 +118,8 @@ async def test_progressive_stop_past_60s_triggers_the_errors_query(broker: Broke
         assert errors_at - post_at >= 60.0 - 1.0
         await run.until(lambda: run.outcomes(stop)[-1:] in (["COMPLETED"], ["FAILED"]), timeout=60)
         # The platform named no lock and no error: past its window the stop is FAILED, errors attached.
+        # (The result is published just before its event, so wait for the event as well.)
+        await run.until(lambda: any(e["to"] == "FAILED" for e in run.of(cid)), timeout=30, what="FAILED event")
         failed = [e for e in run.of(cid) if e["to"] == "FAILED"]
         assert failed and failed[0]["cause"] == "timeout" and failed[0]["reason"] == "TOLERANCE_EXCEEDED"
 
