@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -57,6 +57,15 @@ async def _world(campaigns: list[FakeCampaign], *, notifications: bool | None = 
                         notifications=notes, config=config or OrchestratorConfig(seed=7))
     await orch.start(restored)
     return World(orch, platform, sink, clock, notes)
+
+
+async def _restart(w: World, during_outage: Callable[[], None] | None = None) -> World:
+    """Close `w` and start a new orchestrator on the same platform from the records `w` published."""
+    saved = list(w.sink.state.values())
+    await w.orch.close()
+    if during_outage is not None:
+        during_outage()
+    return await _world(list(w.platform.campaigns.values()), restored=saved)
 
 
 @pytest.fixture
@@ -331,13 +340,10 @@ async def test_a_restart_in_the_middle_of_a_transition_reissues_nothing() -> Non
     w = await _world([FakeCampaign("c1", S.RUNNING)])
     command = await w.send("c1", Action.STOP)
     await w.clock.sleep(2)
-    saved = list(w.sink.state.values())
-    await w.orch.close()
-    campaigns = list(w.platform.campaigns.values())
-    w2 = await _world(campaigns, restored=saved)
+    w2 = await _restart(w)
     try:
         w2.platform.calls.clear()
-        campaigns[0].state = S.STOPPED
+        w2.platform.campaigns["c1"].state = S.STOPPED
         await w2.clock.sleep(60)
         assert w2.platform.posts() == []
         assert w2.sink.of("c1")[-1]["to"] == "STOPPED" and w2.sink.of("c1")[-1]["sequence"] == 3
@@ -351,10 +357,8 @@ async def test_a_held_command_survives_a_restart() -> None:
     w.platform.lists["list-1"] = ContactListSnapshot("list-1", False, True, "LOCKED")
     command = await w.send("c1", Action.START)
     await w.clock.sleep(1)
-    saved = list(w.sink.state.values())
-    assert saved[0]["heldCommand"]
-    await w.orch.close()
-    w2 = await _world(list(w.platform.campaigns.values()), restored=saved)
+    assert w.sink.state["c1"]["heldCommand"]
+    w2 = await _restart(w)
     try:
         w2.platform.lists["list-1"] = ContactListSnapshot("list-1", True, False, "ACTIVE")
         await w2.clock.sleep(30)
@@ -500,9 +504,7 @@ async def test_a_scheduled_command_survives_a_restart() -> None:
     command = w.command("c1", Action.START).model_copy(
         update={"not_before": datetime.fromtimestamp(w.clock.now() + 100, UTC)})
     await w.orch.submit(command)
-    saved = list(w.sink.state.values())
-    await w.orch.close()
-    w2 = await _world(list(w.platform.campaigns.values()), restored=saved)
+    w2 = await _restart(w)
     try:
         await w2.clock.sleep(120)
         assert [p[1] for p in w2.platform.posts()] == ["POST start"]
@@ -584,11 +586,11 @@ async def test_a_transition_that_finished_while_no_one_looked_is_reported_on_res
     w = await _world([FakeCampaign("c1", S.RUNNING)])
     command = await w.send("c1", Action.STOP)
     await w.clock.sleep(2)
-    saved = list(w.sink.state.values())
-    await w.orch.close()
-    campaigns = list(w.platform.campaigns.values())
-    campaigns[0].state = S.STOPPED  # it finished during the outage
-    w2 = await _world(campaigns, restored=saved)
+
+    def finished() -> None:  # it finished during the outage
+        w.platform.campaigns["c1"].state = S.STOPPED
+
+    w2 = await _restart(w, during_outage=finished)
     try:
         assert w2.sink.outcomes(command.id) == [("COMPLETED", None)]
         assert w2.sink.of("c1")[-1]["to"] == "STOPPED" and w2.sink.of("c1")[-1]["commandId"] == str(command.id)
