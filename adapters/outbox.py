@@ -630,8 +630,10 @@ class Outbox:
 
     # --- the EventSink -------------------------------------------------------------------------
 
-    async def state_changed(self, event: dict[str, object], snapshot: dict[str, object]) -> None:
-        """The event (``events``) and the snapshot (``state``) in one transaction; returns once durable."""
+    async def state_changed(self, event: dict[str, object], snapshot: dict[str, object],
+                            results: Sequence[CommandResult] = ()) -> None:
+        """The event (``events``), the snapshot (``state``) and the results it decides, in one
+        transaction and that order; returns once durable."""
         event_id, event_type = event.get("id"), event.get("type")
         if not isinstance(event_id, str) or not isinstance(event_type, str):
             raise ValueError("a state-changed event needs string 'id' and 'type' fields")
@@ -640,17 +642,22 @@ class Outbox:
         await self._append([
             _NewRow("events", key, orjson.dumps(event), event_type, event_id, EVENT_CONTENT_TYPE, now),
             self._state_row(snapshot, now),
+            *(self._result_row(result, now) for result in results),
         ])
 
-    async def state_saved(self, snapshot: dict[str, object]) -> None:
-        """The snapshot (``state``) alone; returns once durable."""
-        await self._append([self._state_row(snapshot, self._clock.now())])
+    async def state_saved(self, snapshot: dict[str, object], results: Sequence[CommandResult] = ()) -> None:
+        """The snapshot (``state``), then the results it decides, in one transaction; returns once durable."""
+        now = self._clock.now()
+        await self._append([self._state_row(snapshot, now), *(self._result_row(result, now) for result in results)])
 
     async def command_result(self, result: CommandResult) -> None:
         """The result (``results``); returns once durable, so its command's offset may be committed."""
+        await self._append([self._result_row(result, self._clock.now())])
+
+    @staticmethod
+    def _result_row(result: CommandResult, now: float) -> _NewRow:
         value = encode(result)
-        await self._append([_NewRow("results", result.campaign_id, value, RESULT_TYPE, result_id(result, value),
-                                    _JSON, self._clock.now())])
+        return _NewRow("results", result.campaign_id, value, RESULT_TYPE, result_id(result, value), _JSON, now)
 
     @staticmethod
     def _state_row(snapshot: dict[str, object], now: float) -> _NewRow:

@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -295,8 +295,10 @@ class _CountingSink:
     def __getattr__(self, name: str) -> Any:  # start, stop, wait_drained, depth: the outbox's own
         return getattr(self.inner, name)
 
-    async def state_changed(self, event: dict[str, Any], snapshot: dict[str, Any]) -> None:
-        await self.inner.state_changed(event, snapshot)
+    async def state_changed(self, event: dict[str, Any], snapshot: dict[str, Any],
+                            results: Sequence[CommandResult] = ()) -> None:
+        await self.inner.state_changed(event, snapshot, results)
+        self._count(results)
         data = event["data"]
         source, dest = str(data.get("from")), str(data["to"])
         self.transitions[(source, dest)] += 1
@@ -310,12 +312,17 @@ class _CountingSink:
                 stats[0] += 1
                 stats[1] += max(0.0, at - began[1])
 
-    async def state_saved(self, snapshot: dict[str, Any]) -> None:
-        await self.inner.state_saved(snapshot)
+    async def state_saved(self, snapshot: dict[str, Any], results: Sequence[CommandResult] = ()) -> None:
+        await self.inner.state_saved(snapshot, results)
+        self._count(results)
 
     async def command_result(self, result: CommandResult) -> None:
         await self.inner.command_result(result)
-        self.results[(result.outcome.value, result.reason.value if result.reason else "")] += 1
+        self._count((result,))
+
+    def _count(self, results: Sequence[CommandResult]) -> None:
+        for result in results:
+            self.results[(result.outcome.value, result.reason.value if result.reason else "")] += 1
 
 
 _TRANSITIONAL = frozenset(s.value for s in TRANSITIONAL_STATES)

@@ -93,7 +93,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -273,14 +273,15 @@ class _TimedSink:
         self._inner = inner
         self._marks = marks
 
-    async def state_changed(self, event: dict[str, Any], snapshot: dict[str, Any]) -> None:
+    async def state_changed(self, event: dict[str, Any], snapshot: dict[str, Any],
+                            results: Sequence[CommandResult] = ()) -> None:
         handed = time.monotonic()
-        await self._inner.state_changed(event, snapshot)
+        await self._inner.state_changed(event, snapshot, results)
         if event.get("data", {}).get("to") == "STOPPED":
             self._marks.setdefault(event["subject"], (handed, time.monotonic()))
 
-    async def state_saved(self, snapshot: dict[str, Any]) -> None:
-        await self._inner.state_saved(snapshot)
+    async def state_saved(self, snapshot: dict[str, Any], results: Sequence[CommandResult] = ()) -> None:
+        await self._inner.state_saved(snapshot, results)
 
     async def command_result(self, result: CommandResult) -> None:
         await self._inner.command_result(result)

@@ -173,7 +173,8 @@ class Orchestrator:
         self._latest: dict[str, CampaignSnapshot] = {}
         self._list_waiters: dict[str, set[str]] = {}
         self._loads: dict[str, tuple[float, DialerLoad]] = {}
-        self._unsent: dict[str, deque[dict[str, Any]]] = {}
+        # Events not yet taken by the sink, each with the results it decides, per campaign in order.
+        self._unsent: dict[str, deque[tuple[dict[str, Any], tuple[CommandResult, ...]]]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._first_result: dict[str, asyncio.Future[CommandResult]] = {}
         # Commands held until their `notBefore`, per campaign, authenticated on arrival.
@@ -233,13 +234,21 @@ class Orchestrator:
             campaign = Campaign.restore(record)
             self._book[campaign.id] = campaign
             fresh.append(campaign.id)
+            # A redelivery of a command the campaign already took (its offset not committed when
+            # the process died) is recognised as one, not taken a second time.
             for raw in record.get("scheduledCommands") or ():
-                self._scheduled.setdefault(campaign.id, []).append(Command.model_validate_json(raw))
+                command = Command.model_validate_json(raw)
+                self._scheduled.setdefault(campaign.id, []).append(command)
+                self._remember(str(command.id))
             held = record.get("heldCommand")
             if held:
                 command = Command.model_validate_json(held if isinstance(held, str | bytes) else orjson.dumps(held))
                 campaign.held = str(command.id)
-                self._pending[campaign.id] = _Pending(command)
+                self._remember(campaign.held)
+                # Its POST may have gone out before the process died: then only reading is allowed
+                # (the platform read below, or the next look, finds out whether it was executed).
+                sent = record.get("heldCommandSent") is True
+                self._pending[campaign.id] = _Pending(command, stage="granted" if sent else "preflight", sent=sent)
         now = self.clock.now()
         for campaign_id in fresh:
             # Track a restored transition *before* reading the platform: if it finished while no one
@@ -341,6 +350,7 @@ class Orchestrator:
         record = campaign.snapshot()
         pending = self._pending.get(campaign.id)
         record["heldCommand"] = pending.command.model_dump_json(by_alias=True) if pending else None
+        record["heldCommandSent"] = pending.sent if pending else None
         scheduled = self._scheduled.get(campaign.id)
         record["scheduledCommands"] = [c.model_dump_json(by_alias=True) for c in scheduled] if scheduled else None
         return record
@@ -496,24 +506,30 @@ class Orchestrator:
             _log.warning("campaign %s: unknown platform status %r recorded, state kept",
                          campaign.id, snapshot.platform_status)
             return
+        pending = self._pending.get(campaign.id)
+        if pending is not None and pending.sent and snapshot.state is not campaign.current:
+            # The POST whose outcome was unknown was executed: follow it from here, never send it again.
+            await self._fire(campaign, pending, None)
         errors = [dict(e) for e in snapshot.errors] if snapshot.state is CampaignState.FAILED else None
         change = self.machine.observe(campaign, snapshot.state, cause=cause, at=self.clock.now(),
                                       platform_status=snapshot.platform_status, errors=errors or None)
         if change is None:
             return
         tracking = self._tracking.get(campaign.id)
+        if not campaign.in_flight and tracking is not None:
+            await self._emit(campaign, change, self._settle(campaign, tracking, change))
+            return
         await self._emit(campaign, change)
         if campaign.in_flight and tracking is None:
             self._track(campaign, change.command_id, change.action, self.clock.now())
-        elif not campaign.in_flight and tracking is not None:
-            await self._settle(campaign, tracking, change)
 
-    async def _settle(self, campaign: Campaign, tracking: _Tracking, change: StateChange) -> None:
-        """A transition reached a terminal state: free its dialer slot and report the command."""
+    def _settle(self, campaign: Campaign, tracking: _Tracking, change: StateChange) -> tuple[CommandResult, ...]:
+        """A transition reached a terminal state: free its dialer slot; the command's result, if any,
+        goes out with the event that settles it (never one without the other)."""
         del self._tracking[campaign.id]
         self._free_slot(campaign, tracking)
         if tracking.command_id is None:
-            return
+            return ()
         reached = change.to_state
         target = _TARGET.get(tracking.action) if tracking.action else None
         if reached is target:
@@ -524,7 +540,7 @@ class Orchestrator:
             message = f"transition ended in {reached}, not {target}"
             if change.errors:
                 message += ": " + "; ".join(_error_text(e) for e in change.errors)
-        await self._publish(self._result_for(tracking.command_id, campaign.id, outcome, reason, message, reached))
+        return (self._result_for(tracking.command_id, campaign.id, outcome, reason, message, reached),)
 
     # --- commands ------------------------------------------------------------------------------
 
@@ -548,10 +564,9 @@ class Orchestrator:
             not_before = held_until(command, self.clock.now())
             if not_before is not None:
                 self._scheduled.setdefault(campaign.id, []).append(command)
-                await self.sink.state_saved(self.snapshot(campaign))
-                await self._publish(self._result(command, Outcome.DEFERRED, ReasonCode.SCHEDULED,
-                                                 f"held until {rfc3339(not_before)}", campaign.current,
-                                                 next_attempt=not_before), future)
+                await self._save(campaign, self._result(command, Outcome.DEFERRED, ReasonCode.SCHEDULED,
+                                                        f"held until {rfc3339(not_before)}", campaign.current,
+                                                        next_attempt=not_before), future)
                 return
         now = self.clock.now()
         if command.action is Action.RESET:
@@ -566,25 +581,41 @@ class Orchestrator:
             return
         self.machine.hold(campaign, command_id)
         self._pending[campaign.id] = _Pending(command)
-        await self.sink.state_saved(self.snapshot(campaign))  # a restart must find the held command
-        await self._publish(self._result(command, Outcome.ACCEPTED, None,
-                                         f"{command.action} accepted; pre-flight next", campaign.current), future)
+        # A restart must find the held command: it is durable before (and with) its ACCEPTED.
+        await self._save(campaign, self._result(command, Outcome.ACCEPTED, None,
+                                                f"{command.action} accepted; pre-flight next", campaign.current),
+                         future)
 
     async def _reset(self, campaign: Campaign, command: Command,
                      future: asyncio.Future[CommandResult] | None) -> None:
-        decision = self.machine.command(campaign, Action.RESET, at=self.clock.now(),
-                                        command_id=str(command.id), expected_state=command.expected_state)
-        if not decision.accepted or decision.change is None:
-            await self._publish(self._result(command, Outcome.REFUSED, decision.reason, decision.message,
-                                             decision.state, legal=decision.legal), future)
+        command_id = str(command.id)
+        check = self.machine.command(campaign, Action.RESET, at=self.clock.now(), command_id=command_id,
+                                     expected_state=command.expected_state, dry_run=True)
+        if not check.accepted:
+            await self._publish(self._result(command, Outcome.REFUSED, check.reason, check.message,
+                                             check.state, legal=check.legal), future)
             return
-        await self._emit(campaign, decision.change)
-        # The model returned to its last stable state; the platform confirms (or corrects) it.
-        snapshot = await self.platform.get_campaign(campaign.id)
+        # The platform's word first: the reset's result then rides with its event (a kill between
+        # the two would otherwise leave a reset done and, redelivered, refused as illegal).
+        try:
+            snapshot = await self.platform.get_campaign(campaign.id)
+        except PlatformError as exc:
+            await self._publish(self._result(command, Outcome.FAILED, ReasonCode.PLATFORM_ERROR,
+                                             f"the campaign could not be read ({type(exc).__name__}); nothing reset",
+                                             campaign.current), future)
+            return
+        decision = self.machine.command(campaign, Action.RESET, at=self.clock.now(), command_id=command_id,
+                                        expected_state=command.expected_state)
+        assert decision.accepted and decision.change is not None, decision
+        reset_to = decision.change.to_state
+        platform = snapshot.state or reset_to
+        message = (f"reset to {reset_to}, confirmed by the platform" if platform is reset_to
+                   else f"reset to {reset_to}; the platform says {platform}, which the model adopts")
+        result = self._result(command, Outcome.COMPLETED, None, message, platform)
+        await self._emit(campaign, decision.change, (result,))
+        if future is not None and not future.done():
+            future.set_result(result)
         await self._observe(campaign, snapshot, Cause.RECONCILE)
-        await self._publish(self._result(command, Outcome.COMPLETED, None,
-                                         f"reset to {campaign.current}, confirmed by the platform",
-                                         campaign.current), future)
 
     async def _advance(self, campaign: Campaign, pending: _Pending) -> None:
         now = self.clock.now()
@@ -612,9 +643,8 @@ class Orchestrator:
                 self._wait_for_slot(campaign, pending), name=f"dialer-slot:{campaign.id}")
             return
         if decision.verdict is GateVerdict.REFUSE:
-            await self._drop_pending(campaign, pending)
-            await self._publish(self._result(command, Outcome.REFUSED, decision.reason, decision.detail,
-                                             campaign.current))
+            await self._drop_pending(campaign, pending, self._result(command, Outcome.REFUSED, decision.reason,
+                                                                     decision.detail, campaign.current))
             return
         if pending.deferred_at is None:
             pending.deferred_at = now
@@ -647,52 +677,54 @@ class Orchestrator:
     async def _send(self, campaign: Campaign, pending: _Pending) -> None:
         """One POST, or (after an unknown outcome) only reads until the truth is known."""
         command = pending.command
-        command_id = str(command.id)
-        if not pending.sent:
-            if self._suspended or not self._owns(campaign.id) or campaign.id in self._leaving:
-                return  # fenced: this instance may no longer own the campaign
-            seen = self._observed_at.get(campaign.id)
-            if seen is None or self.clock.monotonic() - seen > self.config.fresh_for:
-                await self._observe(campaign, await self.platform.get_campaign(campaign.id), Cause.RECONCILE)
-            check = self.machine.command(campaign, command.action, at=self.clock.now(), command_id=command_id,
-                                         dry_run=True)
-            if not check.accepted:  # an observation moved the campaign while the command queued
-                await self._drop_pending(campaign, pending)
-                self._gate.release(campaign.dialer_id or campaign.id, campaign.id)
-                await self._publish(self._result(command, Outcome.REFUSED, check.reason, check.message,
-                                                 check.state, legal=check.legal))
-                return
-            pending.sent = True
-            try:
-                receipt = await self.platform.send_action(campaign.id, command.action)
-            except PlatformError as exc:
-                _log.warning("campaign %s: %s request failed (%s); reading the campaign before deciding",
-                             campaign.id, command.action, type(exc).__name__)
-                failure: PlatformError | None = exc
-            else:
-                request = {
-                    "method": "POST", "path": f"campaigns/{campaign.id}/{command.action.value}",
-                    "status": receipt.status, "sentAt": rfc3339(receipt.sent_at),
-                    "answeredAt": rfc3339(receipt.answered_at),
-                }
-                await self._fire(campaign, pending, request)
-                return
-        else:
-            failure = None
-        # The outcome of the POST is unknown (or it failed): the platform's state decides.
-        before = campaign.current
-        snapshot = await self.platform.get_campaign(campaign.id)
-        if snapshot.state is not None and snapshot.state is not before:
-            await self._fire(campaign, pending, None)  # it was executed: follow it, never send again
-            await self._observe(campaign, snapshot, Cause.RECONCILE)
+        if pending.sent:
+            await self._resolve(campaign, pending, await self.platform.get_campaign(campaign.id), None)
             return
-        await self._drop_pending(campaign, pending)
+        if self._suspended or not self._owns(campaign.id) or campaign.id in self._leaving:
+            return  # fenced: this instance may no longer own the campaign
+        seen = self._observed_at.get(campaign.id)
+        if seen is None or self.clock.monotonic() - seen > self.config.fresh_for:
+            await self._observe(campaign, await self.platform.get_campaign(campaign.id), Cause.RECONCILE)
+        check = self.machine.command(campaign, command.action, at=self.clock.now(), command_id=str(command.id),
+                                     dry_run=True)
+        if not check.accepted:  # an observation moved the campaign while the command queued
+            self._gate.release(campaign.dialer_id or campaign.id, campaign.id)
+            await self._drop_pending(campaign, pending, self._result(command, Outcome.REFUSED, check.reason,
+                                                                     check.message, check.state, legal=check.legal))
+            return
+        pending.sent = True
+        # Durable before the request leaves: a process killed after the POST must find, on restart,
+        # that it may have gone out, and only read, never send it again or refuse what was executed.
+        await self.sink.state_saved(self.snapshot(campaign))
+        try:
+            receipt = await self.platform.send_action(campaign.id, command.action)
+        except PlatformError as exc:
+            _log.warning("campaign %s: %s request failed (%s); reading the campaign before deciding",
+                         campaign.id, command.action, type(exc).__name__)
+            await self._resolve(campaign, pending, await self.platform.get_campaign(campaign.id), exc)
+            return
+        request = {
+            "method": "POST", "path": f"campaigns/{campaign.id}/{command.action.value}",
+            "status": receipt.status, "sentAt": rfc3339(receipt.sent_at),
+            "answeredAt": rfc3339(receipt.answered_at),
+        }
+        await self._fire(campaign, pending, request)
+
+    async def _resolve(self, campaign: Campaign, pending: _Pending, snapshot: CampaignSnapshot,
+                       failure: PlatformError | None) -> None:
+        """The outcome of a POST is unknown (it failed, or the process died before the answer): the
+        platform's state decides. Moved: it was executed, and `_observe` follows it. Not moved: FAILED."""
+        await self._observe(campaign, snapshot, Cause.RECONCILE)
+        if self._pending.get(campaign.id) is not pending:
+            return
+        command = pending.command
         self._gate.release(campaign.dialer_id or campaign.id, campaign.id)
         reason = ReasonCode.PLATFORM_CONFLICT if isinstance(failure, PlatformConflict) else ReasonCode.PLATFORM_ERROR
-        await self._publish(self._result(command, Outcome.FAILED, reason,
-                                         f"the platform did not take the {command.action} request "
-                                         f"({type(failure).__name__ if failure else 'no answer'}); "
-                                         f"campaign still {before}", campaign.current))
+        await self._drop_pending(campaign, pending, self._result(
+            command, Outcome.FAILED, reason,
+            f"the platform did not take the {command.action} request "
+            f"({type(failure).__name__ if failure else 'no answer'}); campaign still {campaign.current}",
+            campaign.current))
 
     async def _fire(self, campaign: Campaign, pending: _Pending, request: dict[str, Any] | None) -> None:
         command = pending.command
@@ -701,14 +733,25 @@ class Orchestrator:
         del self._pending[campaign.id]
         assert decision.accepted and decision.change is not None, decision
         await self._emit(campaign, decision.change)
-        self._track(campaign, str(command.id), command.action, self.clock.now(), holds_slot=True)
+        # A command restored after a restart was granted its dialer slot by the dead process: its
+        # transition claims one now, ahead of anything queued.
+        self._track(campaign, str(command.id), command.action, self.clock.now(),
+                    holds_slot=pending.gate_task is not None)
 
-    async def _drop_pending(self, campaign: Campaign, pending: _Pending) -> None:
+    async def _drop_pending(self, campaign: Campaign, pending: _Pending, result: CommandResult) -> None:
+        """Let go of a held command; the record without it and the command's result are durable together."""
         self._pending.pop(campaign.id, None)
         self.machine.unhold(campaign, str(pending.command.id))
         if pending.gate_task is not None and not pending.gate_task.done():
             pending.gate_task.cancel()
-        await self.sink.state_saved(self.snapshot(campaign))
+        await self.sink.state_saved(self.snapshot(campaign), (result,))
+
+    async def _save(self, campaign: Campaign, result: CommandResult,
+                    future: asyncio.Future[CommandResult] | None) -> None:
+        """The campaign's record and the result it decides, durable together; then the waiting intake."""
+        await self.sink.state_saved(self.snapshot(campaign), (result,))
+        if future is not None and not future.done():
+            future.set_result(result)
 
     # --- tracking ------------------------------------------------------------------------------
 
@@ -773,8 +816,7 @@ class Orchestrator:
             await self._emit(campaign, self.machine.delay(campaign, at=now, detail=verdict.detail))
             return
         change = self.machine.expire(campaign, at=now, errors=verdict.errors)
-        await self._emit(campaign, change)
-        await self._settle(campaign, tracking, change)
+        await self._emit(campaign, change, self._settle(campaign, tracking, change))
 
     def _safety_delay(self) -> float:
         # Jittered like every other interval: safety polls of a batch must not line up either.
@@ -799,7 +841,7 @@ class Orchestrator:
 
     # --- output --------------------------------------------------------------------------------
 
-    async def _emit(self, campaign: Campaign, change: StateChange) -> None:
+    async def _emit(self, campaign: Campaign, change: StateChange, results: tuple[CommandResult, ...] = ()) -> None:
         """Chain the event to the campaign's previous one, then publish in sequence order.
 
         The event is final (hash included) before the first attempt, so an event the sink could
@@ -809,7 +851,7 @@ class Orchestrator:
         if campaign.last_hash is not None:
             event["data"]["prevHash"] = campaign.last_hash
         campaign.last_hash = event_hash(event)
-        self._unsent.setdefault(campaign.id, deque()).append(event)
+        self._unsent.setdefault(campaign.id, deque()).append((event, results))
         await self._flush(campaign.id)
 
     async def _flush(self, campaign_id: str) -> None:
@@ -819,7 +861,8 @@ class Orchestrator:
             _log.warning("campaign %s: %d event(s) held back: no longer the owner", campaign_id, len(queue))
             return
         while queue and campaign is not None:
-            await self.sink.state_changed(queue[0], self.snapshot(campaign))
+            event, results = queue[0]
+            await self.sink.state_changed(event, self.snapshot(campaign), results)
             queue.popleft()
 
     async def _publish(self, result: CommandResult, future: asyncio.Future[CommandResult] | None = None) -> None:

@@ -17,7 +17,7 @@ Platform exceptions (raised by a `Platform`, caught by the core)::
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -214,11 +214,17 @@ class EventSink(Protocol):
 
     `state_changed` must keep per-campaign order (events of one campaign are published in sequence
     order) and must not return before the event is durable (acknowledged, or in a durable outbox).
+
+    `results` ride with the record change that decides them (the event that settles a transition,
+    the record that holds or lets go of a command) and are made durable *together* with it, in that
+    order: a process killed in between must not leave an event without its command's result, or a
+    command let go without a result at all. Sinks publish them after the event and the snapshot.
     """
 
-    async def state_changed(self, event: dict[str, object], snapshot: dict[str, object]) -> None: ...
+    async def state_changed(self, event: dict[str, object], snapshot: dict[str, object],
+                            results: Sequence[CommandResult] = ()) -> None: ...
 
-    async def state_saved(self, snapshot: dict[str, object]) -> None:
+    async def state_saved(self, snapshot: dict[str, object], results: Sequence[CommandResult] = ()) -> None:
         """The campaign's record changed without a state change (a command held or let go)."""
         ...
 

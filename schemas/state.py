@@ -7,8 +7,8 @@ the truth. `campaign-fsm replay --rebuild-state` writes the same shape from the 
 
 Like `CampaignStateChangedEvent`, the record is built on the hot path as a plain dict; this model
 is its contract: it generates the JSON Schema and the AsyncAPI payload, and the tests prove the
-dicts the code writes validate against it. Every key but `scheduledCommands` is always present;
-"no value" is `null`.
+dicts the code writes validate against it. Every key but `heldCommandSent` and `scheduledCommands` is
+always present; "no value" is `null`.
 """
 
 from __future__ import annotations
@@ -54,6 +54,13 @@ class CampaignStateRecord(StrictModel):
     held_command: str | None = Field(
         description="The held command itself, as its wire JSON text (schema `command.json`), so a restart "
         "resumes its pre-flight instead of losing it."
+    )
+    held_command_sent: bool | None = Field(
+        default=None,
+        description="True once the held command's request may have left for the platform (written before the "
+        "POST): a restart then only reads the campaign to learn whether it was executed, and never sends it "
+        "again. False while it waits in pre-flight or the dialer queue; null (or absent, in records rebuilt from "
+        "the events) when no command is held.",
     )
     scheduled_commands: list[str] | None = Field(
         default=None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,8 @@ class FakePlatform:
         self.calls: list[tuple[float, str, str]] = []  # (monotonic time, call, id)
         self.post_failure: dict[str, PlatformError] = {}  # campaign id -> raise instead of a 202
         self.execute_despite_failure: set[str] = set()  # the POST "times out" but was executed
+        # Called once a POST was executed, before its answer reaches the caller (a kill point).
+        self.after_post: Callable[[str], None] | None = None
 
     @property
     def profile(self) -> str:
@@ -95,6 +98,8 @@ class FakePlatform:
         if campaign.state not in _FROM[action]:
             raise PlatformConflict(f"{action.value} not allowed from {campaign.state}", status=409)
         campaign.state = _OPENS[action]
+        if self.after_post is not None:
+            self.after_post(campaign_id)
         return ActionReceipt(campaign_id, action, 202, sent, self.clock.now(), f"/campaigns/{campaign_id}")
 
     async def get_errors(self, campaign_id: str) -> list[dict[str, str]]:
@@ -117,16 +122,29 @@ class MemorySink:
         self.events: list[dict[str, Any]] = []
         self.results: list[CommandResult] = []
         self.state: dict[str, dict[str, Any]] = {}
+        # Every call as one durable write: (event or None, snapshot or None, results). A process
+        # killed at any point has made exactly a prefix of these durable.
+        self.writes: list[tuple[dict[str, Any] | None, dict[str, Any] | None, tuple[CommandResult, ...]]] = []
 
-    async def state_changed(self, event: dict[str, Any], snapshot: dict[str, Any]) -> None:
+    async def state_changed(self, event: dict[str, Any], snapshot: dict[str, Any],
+                            results: Sequence[CommandResult] = ()) -> None:
         self.events.append(orjson.loads(orjson.dumps(event)))  # what a consumer would read
         self.state[snapshot["campaignId"]] = snapshot
+        self.results.extend(results)
+        self.writes.append((self.events[-1], snapshot, tuple(results)))
 
-    async def state_saved(self, snapshot: dict[str, Any]) -> None:
+    async def state_saved(self, snapshot: dict[str, Any], results: Sequence[CommandResult] = ()) -> None:
         self.state[snapshot["campaignId"]] = snapshot
+        self.results.extend(results)
+        self.writes.append((None, snapshot, tuple(results)))
 
     async def command_result(self, result: CommandResult) -> None:
         self.results.append(result)
+        self.writes.append((None, None, (result,)))
+
+    def durable_records(self) -> list[dict[str, Any]]:
+        """The latest `campaign.state` record per campaign, as a restart would read them back."""
+        return [orjson.loads(orjson.dumps(record)) for record in self.state.values()]
 
     def of(self, campaign_id: str) -> list[dict[str, Any]]:
         return [e["data"] for e in self.events if e["subject"] == campaign_id]

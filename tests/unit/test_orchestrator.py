@@ -63,6 +63,7 @@ async def _restart(w: World, during_outage: Callable[[], None] | None = None) ->
     """Close `w` and start a new orchestrator on the same platform from the records `w` published."""
     saved = list(w.sink.state.values())
     await w.orch.close()
+    await w.clock.aclose()  # two auto-advancing clocks in one loop would each keep the other busy
     if during_outage is not None:
         during_outage()
     return await _world(list(w.platform.campaigns.values()), restored=saved)
@@ -367,6 +368,116 @@ async def test_a_held_command_survives_a_restart() -> None:
         assert str(command.id) == w2.sink.of("c1")[-1]["commandId"]
     finally:
         await w2.orch.close()
+
+
+async def test_a_redelivered_held_command_is_not_taken_twice_after_a_restart() -> None:
+    # Killed after the hold was durable but before the offset was committed: the command comes again.
+    w = await _world([FakeCampaign("c1", S.STOPPED)])
+    w.platform.lists["list-1"] = ContactListSnapshot("list-1", False, True, "LOCKED")
+    command = await w.send("c1", Action.START)
+    await w.clock.sleep(1)
+    w2 = await _restart(w)
+    try:
+        redelivered = await w2.orch.submit(command)
+        assert (redelivered.outcome.value, redelivered.reason.value if redelivered.reason else None) == (
+            "REFUSED", "REPLAYED"), "the intake is answered (its offset may be committed) ..."
+        assert w2.sink.outcomes(command.id) == [], "... but nothing is published for a command already held"
+        w2.platform.lists["list-1"] = ContactListSnapshot("list-1", True, False, "ACTIVE")
+        await w2.clock.sleep(30)
+        assert [p[1] for p in w2.platform.posts()] == ["POST start"]
+    finally:
+        await w2.orch.close()
+
+
+async def test_a_kill_right_after_the_post_is_followed_on_restart_never_refused_or_resent() -> None:
+    w = await _world([FakeCampaign("c1", S.PAUSED)])
+    durable: list[dict[str, object]] = []
+    # The process dies once the platform executed the POST, before its answer: what was durable then
+    # is all a restart finds.
+    w.platform.after_post = lambda _: durable.extend(w.sink.durable_records())
+    command = await w.send("c1", Action.STOP)
+    await w.clock.sleep(1)
+    assert durable and durable[0]["heldCommandSent"] is True, "the POST may have left: that is durable first"
+    await w.orch.close()
+    await w.clock.aclose()
+    w2 = await _world(list(w.platform.campaigns.values()), restored=durable)
+    try:
+        await w2.clock.sleep(1)
+        stopping = w2.sink.of("c1")[0]
+        seen = (stopping["sequence"], stopping["from"], stopping["to"], stopping["commandId"], stopping.get("anomaly"))
+        assert seen == (2, "PAUSED", "STOPPING", str(command.id), None), "followed as executed, not an anomaly"
+        await w2.finish("c1", S.STOPPED, notify=False)
+        await w2.clock.sleep(60)
+        assert w2.platform.posts() == [], "never sent again"
+        assert [e["to"] for e in w2.sink.of("c1")] == ["STOPPING", "STOPPED"]
+        assert w2.sink.outcomes(command.id) == [("COMPLETED", None)]
+    finally:
+        await w2.orch.close()
+
+
+async def test_a_post_that_never_left_before_a_kill_fails_on_restart_and_is_not_resent() -> None:
+    w = await _world([FakeCampaign("c1", S.PAUSED)])
+    durable: list[dict[str, object]] = []
+    w.platform.after_post = lambda _: durable.extend(w.sink.durable_records())
+    command = await w.send("c1", Action.STOP)
+    await w.clock.sleep(1)
+    await w.orch.close()
+    await w.clock.aclose()
+    w.platform.campaigns["c1"].state = S.PAUSED  # the request never reached the platform after all
+    w2 = await _world(list(w.platform.campaigns.values()), restored=durable)
+    try:
+        await w2.clock.sleep(5)
+        assert w2.platform.posts() == [], "whether it left is unknown: never sent a second time"
+        assert w2.sink.outcomes(command.id) == [("FAILED", "PLATFORM_ERROR")]
+        assert w2.orch.campaigns["c1"].current is S.PAUSED and w2.sink.of("c1") == []
+        assert w2.sink.state["c1"]["heldCommand"] is None
+        again = await w2.send("c1", Action.STOP)  # the gate is open again
+        await w2.clock.sleep(1)
+        assert w2.sink.outcomes(again.id) == [("ACCEPTED", None)]
+    finally:
+        await w2.orch.close()
+
+
+async def test_every_result_is_durable_with_the_record_change_that_decides_it() -> None:
+    # Written separately, a kill in between would leave a terminal event without its command's
+    # COMPLETED (the command's offset was committed at ACCEPTED), or a command let go with no result.
+    w = await _world([FakeCampaign("c1", S.STOPPED), FakeCampaign("c2", S.RUNNING, DialerType.PROGRESSIVE,
+                                                                  dialer_id="dialer-2", contact_list_id="l2")])
+    try:
+        w.platform.errors["c2"] = [{"code": "dialer.engine.fault", "message": "engine down"}]
+        start = await w.send("c1", Action.START)
+        stop = await w.send("c2", Action.STOP)
+        await w.clock.sleep(1)
+        await w.finish("c1", S.RUNNING, notify=False)
+        await w.clock.sleep(70)
+        w.platform.lists["list-1"] = ContactListSnapshot("list-1", False, False, "IMPORTING")
+        pause = await w.send("c1", Action.PAUSE)
+        await w.clock.sleep(700)
+
+        def write_of(command: Command, outcome: str) -> tuple[dict[str, object] | None, dict[str, object] | None]:
+            found = [(event, snapshot) for event, snapshot, results in w.sink.writes
+                     if any(r.command_id == command.id and r.outcome.value == outcome for r in results)]
+            assert len(found) == 1, (command.action, outcome, w.sink.outcomes(command.id))
+            return found[0]
+
+        event, record = write_of(start, "ACCEPTED")
+        assert event is None and record is not None and str(start.id) in str(record["heldCommand"])
+        event, record = write_of(start, "COMPLETED")
+        assert event is not None and event["data"]["to"] == "RUNNING" and event["data"]["commandId"] == str(start.id)
+        event, record = write_of(stop, "FAILED")
+        assert event is not None and event["data"]["to"] == "FAILED" and event["data"]["cause"] == "timeout"
+        event, record = write_of(pause, "REFUSED")
+        assert event is None and record is not None and record["heldCommand"] is None and record["held"] is None
+        w.platform.campaigns["c2"].state = S.STOPPED  # the operator fixed it; the model is FAILED
+        reset = await w.send("c2", Action.RESET)
+        event, record = write_of(reset, "COMPLETED")
+        assert event is not None and event["data"]["from"] == "FAILED" and event["data"]["commandId"] == str(reset.id)
+        assert w.sink.of("c2")[-1]["to"] == "STOPPED" and w.orch.campaigns["c2"].current is S.STOPPED
+        assert not [r for _, _, results in w.sink.writes for r in results
+                    if r.outcome.value in ("COMPLETED", "FAILED") and r.reason is None and _ is None], \
+            "no transition's final result travels alone"
+    finally:
+        await w.orch.close()
 
 
 async def test_reset_returns_to_last_stable_and_is_confirmed() -> None:

@@ -124,6 +124,24 @@ async def test_each_output_becomes_its_record_with_key_and_headers(tmp_path: Pat
     assert (st2.topic, st2.key) == (TOPICS.state, "c-2")
 
 
+async def test_results_ride_in_the_transaction_of_the_change_that_decides_them(tmp_path: Path) -> None:
+    broker = FakeBroker()
+    done, accepted = result("c-1", Outcome.COMPLETED), result("c-2", Outcome.ACCEPTED)
+    async with outbox(tmp_path, broker) as box:
+        await box.state_changed(event("c-1", 1), snapshot("c-1", 1), [done])
+        await box.state_saved(snapshot("c-2", 4), [accepted])
+        # All or nothing: a change that cannot be stored takes its results down with it.
+        with pytest.raises(ValueError, match="campaignId"):
+            await box.state_changed(event("c-3", 1), {"sequence": 1}, [result("c-3", Outcome.FAILED)])
+        with pytest.raises(ValueError, match="campaignId"):
+            await box.state_saved({"sequence": 1}, [result("c-3", Outcome.REFUSED)])
+        assert await box.wait_drained(5)
+    assert [(r.topic, r.key) for r in broker.log] == [
+        (TOPICS.events, "c-1"), (TOPICS.state, "c-1"), (TOPICS.results, "c-1"),
+        (TOPICS.state, "c-2"), (TOPICS.results, "c-2")]
+    assert [r.value for r in broker.log if r.topic == TOPICS.results] == [encode(done), encode(accepted)]
+
+
 async def test_result_ids_differ_per_result_and_survive_redelivery(tmp_path: Path) -> None:
     broker = FakeBroker()
     first, second = result("c-1", Outcome.DEFERRED), result("c-1", Outcome.DEFERRED)
