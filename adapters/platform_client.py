@@ -4,8 +4,9 @@ Built on `httpx.AsyncClient`; the constructor takes an optional `httpx.AsyncBase
 tests hand it an `httpx.MockTransport` and integration tests nothing (real sockets). Payloads are
 translated by `adapters/profiles.py`; this module only moves them and maps failures.
 
-Reads (GET) are safe to repeat. Every GET first takes a grant from the tenant's `ReadLimiter`
-(key = the campaign, contact list or dialer it is about), then:
+Reads (GET) are safe to repeat. Every GET is sent inside a grant of the tenant's `ReadLimiter`
+(key = the campaign, contact list or dialer it is about), held until its answer is back so the
+limiter counts the read where the platform may have counted it, then:
 
 - 5xx, timeouts and connection errors are retried with exponential backoff and jitter, a bounded
   number of times, then raised as `PlatformUnavailable`;
@@ -326,11 +327,13 @@ class PlatformClient:
         reauthed = False
         what = f"GET {path}"
         while True:
-            await self._limiter.acquire(key, priority=priority)
             token = await self._tokens.token()
-            self.stats.gets_sent += 1
             try:
-                resp = await self._http.get(path, params=params, headers=_bearer(token))
+                # The grant is held until the answer is back: the limiter then knows the platform
+                # counted this read, however late after the grant it left.
+                async with self._limiter.reading(key, priority=priority):
+                    self.stats.gets_sent += 1
+                    resp = await self._http.get(path, params=params, headers=_bearer(token))
             except httpx.HTTPError as exc:
                 failures += 1
                 if failures >= self._max_get_attempts:

@@ -48,8 +48,9 @@ class PlatformSettings(_Section):
                            "read_limit_per_s / instances, so together they stay under the tenant's limit")
     read_margin_s: float | None = Field(
         default=None, ge=0,
-        description="slack between our grant and the platform's window (clock seconds); default "
-                    "0.05 s; scaled: 0.1 s plus 50 ms of real time per unit of time_scale",
+        description="extra time (clock seconds) past the platform's 1 s window before the read ten places "
+                    "after an answered one is granted; covers clocks running at slightly different rates. "
+                    "Default 0.05 s",
     )
     timeout_s: float = Field(default=10.0, gt=0)
     dialer_capacity: dict[str, int] = Field(default_factory=dict, description="genesys: licensed lines per dialer")
@@ -206,15 +207,9 @@ class Settings(BaseSettings):
         return max(1, self.platform.read_limit_per_s // self.platform.instances)
 
     def read_margin(self) -> float:
-        """A read granted at t leaves a few real milliseconds later (more when the event loop is busy).
-        Scaled, those milliseconds become large parts of a simulated second, enough to land eleven
-        reads in one window of the platform's clock; so the slack grows with the scale."""
-        if self.platform.read_margin_s is not None:
-            return self.platform.read_margin_s
-        # A window overfills only if an earlier read is delayed more than a later one by more than
-        # the margin. Real time: 50 ms (the mean stays ~9.4 reads/s). Scaled, real milliseconds of
-        # jitter become large parts of a simulated second, hence 50 ms of real time per unit of scale.
-        return 0.05 if self.time_scale == 1 else 0.1 + 0.05 * self.time_scale
+        """Delays between our grant and the platform's count need no slack: the limiter counts a read
+        from its answer (see fsm/read_limiter.py), whatever the time scale."""
+        return 0.05 if self.platform.read_margin_s is None else self.platform.read_margin_s
 
     def command_authority(self) -> CommandAuthority | None:
         """The verifier of signed commands, or None when no key is configured."""

@@ -34,11 +34,11 @@ scale (`--scale-up`, `--scale-down`, `--scale-naive`):
 
 - ws-up, 2: the detection target is 100 simulated ms, and the service's real p99 from platform
   change to event on Kafka is ~10-35 ms on a shared 2-core machine (x2 = 20-70 sim ms);
-- ws-down, 4: no latency target, but the read window: the limiter paces grants 125 simulated
-  ms apart with a margin of 0.05 + 0.02 x scale simulated s, and the simulator counts a read when
-  its event loop gets to it. A real stall of either process bunches the reads sent meanwhile:
-  at 8 a 52 ms stall (seen) put 11 reads in one simulated second (429), at 3 a 94 ms one did;
-  the lower the scale, the longer the stall it takes;
+- ws-down, 4: no latency target. The read window holds at any scale: the limiter counts a read
+  from its answer, so a real stall of either process (which the scale turns into a large part of a
+  simulated second) delays reads but cannot bunch eleven into one simulated second at the
+  simulator. (Counted from the grant, as before, a 52 ms stall at scale 8 put 11 reads in one
+  simulated second, and a full run on a busy machine got 1 and 3 429s at scales 2 and 4.)
 - naive, 2: the naive client asks for 500 reads per simulated second; at 2 it keeps its 2 s
   cadence (the table shows the achieved interval), at 4 it cannot and would under-count.
 

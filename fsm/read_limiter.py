@@ -4,16 +4,20 @@ The platform rate-limits outbound reads to 10 requests per second per tenant (gu
 burst over it is answered with 429s that, retried, exhaust the limit further. Every GET the
 platform client sends first takes a grant here, so the tenant as a whole never exceeds the limit.
 
-Paced, and a strict sliding window. No bursts: two grants are never closer than (window +
-margin)/N, so a read arriving late by less than that (network, a busy server, a busy event loop)
-cannot pile up with the next ones in one of the platform's windows. Spacing alone is not enough:
-N+1 grants spaced exactly 1/N apart span exactly one window and a window closed at both ends
-holds all of them. The rule here is on
-the grant history itself: a grant at time t is allowed only when the grant N places before it
-happened at or before ``t - window - margin``. Then any two grants N places apart are at least one
-window apart, so no window of that length ever holds more than N grants, wherever it starts.
-`margin` (clock seconds) absorbs the jitter between our grant and the request's arrival at the
-platform, which is where the platform counts.
+A strict sliding window where the platform counts. The platform counts a read when it arrives,
+somewhere between the moment we send it and the moment its answer is back; how long after our
+grant that is, we cannot know (a busy event loop, the network, a platform that stalls and then
+takes a heap of queued requests at once). So a read taken with `reading()` holds its grant until
+its answer is back, and the rule is: the grant N places after a read is allowed only
+``window + margin`` after that read's answer came back. Grants are issued in order and a read
+arrives after its grant, so any N+1 consecutive reads span more than one window *at the platform*,
+whatever the delays: no window of that length ever holds more than N arrivals, wherever it starts.
+`margin` (clock seconds) covers what is left: the platform's and our clocks running at slightly
+different rates, a window closed at both ends. `acquire()` is the same grant for a caller that
+cannot say when its read ended: it counts from the grant.
+
+Paced: no bursts either. Two grants are never closer than (window + margin)/N, so the platform
+sees reads spread evenly rather than N at once and then a pause.
 
 A grant is stamped when its waiter actually *resumes*, not when the grant task decides: under a
 busy event loop many granted waiters can resume late and together, and stamps taken at decision
@@ -41,6 +45,8 @@ import contextlib
 import logging
 import math
 from collections import OrderedDict, deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from .ports import Clock
 
@@ -51,6 +57,13 @@ _log = logging.getLogger(__name__)
 
 class ReadLimiterClosed(RuntimeError):
     """`acquire` on a limiter that was closed (or whose grant task died)."""
+
+
+@dataclass(slots=True)
+class _Grant:
+    start: float  # when its waiter resumed: the read leaves after this
+    end: float  # when its answer was back (== start for `acquire`): the platform counted it before
+    open: bool = False  # still in the air: the grant `rate` places later waits for it
 
 
 class ReadLimiter:
@@ -66,7 +79,8 @@ class ReadLimiter:
         self._clock = clock
         self._rate = rate
         self._span = float(window) + float(margin)
-        self._grants: deque[float] = deque(maxlen=rate)
+        self._grants: deque[_Grant] = deque(maxlen=rate)
+        self._settled = asyncio.Event()  # a read in the air came back
         self._ring: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
         self._priority: deque[asyncio.Future[None]] = deque()
         self._not_before = -math.inf
@@ -89,7 +103,7 @@ class ReadLimiter:
     def recent(self, window: float = 1.0) -> int:
         """Grants in the last `window` seconds (the reads/s gauge); at most `rate` are remembered."""
         since = self._clock.monotonic() - window
-        return sum(1 for t in self._grants if t > since)
+        return sum(1 for g in self._grants if g.start > since)
 
     def defer(self, seconds: float) -> None:
         """Grant nothing for `seconds` from now (a 429 told the tenant to back off)."""
@@ -97,14 +111,31 @@ class ReadLimiter:
             self._not_before = max(self._not_before, self._clock.monotonic() + seconds)
 
     async def acquire(self, key: str, *, priority: bool = False) -> None:
-        """Wait for a grant for one read on behalf of `key`. Cancellation-safe."""
+        """Wait for a grant for one read on behalf of `key`, counted from the grant. Cancellation-safe."""
+        await self._take(key, priority, hold=False)
+
+    @contextlib.asynccontextmanager
+    async def reading(self, key: str, *, priority: bool = False) -> AsyncIterator[None]:
+        """A grant held for the whole read: send it, and have its answer, inside the block.
+
+        The window counts the read from the moment the block ends, the latest the platform can have
+        counted it; until then the grant `rate` places later waits. Cancellation-safe.
+        """
+        grant = await self._take(key, priority, hold=True)
+        try:
+            yield
+        finally:
+            grant.end = max(grant.start, self._clock.monotonic())
+            grant.open = False
+            self._settled.set()
+
+    async def _take(self, key: str, priority: bool, *, hold: bool) -> _Grant:
         if self._closed:
             raise ReadLimiterClosed("the read limiter is closed")
         self._prune()
         now = self._clock.monotonic()
         if self._handoff is None and not self._priority and not self._ring and now >= self._next_free():
-            self._record(now)
-            return
+            return self._record(now, hold)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if priority:
             self._priority.append(fut)
@@ -119,17 +150,18 @@ class ReadLimiter:
         except asyncio.CancelledError:
             # Cancelled after its grant: the slot stays used (conservative, never over the limit).
             if fut.done() and not fut.cancelled():
-                self._resumed()
+                self._resumed(hold=False)
             raise
-        self._resumed()
+        return self._resumed(hold)
 
-    def _resumed(self) -> None:
+    def _resumed(self, hold: bool) -> _Grant:
         """The granted waiter runs now: this, not the decision, is when its read leaves."""
         # Never earlier than the instant the rule allowed (a clock may wake a sleeper a hair early).
-        self._record(max(self._clock.monotonic(), self._floor))
+        grant = self._record(max(self._clock.monotonic(), self._floor), hold)
         handoff, self._handoff = self._handoff, None
         if handoff is not None and not handoff.done():
             handoff.set_result(None)
+        return grant
 
     async def aclose(self) -> None:
         """Stop granting; every waiter gets ReadLimiterClosed."""
@@ -144,18 +176,22 @@ class ReadLimiter:
     # --- internals -------------------------------------------------------------------------------
 
     def _next_free(self) -> float:
+        """The earliest instant of the next grant; infinity while it waits for a read in the air."""
         earliest = self._not_before
         if self._grants:
-            # Paced: never two grants closer than span/rate, so requests whose arrival jitters by
-            # less than that cannot pile up in one of the platform's windows.
-            earliest = max(earliest, self._grants[-1] + self._span / self._rate)
+            earliest = max(earliest, self._grants[-1].start + self._span / self._rate)  # paced
         if len(self._grants) == self._rate:
-            earliest = max(earliest, self._grants[0] + self._span)
+            oldest = self._grants[0]
+            if oldest.open:
+                return math.inf
+            earliest = max(earliest, oldest.end + self._span)
         return earliest
 
-    def _record(self, at: float) -> None:
-        self._grants.append(at)
+    def _record(self, at: float, hold: bool) -> _Grant:
+        grant = _Grant(at, at, open=hold)
+        self._grants.append(grant)
         self.granted += 1
+        return grant
 
     def _prune(self) -> None:
         while self._priority and self._priority[0].done():
@@ -195,6 +231,10 @@ class ReadLimiter:
             if not self._priority and not self._ring:
                 return
             wait = self._next_free() - self._clock.monotonic()
+            if wait == math.inf:
+                self._settled.clear()
+                await self._settled.wait()
+                continue
             if wait > 0:
                 await self._clock.sleep(wait)
                 continue

@@ -218,3 +218,63 @@ async def test_jittered_arrivals_never_overfill_a_window() -> None:
     assert worst <= 10, f"{worst} arrivals within one second"
     assert len(arrivals) / (arrivals[-1] - arrivals[0]) >= 9.0, "paced, not throttled below the limit"
     await limiter.aclose()
+
+
+async def test_a_read_in_the_air_holds_the_grant_rate_places_later() -> None:
+    clock = ManualClock()
+    limiter = ReadLimiter(clock, rate=2, window=1.0)
+    ended = asyncio.Event()
+    granted: list[float] = []
+
+    async def slow_read() -> None:
+        async with limiter.reading("slow"):
+            granted.append(clock.monotonic())
+            await ended.wait()  # its answer takes as long as the test says
+
+    async def quick_read(key: str) -> None:
+        async with limiter.reading(key):
+            granted.append(clock.monotonic())
+
+    slow = asyncio.create_task(slow_read())
+    await clock.advance(0.0)
+    second = asyncio.create_task(quick_read("a"))
+    await clock.advance(0.5)  # paced: half a window after the first
+    await second
+    third = asyncio.create_task(quick_read("b"))
+    await clock.advance(4.5)
+    assert not third.done(), "two places after a read still in the air: no grant, however long"
+    ended.set()
+    await clock.advance(0.0)  # the slow answer is back at t=5.0
+    await clock.advance(0.999)
+    assert not third.done(), "a full window after that answer, not before"
+    await clock.advance(0.002)
+    await third
+    await slow
+    t0 = granted[0]
+    assert [t - t0 for t in granted] == pytest.approx([0.0, 0.5, 6.0], abs=0.01)
+    await limiter.aclose()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_arrivals_never_overfill_a_window_however_late_reads_leave(seed: int) -> None:
+    """The platform counts arrivals, anywhere between our grant and the answer. Here reads are held
+    up after their grant for up to 0.8 s (an event loop that stalls, a platform that stalls and then
+    takes a heap of queued requests at once): counted from the answer, no window ever holds 11.
+    (Counted from the grant, as `acquire` does, the same reads put 14 or 15 into one window.)"""
+    clock = ManualClock()
+    limiter = ReadLimiter(clock, rate=10, window=1.0, margin=0.0)
+    rng = random.Random(seed)
+    arrivals: list[float] = []
+
+    async def read(i: int) -> None:
+        async with limiter.reading(f"k{i % 13}"):
+            stall = rng.choice((0.0, 0.0, 0.0, rng.uniform(0.0, 0.8)))  # one read in four is held up
+            await clock.sleep(stall)
+            arrivals.append(clock.monotonic())  # the platform counts it here ...
+            await clock.sleep(rng.uniform(0.0, 0.02))  # ... and answers a little later
+
+    tasks = [asyncio.create_task(read(i)) for i in range(200)]
+    await clock.run_until(asyncio.gather(*tasks))
+    assert len(arrivals) == 200
+    assert _max_in_window(arrivals, 1.0, closed=True) <= 10
+    await limiter.aclose()
