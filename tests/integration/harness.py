@@ -101,7 +101,7 @@ async def _collect(run: Run, bootstrap: str, stop: asyncio.Event, fetch_max_wait
 
 
 def settings_for(broker: BrokerHandle, topics: TopicNames, group: str, sim_url: str, config: SimulatorConfig,
-                 *, scale: float, profile: str = "guide", notifications: bool = True, outbox_path: str | None = None,
+                 *, scale: float, outbox_path: str, profile: str = "guide", notifications: bool = True,
                  **dispatch: Any) -> Settings:
     overrides = broker.client_overrides
     return Settings(
@@ -118,7 +118,7 @@ def settings_for(broker: BrokerHandle, topics: TopicNames, group: str, sim_url: 
         },
         dispatch=dispatch,
         http={"port": 0},
-        outbox_path=outbox_path or str(Path(tempfile.mkdtemp(prefix="campaign-fsm-outbox-")) / "outbox.sqlite3"),
+        outbox_path=outbox_path,
         time_scale=scale,
     )
 
@@ -143,32 +143,35 @@ async def e2e(
     sim = simulator or Simulator(tenant, config, clock=ScaledClock(scale))
     topics = topics or TopicNames.with_prefix(unique_name("e2e") + ".")
     group = group or unique_name("group")
-    async with run_simulator(simulator=sim) as (url, sim):
-        settings = settings_for(broker, topics, group, url, sim.config, scale=scale, profile=profile,
-                                notifications=notifications, **dispatch)
-        service = Service(settings)
-        producer = Producer(broker.kafka_config(topics=topics))
-        await producer.start()
-        run = Run(sim, url, service, producer, topics, scale, settings)
-        stop = asyncio.Event()
-        collector: asyncio.Task[None] | None = None
-        try:
-            if start_service:
-                async with service.running():
+    with tempfile.TemporaryDirectory(prefix="campaign-fsm-outbox-") as outbox_dir:
+        async with run_simulator(simulator=sim) as (url, sim):
+            settings = settings_for(broker, topics, group, url, sim.config, scale=scale, profile=profile,
+                                    notifications=notifications, outbox_path=str(Path(outbox_dir) / "outbox.sqlite3"),
+                                    **dispatch)
+            service = Service(settings)
+            producer = Producer(broker.kafka_config(topics=topics))
+            await producer.start()
+            run = Run(sim, url, service, producer, topics, scale, settings)
+            wait_ms = broker.client_overrides.get("fetch_max_wait_ms", 100)
+            stop = asyncio.Event()
+            collector: asyncio.Task[None] | None = None
+            try:
+                if start_service:
+                    async with service.running():
+                        collector = asyncio.create_task(
+                            _collect(run, broker.bootstrap, stop, wait_ms),
+                            name="e2e-collector")
+                        yield run
+                else:
+                    # The test runs services itself (restarts, several instances); topics must exist first.
+                    async with open_admin(broker.kafka_config(topics=topics)) as admin:
+                        await ensure_topics(admin, topics, 3)
                     collector = asyncio.create_task(
-                        _collect(run, broker.bootstrap, stop, broker.client_overrides.get("fetch_max_wait_ms", 100)),
+                        _collect(run, broker.bootstrap, stop, wait_ms),
                         name="e2e-collector")
                     yield run
-            else:
-                # The test runs services itself (restarts, several instances); topics must exist first.
-                async with open_admin(broker.kafka_config(topics=topics)) as admin:
-                    await ensure_topics(admin, topics, 3)
-                collector = asyncio.create_task(
-                    _collect(run, broker.bootstrap, stop, broker.client_overrides.get("fetch_max_wait_ms", 100)),
-                    name="e2e-collector")
-                yield run
-        finally:
-            stop.set()
-            if collector is not None:
-                await collector
-            await producer.stop()
+            finally:
+                stop.set()
+                if collector is not None:
+                    await collector
+                await producer.stop()

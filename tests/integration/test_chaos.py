@@ -479,15 +479,6 @@ def _timeline(campaign_id: str, scenario: _Scenario, events: list[dict[str, Any]
 # --- the test ------------------------------------------------------------------------------------
 
 
-@pytest.mark.skip(reason=(
-    "issue 5 is open: two product bugs this test found are not fixed yet (its first one, commands "
-    "adopting a campaign during the first assignment, is). "
-    "(2) fsm/orchestrator.py _observe/_judge: a command's COMPLETED/FAILED is written after its "
-    "terminal event, so a kill in between loses the final result for good; "
-    "(3) fsm/orchestrator.py: whether a held command was POSTed is not durable, so after a kill "
-    "right after the POST the restart reports SKIPPED_STATES naming a state the platform never "
-    "took and the executed command as REFUSED. Both are intermittent, so the test is skipped rather "
-    "than xfailed; remove this marker once both are fixed."))
 async def test_sigkill_at_20_random_points_loses_nothing_and_reissues_nothing(
         broker: BrokerHandle, unique_name: Callable[[str], str], tmp_path: Path) -> None:
     rng = random.Random(SEED)
