@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from fsm.orchestrator import Orchestrator, OrchestratorConfig
 from fsm.ports import ContactListSnapshot, DialerLoad, Notification, PlatformConflict, PlatformUnavailable
 from fsm.testing import FakeClock
 from schemas.commands import Command
-from schemas.types import Action, CampaignState, DialerType, Priority
+from schemas.types import Action, CampaignState, DialerType, Priority, ReasonCode
 from tests.fakes import FakeCampaign, FakeNotifications, FakePlatform, MemorySink
 
 S = CampaignState
@@ -48,7 +49,7 @@ class World:
 
 
 async def _world(campaigns: list[FakeCampaign], *, notifications: bool | None = None,
-                 config: OrchestratorConfig | None = None, restored: list[dict[str, object]] = ()) -> World:
+                 config: OrchestratorConfig | None = None, restored: Sequence[dict[str, object]] = ()) -> World:
     clock = FakeClock(auto_advance=True)
     platform = FakePlatform(clock, campaigns)
     sink = MemorySink()
@@ -454,7 +455,7 @@ async def test_every_result_is_durable_with_the_record_change_that_decides_it() 
         pause = await w.send("c1", Action.PAUSE)
         await w.clock.sleep(700)
 
-        def write_of(command: Command, outcome: str) -> tuple[dict[str, object] | None, dict[str, object] | None]:
+        def write_of(command: Command, outcome: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
             found = [(event, snapshot) for event, snapshot, results in w.sink.writes
                      if any(r.command_id == command.id and r.outcome.value == outcome for r in results)]
             assert len(found) == 1, (command.action, outcome, w.sink.outcomes(command.id))
@@ -574,7 +575,7 @@ async def test_unsigned_badly_signed_and_replayed_commands_are_refused() -> None
         await w.orch.submit(good)
         assert w.sink.outcomes(good.id)[-1] == ("REFUSED", "REPLAYED")
         assert [p[1] for p in w.platform.posts()] == ["POST start"]
-        assert w.orch.authority is not None and w.orch.authority.refusals["UNSIGNED"] == 1
+        assert w.orch.authority is not None and w.orch.authority.refusals[ReasonCode.UNSIGNED] == 1
     finally:
         await w.orch.close()
 
