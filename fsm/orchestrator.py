@@ -550,9 +550,8 @@ class Orchestrator:
         if not released:
             if command_id in self._seen:
                 _log.info("command %s for %s seen before: ignored as a redelivery", command_id, campaign.id)
-                if future is not None and not future.done():
-                    future.set_result(self._result(command, Outcome.REFUSED, ReasonCode.REPLAYED,
-                                                   "duplicate command id: already taken", campaign.current))
+                _answer(future, self._result(command, Outcome.REFUSED, ReasonCode.REPLAYED,
+                                             "duplicate command id: already taken", campaign.current))
                 return
             self._remember(command_id)
             if self.authority is not None:
@@ -613,8 +612,7 @@ class Orchestrator:
                    else f"reset to {reset_to}; the platform says {platform}, which the model adopts")
         result = self._result(command, Outcome.COMPLETED, None, message, platform)
         await self._emit(campaign, decision.change, (result,))
-        if future is not None and not future.done():
-            future.set_result(result)
+        _answer(future, result)
         await self._observe(campaign, snapshot, Cause.RECONCILE)
 
     async def _advance(self, campaign: Campaign, pending: _Pending) -> None:
@@ -744,14 +742,13 @@ class Orchestrator:
         self.machine.unhold(campaign, str(pending.command.id))
         if pending.gate_task is not None and not pending.gate_task.done():
             pending.gate_task.cancel()
-        await self.sink.state_saved(self.snapshot(campaign), (result,))
+        await self._save(campaign, result)
 
     async def _save(self, campaign: Campaign, result: CommandResult,
-                    future: asyncio.Future[CommandResult] | None) -> None:
+                    future: asyncio.Future[CommandResult] | None = None) -> None:
         """The campaign's record and the result it decides, durable together; then the waiting intake."""
         await self.sink.state_saved(self.snapshot(campaign), (result,))
-        if future is not None and not future.done():
-            future.set_result(result)
+        _answer(future, result)
 
     # --- tracking ------------------------------------------------------------------------------
 
@@ -867,8 +864,7 @@ class Orchestrator:
 
     async def _publish(self, result: CommandResult, future: asyncio.Future[CommandResult] | None = None) -> None:
         await self.sink.command_result(result)
-        if future is not None and not future.done():
-            future.set_result(result)
+        _answer(future, result)
 
     def _remember(self, command_id: str) -> None:
         self._seen[command_id] = None
@@ -895,6 +891,12 @@ class Orchestrator:
 
 def _everything(_: str) -> bool:
     return True
+
+
+def _answer(future: asyncio.Future[CommandResult] | None, result: CommandResult) -> None:
+    """Hand a waiting intake its command's first result: the command's offset may then be committed."""
+    if future is not None and not future.done():
+        future.set_result(result)
 
 
 def _error_text(error: dict[str, str]) -> str:
