@@ -13,8 +13,7 @@ its answer is back, and the rule is: the grant N places after a read is allowed 
 arrives after its grant, so any N+1 consecutive reads span more than one window *at the platform*,
 whatever the delays: no window of that length ever holds more than N arrivals, wherever it starts.
 `margin` (clock seconds) covers what is left: the platform's and our clocks running at slightly
-different rates, a window closed at both ends. `acquire()` is the same grant for a caller that
-cannot say when its read ended: it counts from the grant.
+different rates, a window closed at both ends.
 
 Paced: no bursts either. Two grants are never closer than (window + margin)/N, so the platform
 sees reads spread evenly rather than N at once and then a pause.
@@ -56,14 +55,13 @@ _log = logging.getLogger(__name__)
 
 
 class ReadLimiterClosed(RuntimeError):
-    """`acquire` on a limiter that was closed (or whose grant task died)."""
+    """`reading` on a limiter that was closed (or whose grant task died)."""
 
 
 @dataclass(slots=True)
 class _Grant:
     start: float  # when its waiter resumed: the read leaves after this
-    end: float  # when its answer was back (== start for `acquire`): the platform counted it before
-    open: bool = False  # still in the air: the grant `rate` places later waits for it
+    end: float | None = None  # when its answer was back, the platform having counted it before; None in the air
 
 
 class ReadLimiter:
@@ -110,10 +108,6 @@ class ReadLimiter:
         if seconds > 0:
             self._not_before = max(self._not_before, self._clock.monotonic() + seconds)
 
-    async def acquire(self, key: str, *, priority: bool = False) -> None:
-        """Wait for a grant for one read on behalf of `key`, counted from the grant. Cancellation-safe."""
-        await self._take(key, priority, hold=False)
-
     @contextlib.asynccontextmanager
     async def reading(self, key: str, *, priority: bool = False) -> AsyncIterator[None]:
         """A grant held for the whole read: send it, and have its answer, inside the block.
@@ -121,21 +115,23 @@ class ReadLimiter:
         The window counts the read from the moment the block ends, the latest the platform can have
         counted it; until then the grant `rate` places later waits. Cancellation-safe.
         """
-        grant = await self._take(key, priority, hold=True)
+        grant = await self._take(key, priority)
         try:
             yield
         finally:
-            grant.end = max(grant.start, self._clock.monotonic())
-            grant.open = False
-            self._settled.set()
+            self._settle(grant)
 
-    async def _take(self, key: str, priority: bool, *, hold: bool) -> _Grant:
+    def _settle(self, grant: _Grant) -> None:
+        grant.end = max(grant.start, self._clock.monotonic())
+        self._settled.set()
+
+    async def _take(self, key: str, priority: bool) -> _Grant:
         if self._closed:
             raise ReadLimiterClosed("the read limiter is closed")
         self._prune()
         now = self._clock.monotonic()
         if self._handoff is None and not self._priority and not self._ring and now >= self._next_free():
-            return self._record(now, hold)
+            return self._record(now)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if priority:
             self._priority.append(fut)
@@ -150,14 +146,14 @@ class ReadLimiter:
         except asyncio.CancelledError:
             # Cancelled after its grant: the slot stays used (conservative, never over the limit).
             if fut.done() and not fut.cancelled():
-                self._resumed(hold=False)
+                self._settle(self._resumed())
             raise
-        return self._resumed(hold)
+        return self._resumed()
 
-    def _resumed(self, hold: bool) -> _Grant:
+    def _resumed(self) -> _Grant:
         """The granted waiter runs now: this, not the decision, is when its read leaves."""
         # Never earlier than the instant the rule allowed (a clock may wake a sleeper a hair early).
-        grant = self._record(max(self._clock.monotonic(), self._floor), hold)
+        grant = self._record(max(self._clock.monotonic(), self._floor))
         handoff, self._handoff = self._handoff, None
         if handoff is not None and not handoff.done():
             handoff.set_result(None)
@@ -182,13 +178,13 @@ class ReadLimiter:
             earliest = max(earliest, self._grants[-1].start + self._span / self._rate)  # paced
         if len(self._grants) == self._rate:
             oldest = self._grants[0]
-            if oldest.open:
+            if oldest.end is None:
                 return math.inf
             earliest = max(earliest, oldest.end + self._span)
         return earliest
 
-    def _record(self, at: float, hold: bool) -> _Grant:
-        grant = _Grant(at, at, open=hold)
+    def _record(self, at: float) -> _Grant:
+        grant = _Grant(at)
         self._grants.append(grant)
         self.granted += 1
         return grant

@@ -26,9 +26,15 @@ def _max_in_window(times: list[float], window: float, *, closed: bool) -> int:
     return best
 
 
+async def _grant(limiter: ReadLimiter, key: str, *, priority: bool = False) -> None:
+    """A read that takes no time: its grant is counted from the instant it was given."""
+    async with limiter.reading(key, priority=priority):
+        pass
+
+
 async def _reader(limiter: ReadLimiter, clock: ManualClock, key: str, n: int, log: list[tuple[str, float]]) -> None:
     for _ in range(n):
-        await limiter.acquire(key)
+        await _grant(limiter, key)
         log.append((key, clock.monotonic()))
 
 
@@ -89,7 +95,7 @@ async def test_a_hot_key_cannot_starve_the_others() -> None:
     order: list[str] = []
 
     async def one(key: str) -> None:
-        await limiter.acquire(key)
+        await _grant(limiter, key)
         order.append(key)
 
     hot = [asyncio.create_task(one("hot")) for _ in range(100)]
@@ -113,10 +119,10 @@ async def test_round_robin_alternates_between_busy_keys() -> None:
     order: list[str] = []
 
     async def one(key: str) -> None:
-        await limiter.acquire(key)
+        await _grant(limiter, key)
         order.append(key)
 
-    await limiter.acquire("warm")  # fill the window so everything below queues
+    await _grant(limiter, "warm")  # fill the window so everything below queues
     tasks = [asyncio.create_task(one("a")) for _ in range(4)] + [asyncio.create_task(one("b")) for _ in range(2)]
     await clock.run_until(asyncio.gather(*tasks))
     assert order == ["a", "b", "a", "b", "a", "a"]
@@ -128,11 +134,11 @@ async def test_priority_lane_goes_first_within_the_limit() -> None:
     order: list[tuple[str, float]] = []
 
     async def one(key: str, priority: bool) -> None:
-        await limiter.acquire(key, priority=priority)
+        await _grant(limiter, key, priority=priority)
         order.append((key, clock.monotonic()))
 
-    await limiter.acquire("x")
-    await clock.run_until(asyncio.ensure_future(limiter.acquire("x")))  # paced: half a window later
+    await _grant(limiter, "x")
+    await clock.run_until(asyncio.ensure_future(_grant(limiter, "x")))  # paced: half a window later
     t0 = clock.monotonic() - 0.5
     background = [asyncio.create_task(one("poll", False)) for _ in range(3)]
     await clock.settle()
@@ -145,9 +151,9 @@ async def test_priority_lane_goes_first_within_the_limit() -> None:
 async def test_cancelled_waiter_does_not_consume_a_grant() -> None:
     clock = ManualClock()
     limiter = ReadLimiter(clock, rate=1)
-    await limiter.acquire("x")
-    doomed = asyncio.create_task(limiter.acquire("a"))
-    waiting = asyncio.create_task(limiter.acquire("b"))
+    await _grant(limiter, "x")
+    doomed = asyncio.create_task(_grant(limiter, "a"))
+    waiting = asyncio.create_task(_grant(limiter, "b"))
     await clock.settle()
     doomed.cancel()
     await clock.settle()
@@ -162,7 +168,7 @@ async def test_defer_holds_every_key_back() -> None:
     limiter = ReadLimiter(clock, rate=10)
     t0 = clock.monotonic()
     limiter.defer(3.0)
-    task = asyncio.create_task(limiter.acquire("a"))
+    task = asyncio.create_task(_grant(limiter, "a"))
     await clock.advance(2.9)
     assert not task.done()
     await clock.run_until(task)
@@ -172,14 +178,14 @@ async def test_defer_holds_every_key_back() -> None:
 async def test_close_fails_waiters_and_refuses_new_ones() -> None:
     clock = ManualClock()
     limiter = ReadLimiter(clock, rate=1)
-    await limiter.acquire("a")
-    waiter = asyncio.create_task(limiter.acquire("b"))
+    await _grant(limiter, "a")
+    waiter = asyncio.create_task(_grant(limiter, "b"))
     await clock.settle()
     await limiter.aclose()
     with pytest.raises(ReadLimiterClosed):
         await waiter
     with pytest.raises(ReadLimiterClosed):
-        await limiter.acquire("c")
+        await _grant(limiter, "c")
 
 
 @pytest.mark.parametrize(
@@ -206,7 +212,7 @@ async def test_jittered_arrivals_never_overfill_a_window() -> None:
     arrivals: list[float] = []
 
     async def read(i: int) -> None:
-        await limiter.acquire(f"k{i % 9}")
+        await _grant(limiter, f"k{i % 9}")
         arrivals.append(clock.monotonic() + rng.uniform(0.0, 0.04))
 
     tasks = [asyncio.create_task(read(i)) for i in range(60)]
@@ -260,7 +266,7 @@ async def test_arrivals_never_overfill_a_window_however_late_reads_leave(seed: i
     """The platform counts arrivals, anywhere between our grant and the answer. Here reads are held
     up after their grant for up to 0.8 s (an event loop that stalls, a platform that stalls and then
     takes a heap of queued requests at once): counted from the answer, no window ever holds 11.
-    (Counted from the grant, as `acquire` does, the same reads put 14 or 15 into one window.)"""
+    (Counted from the grant instead, as this limiter did before, the same reads put 14 or 15 into one window.)"""
     clock = ManualClock()
     limiter = ReadLimiter(clock, rate=10, window=1.0, margin=0.0)
     rng = random.Random(seed)
