@@ -64,7 +64,6 @@ __all__ = [
     "time_in_state",
 ]
 
-_STATES = frozenset(s.value for s in CampaignState)
 _STABLE = frozenset(s.value for s in STABLE_STATES)
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATES)
 _STATE_OF: dict[object, str] = {s.value: s.value for s in CampaignState}

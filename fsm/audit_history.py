@@ -17,12 +17,12 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from schemas.events import event_hash, rfc3339
+from schemas.events import rfc3339
 from schemas.types import Action, CampaignState, Cause, DialerType
 
 from .machine import Campaign, CampaignMachine, StateChange
 
-__all__ = ["HistoryGenerator", "chain"]
+__all__ = ["HistoryGenerator"]
 
 S = CampaignState
 _DIALERS = (DialerType.PREDICTIVE, DialerType.PROGRESSIVE, DialerType.POWER)
@@ -30,15 +30,6 @@ _PLATFORM_STATUS = {
     S.STOPPED: "off", S.STARTING: "starting", S.RUNNING: "on", S.PAUSING: "stopping",
     S.PAUSED: "paused", S.STOPPING: "stopping", S.FAILED: "invalid",
 }
-
-
-def chain(campaign: Campaign, change: StateChange) -> dict[str, Any]:
-    """The wire event of `change`, carrying the hash of the campaign's previous event (as `_emit`)."""
-    event = change.event()
-    if campaign.last_hash is not None:
-        event["data"]["prevHash"] = campaign.last_hash
-    campaign.last_hash = event_hash(event)
-    return event
 
 
 class HistoryGenerator:
@@ -81,8 +72,8 @@ class HistoryGenerator:
                 contact_list_id=None, platform_status=_PLATFORM_STATUS[S.STOPPED],
             )
             self.campaigns[campaign_id] = campaign
-            return chain(campaign, change)
-        return chain(campaign, self._move(campaign))
+            return campaign.chain(change)
+        return campaign.chain(self._move(campaign))
 
     def _move(self, campaign: Campaign) -> StateChange:
         roll = self._rng.random()

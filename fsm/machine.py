@@ -21,7 +21,7 @@ from typing import Any
 
 from transitions import EventData, Machine, MachineError, State
 
-from schemas.events import state_changed_event
+from schemas.events import event_hash, state_changed_event
 from schemas.types import (
     TERMINAL_STATES,
     TRANSITIONAL_STATES,
@@ -137,7 +137,7 @@ class Campaign:
 
     @classmethod
     def restore(cls, record: dict[str, Any]) -> Campaign:
-        return cls(
+        campaign = cls(
             record["campaignId"],
             CampaignState(record["state"]),
             DialerType(record["dialerType"]),
@@ -150,12 +150,19 @@ class Campaign:
             command_id=record.get("commandId"),
             action=Action(record["action"]) if record.get("action") else None,
             platform_status=record.get("platformStatus"),
-        ).with_record_extras(record)
+        )
+        campaign.held = record.get("held")
+        campaign.last_hash = record.get("lastHash")
+        return campaign
 
-    def with_record_extras(self, record: dict[str, Any]) -> Campaign:
-        self.held = record.get("held")
-        self.last_hash = record.get("lastHash")
-        return self
+    def chain(self, change: StateChange) -> dict[str, Any]:
+        """The wire event of `change`, carrying the hash of this campaign's previous event; the
+        campaign remembers the new event's hash for the next one (the audit's hash chain)."""
+        event = change.event()
+        if self.last_hash is not None:
+            event["data"]["prevHash"] = self.last_hash
+        self.last_hash = event_hash(event)
+        return event
 
     def __repr__(self) -> str:
         return f"Campaign({self.id!r}, {self.state}, {self.dialer_type.value}, seq={self.sequence})"

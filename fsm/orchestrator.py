@@ -35,7 +35,7 @@ from uuid import UUID
 import orjson
 
 from schemas.commands import Command, CommandResult
-from schemas.events import event_hash, rfc3339
+from schemas.events import rfc3339
 from schemas.types import (
     Action,
     CampaignState,
@@ -63,19 +63,16 @@ from .ports import (
     PlatformNotFound,
 )
 from .preflight import GateVerdict, PreflightPolicy, WaitFor, judge_expiry, preflight
+from .table import NO_OPS
 from .work_queue import WorkQueue
 
 __all__ = ["Orchestrator", "OrchestratorConfig", "OrchestratorStats"]
 
 _log = logging.getLogger(__name__)
 
-# The state each action aims for: reaching it completes the command.
-_TARGET = {
-    Action.START: CampaignState.RUNNING,
-    Action.RESUME: CampaignState.RUNNING,
-    Action.PAUSE: CampaignState.PAUSED,
-    Action.STOP: CampaignState.STOPPED,
-}
+# The state each action aims for (reaching it completes the command) is the one in which asking
+# for that action is a no-op: the table's NO_OPS pairs.
+_TARGET: dict[Action, CampaignState] = dict(NO_OPS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +173,6 @@ class Orchestrator:
         # Events not yet taken by the sink, each with the results it decides, per campaign in order.
         self._unsent: dict[str, deque[tuple[dict[str, Any], tuple[CommandResult, ...]]]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
-        self._first_result: dict[str, asyncio.Future[CommandResult]] = {}
         # Commands held until their `notBefore`, per campaign, authenticated on arrival.
         self._scheduled: dict[str, list[Command]] = {}
         # Scale-out: this instance drives only the campaigns it owns (its partitions of the commands
@@ -266,11 +262,8 @@ class Orchestrator:
                 fresh.append(snapshot.id)
             elif snapshot.id in fresh:
                 await self._observe(known, snapshot, Cause.RECONCILE)
-        for campaign_id in fresh:
-            campaign = self._book[campaign_id]
-            if campaign.in_flight and campaign.id not in self._tracking:
-                self._track(campaign, campaign.command_id, campaign.action, now)
-            self._queue.hint(campaign.id)
+        for campaign_id in fresh:  # in flight, each is tracked by now (restored, discovered or observed)
+            self._queue.hint(campaign_id)
         if self.notifications is not None and fresh:
             await self.notifications.subscribe_campaigns(fresh)
             lists = sorted({c for c in (self._book[i].contact_list_id for i in fresh) if c})
@@ -337,9 +330,6 @@ class Orchestrator:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for future in self._first_result.values():
-            if not future.done():
-                future.cancel()
 
     async def drain(self) -> None:
         """Wait until no campaign has a look running or due now (tests, shutdown)."""
@@ -753,7 +743,7 @@ class Orchestrator:
     # --- tracking ------------------------------------------------------------------------------
 
     def _track(self, campaign: Campaign, command_id: str | None, action: Action | None, now: float, *,
-               holds_slot: bool = False) -> _Tracking:
+               holds_slot: bool = False) -> None:
         backoff = self._schedule.backoff(self.clock.monotonic())
         delay = self._safety_delay() if self._notifications_up else (backoff.next_delay() or 0.0)
         tracking = _Tracking(command_id, action, backoff, now + delay, holds_slot=holds_slot)
@@ -763,11 +753,8 @@ class Orchestrator:
             # occupies its dialer: claim a slot for it, ahead of anything queued.
             tracking.slot_task = asyncio.create_task(self._claim_slot(campaign, tracking),
                                                      name=f"dialer-claim:{campaign.id}")
-        return tracking
 
     async def _claim_slot(self, campaign: Campaign, tracking: _Tracking) -> None:
-        if tracking.holds_slot:
-            return
         try:
             await self._gate.acquire(campaign.dialer_id or campaign.id, campaign.id, Priority.HIGH)
         except GateClosed:
@@ -844,10 +831,7 @@ class Orchestrator:
         The event is final (hash included) before the first attempt, so an event the sink could
         not take is retried on the next look byte for byte, never rebuilt.
         """
-        event = change.event()
-        if campaign.last_hash is not None:
-            event["data"]["prevHash"] = campaign.last_hash
-        campaign.last_hash = event_hash(event)
+        event = campaign.chain(change)
         self._unsent.setdefault(campaign.id, deque()).append((event, results))
         await self._flush(campaign.id)
 

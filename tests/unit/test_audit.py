@@ -1,4 +1,4 @@
-"""The event-log verifier (`fsm.audit`) on synthetic logs made by the real machine and chained like `_emit`.
+"""The event-log verifier (`fsm.audit`) on synthetic logs made by the real machine, chained by `Campaign.chain`.
 
 Every tampering test asserts the exact findings: which campaign, which sequence, what is wrong.
 """
@@ -23,7 +23,7 @@ from fsm.audit import (
     rebuild_state,
     time_in_state,
 )
-from fsm.audit_history import HistoryGenerator, chain
+from fsm.audit_history import HistoryGenerator
 from fsm.machine import CampaignMachine
 from schemas.events import STATE_CHANGED_TYPE, event_hash
 from schemas.types import Action, CampaignState, Cause, DialerType
@@ -326,7 +326,7 @@ def test_time_in_state_adds_up_the_gaps_between_events() -> None:
     running = machine.observe(campaign, CampaignState.RUNNING, cause=Cause.NOTIFICATION, at=1012.5)
     assert running is not None
     changes.append(running)
-    events = [chain(campaign, change) for change in changes]
+    events = [campaign.chain(change) for change in changes]
     replay = _replay(_records(events))
     assert replay.findings == []
     assert time_in_state(replay.histories["c-1"]) == {"STOPPED": 10.0, "STARTING": 2.5}
