@@ -20,13 +20,14 @@ import orjson
 
 from fsm.orchestrator import Orchestrator
 from schemas import Command, ContractError, decode
+from schemas.commands import CAMPAIGN_ID_PATTERN
 
 from .kafka import CommandConsumer, Partition, Producer, Record
 
 __all__ = ["CommandIntake"]
 
 _log = logging.getLogger(__name__)
-_CAMPAIGN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_CAMPAIGN_ID = re.compile(CAMPAIGN_ID_PATTERN)
 
 
 class CommandIntake:

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from .base import ContractError, decode, encode
-from .commands import Command, CommandResult
+from .commands import CAMPAIGN_ID_PATTERN, Command, CommandResult
 from .events import CampaignStateChangedEvent, state_changed_event
 from .state import CampaignStateRecord
 from .types import Action, CampaignState, Cause, DialerType, Outcome, Priority, ReasonCode
@@ -39,7 +39,7 @@ KAFKA_BINDING_VERSION = "0.5.0"
 _REF = "#/components/schemas/{model}"
 _CAMPAIGN_KEY = {
     "type": "string",
-    "pattern": r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+    "pattern": CAMPAIGN_ID_PATTERN,
     "description": "The campaign id, UTF-8: every record of one campaign lands in one partition, in order.",
 }
 
@@ -400,7 +400,7 @@ def _event_message(c: KafkaContract) -> dict[str, Any]:
         "headers": _headers({
             "content-type": _const(c.event_content_type, "CloudEvents structured mode, JSON."),
             "ce_type": _const(c.event_type, "Equals the envelope's `type`."),
-            "ce_id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}:[1-9][0-9]*$",
+            "ce_id": {"type": "string", "pattern": CAMPAIGN_ID_PATTERN.removesuffix("$") + r":[1-9][0-9]*$",
                       "description": "Equals the envelope's `id`, `{campaignId}:{sequence}`: a re-delivered event "
                       "has the same id and the same content."},
         }, ["content-type", "ce_type", "ce_id"]),

@@ -11,10 +11,11 @@ from pydantic import AwareDatetime, Field, StringConstraints
 from .base import StrictModel
 from .types import Action, CampaignState, Outcome, Priority, ReasonCode
 
-__all__ = ["CampaignId", "Command", "CommandResult", "KeyId"]
+__all__ = ["CAMPAIGN_ID_PATTERN", "CampaignId", "Command", "CommandResult", "KeyId"]
 
 # Ids end up in REST paths and topic keys: a conservative alphabet keeps both safe (no '/', no '..').
-CampaignId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+CAMPAIGN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+CampaignId = Annotated[str, StringConstraints(pattern=CAMPAIGN_ID_PATTERN)]
 # Key ids are names in configuration and in logs: the same kind of conservative alphabet.
 KeyId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
