@@ -102,10 +102,6 @@ class PollBackoff(Iterator[float]):
         self.tries = 0
 
     @property
-    def policy(self) -> PollPolicy:
-        return self._policy
-
-    @property
     def exhausted(self) -> bool:
         """True once `max_tries` delays were handed out: stop polling, decide something else."""
         return self.tries >= self._policy.max_tries
@@ -176,14 +172,6 @@ class PollSchedule:
         self._batch_start: float | None = None
         self._count = 0
         self._phase = 0.0
-
-    @property
-    def policy(self) -> PollPolicy:
-        return self._policy
-
-    @property
-    def spread(self) -> float:
-        return self._spread
 
     def offset(self, now: float) -> float:
         """The stagger offset for a campaign registering at `now` (monotonic seconds)."""

@@ -91,22 +91,12 @@ class DialerQueue(Generic[T]):
         self._last_standard: float | None = None
 
     @property
-    def policy(self) -> DialerPolicy:
-        return self._policy
-
-    @property
     def in_flight(self) -> int:
         return len(self._in_flight)
 
     @property
     def depth(self) -> int:
         return len(self._queued)
-
-    def is_queued(self, item: T) -> bool:
-        return item in self._queued
-
-    def is_in_flight(self, item: T) -> bool:
-        return item in self._in_flight
 
     def offer(self, item: T, priority: Priority, now: float) -> None:
         """Queue a transition. An item already queued or in flight is a caller bug: ValueError."""
@@ -203,10 +193,6 @@ class DialerQueues(Generic[T]):
         self._policy = policy or DialerPolicy()
         self._queues: dict[str, DialerQueue[T]] = {}
 
-    @property
-    def policy(self) -> DialerPolicy:
-        return self._policy
-
     def queue(self, dialer_id: str) -> DialerQueue[T]:
         queue = self._queues.get(dialer_id)
         if queue is None:
@@ -262,15 +248,6 @@ class DialerGate(Generic[T]):
         self._timers: dict[str, tuple[float, asyncio.Task[None]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # armed and cancelled timers, until they finish
         self._closed = False
-
-    @property
-    def queues(self) -> DialerQueues[T]:
-        """The pure policy underneath, for gauges; do not dispatch through it while waiters wait."""
-        return self._queues
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def stats(self) -> list[DialerStats]:
         return self._queues.stats()
