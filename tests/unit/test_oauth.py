@@ -10,9 +10,9 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from adapters.clock import ManualClock
 from adapters.oauth import TokenManager
 from fsm.ports import PlatformAuthError, PlatformUnavailable
+from fsm.testing import FakeClock
 
 SECRET = "s3cr3t-value-never-shown"
 
@@ -36,14 +36,14 @@ class TokenEndpoint:
         )
 
 
-def _manager(endpoint: TokenEndpoint, clock: ManualClock) -> tuple[TokenManager, httpx.AsyncClient]:
+def _manager(endpoint: TokenEndpoint, clock: FakeClock) -> tuple[TokenManager, httpx.AsyncClient]:
     http = httpx.AsyncClient(base_url="http://platform.test", transport=httpx.MockTransport(endpoint))
     return TokenManager(http, "client-7", SECRET, clock), http
 
 
 async def test_token_request_is_client_credentials_with_basic_auth() -> None:
     endpoint = TokenEndpoint()
-    tokens, http = _manager(endpoint, ManualClock())
+    tokens, http = _manager(endpoint, FakeClock())
     async with http:
         assert await tokens.token() == "tok-1"
     req = endpoint.calls[0]
@@ -55,7 +55,7 @@ async def test_token_request_is_client_credentials_with_basic_auth() -> None:
 
 
 async def test_token_is_cached_until_shortly_before_expiry() -> None:
-    clock = ManualClock()
+    clock = FakeClock()
     endpoint = TokenEndpoint(expires_in=300)
     tokens, http = _manager(endpoint, clock)
     async with http:
@@ -71,7 +71,7 @@ async def test_token_is_cached_until_shortly_before_expiry() -> None:
 async def test_concurrent_callers_share_one_fetch() -> None:
     endpoint = TokenEndpoint()
     endpoint.gate = asyncio.Event()
-    tokens, http = _manager(endpoint, ManualClock())
+    tokens, http = _manager(endpoint, FakeClock())
     async with http:
         callers = [asyncio.create_task(tokens.token()) for _ in range(20)]
         await asyncio.sleep(0.01)
@@ -83,7 +83,7 @@ async def test_concurrent_callers_share_one_fetch() -> None:
 async def test_a_cancelled_caller_does_not_cancel_the_shared_fetch() -> None:
     endpoint = TokenEndpoint()
     endpoint.gate = asyncio.Event()
-    tokens, http = _manager(endpoint, ManualClock())
+    tokens, http = _manager(endpoint, FakeClock())
     async with http:
         first = asyncio.create_task(tokens.token())
         second = asyncio.create_task(tokens.token())
@@ -97,7 +97,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_fetch() -> None:
 
 async def test_invalidate_only_drops_the_refused_token() -> None:
     endpoint = TokenEndpoint()
-    tokens, http = _manager(endpoint, ManualClock())
+    tokens, http = _manager(endpoint, FakeClock())
     async with http:
         old = await tokens.token()
         tokens.invalidate(old)
@@ -111,7 +111,7 @@ async def test_invalidate_only_drops_the_refused_token() -> None:
 async def test_refused_client_raises_auth_error_without_the_secret(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     endpoint = TokenEndpoint(status=401)
-    tokens, http = _manager(endpoint, ManualClock())
+    tokens, http = _manager(endpoint, FakeClock())
     async with http:
         with pytest.raises(PlatformAuthError) as info:
             await tokens.token()
@@ -123,7 +123,7 @@ async def test_refused_client_raises_auth_error_without_the_secret(caplog: pytes
 
 async def test_token_never_reaches_logs_or_reprs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    tokens, http = _manager(TokenEndpoint(), ManualClock())
+    tokens, http = _manager(TokenEndpoint(), FakeClock())
     async with http:
         token = await tokens.token()
     for text in (repr(tokens), str(tokens), caplog.text, repr(vars(tokens))):
@@ -133,7 +133,7 @@ async def test_token_never_reaches_logs_or_reprs(caplog: pytest.LogCaptureFixtur
 
 @pytest.mark.parametrize("status", [500, 503, 429])
 async def test_token_endpoint_trouble_is_unavailable(status: int) -> None:
-    tokens, http = _manager(TokenEndpoint(status=status), ManualClock())
+    tokens, http = _manager(TokenEndpoint(status=status), FakeClock())
     async with http:
         with pytest.raises(PlatformUnavailable, match=str(status)):
             await tokens.token()
@@ -146,7 +146,7 @@ async def test_unreachable_token_endpoint_is_unavailable() -> None:
     http = httpx.AsyncClient(base_url="http://platform.test", transport=httpx.MockTransport(refuse))
     async with http:
         with pytest.raises(PlatformUnavailable, match="ConnectError"):
-            await TokenManager(http, "client-7", SECRET, ManualClock()).token()
+            await TokenManager(http, "client-7", SECRET, FakeClock()).token()
 
 
 async def test_unusable_token_answer_is_a_clear_error() -> None:
@@ -156,9 +156,9 @@ async def test_unusable_token_answer_is_a_clear_error() -> None:
     )
     async with http:
         with pytest.raises(PlatformAuthError, match=r"expiresIn|expires_in"):
-            await TokenManager(http, "client-7", SECRET, ManualClock()).token()
+            await TokenManager(http, "client-7", SECRET, FakeClock()).token()
 
 
 def test_empty_credentials_are_refused() -> None:
     with pytest.raises(ValueError, match="non-empty"):
-        TokenManager(httpx.AsyncClient(), "client", "", ManualClock())
+        TokenManager(httpx.AsyncClient(), "client", "", FakeClock())

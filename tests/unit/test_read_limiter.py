@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from adapters.clock import ManualClock
 from fsm.read_limiter import ReadLimiter, ReadLimiterClosed
+from fsm.testing import FakeClock
 
 
 def _max_in_window(times: list[float], window: float, *, closed: bool) -> int:
@@ -32,14 +32,14 @@ async def _grant(limiter: ReadLimiter, key: str, *, priority: bool = False) -> N
         pass
 
 
-async def _reader(limiter: ReadLimiter, clock: ManualClock, key: str, n: int, log: list[tuple[str, float]]) -> None:
+async def _reader(limiter: ReadLimiter, clock: FakeClock, key: str, n: int, log: list[tuple[str, float]]) -> None:
     for _ in range(n):
         await _grant(limiter, key)
         log.append((key, clock.monotonic()))
 
 
 async def test_no_window_ever_holds_more_than_rate_grants() -> None:
-    clock = ManualClock()
+    clock = FakeClock()
     limiter = ReadLimiter(clock, rate=10)
     log: list[tuple[str, float]] = []
     readers = [asyncio.create_task(_reader(limiter, clock, f"c{k}", 40, log)) for k in range(7)]
@@ -55,7 +55,7 @@ async def test_no_window_ever_holds_more_than_rate_grants() -> None:
 async def test_grants_are_paced_and_the_window_still_holds() -> None:
     # No burst: ten grants spread over the first window (1/N apart), the 11th a full window after
     # the first. Refills spaced 1/N alone would already be fine here; the window rule is the backstop.
-    clock = ManualClock()
+    clock = FakeClock()
     limiter = ReadLimiter(clock, rate=10)
     log: list[tuple[str, float]] = []
     task = asyncio.create_task(_reader(limiter, clock, "c", 11, log))
@@ -66,7 +66,7 @@ async def test_grants_are_paced_and_the_window_still_holds() -> None:
 
 
 async def test_margin_makes_closed_windows_safe_too() -> None:
-    clock = ManualClock()
+    clock = FakeClock()
     limiter = ReadLimiter(clock, rate=5, window=1.0, margin=0.05)
     log: list[tuple[str, float]] = []
     readers = [asyncio.create_task(_reader(limiter, clock, f"c{k}", 20, log)) for k in range(3)]
@@ -75,7 +75,7 @@ async def test_margin_makes_closed_windows_safe_too() -> None:
 
 
 async def test_saturated_limiter_still_delivers_the_full_rate() -> None:
-    clock = ManualClock()
+    clock = FakeClock()
     limiter = ReadLimiter(clock, rate=10)
     log: list[tuple[str, float]] = []
     start = clock.monotonic()
@@ -90,7 +90,7 @@ async def test_saturated_limiter_still_delivers_the_full_rate() -> None:
 
 
 async def test_a_hot_key_cannot_starve_the_others() -> None:
-    clock = ManualClock()
+    clock = FakeClock()
     limiter = ReadLimiter(clock, rate=10)
     order: list[str] = []
 
@@ -114,7 +114,7 @@ async def test_a_hot_key_cannot_starve_the_others() -> None:
 
 
 async def test_round_robin_alternates_between_busy_keys() -> None:
-    clock = ManualClock()
+    clock = FakeClock()
     limiter = ReadLimiter(clock, rate=1)
     order: list[str] = []
 
@@ -129,7 +129,7 @@ async def test_round_robin_alternates_between_busy_keys() -> None:
 
 
 async def test_priority_lane_goes_first_within_the_limit() -> None:
-    clock = ManualClock()
+    clock = FakeClock()
     limiter = ReadLimiter(clock, rate=2)
     order: list[tuple[str, float]] = []
 
@@ -149,7 +149,7 @@ async def test_priority_lane_goes_first_within_the_limit() -> None:
 
 
 async def test_cancelled_waiter_does_not_consume_a_grant() -> None:
-    clock = ManualClock()
+    clock = FakeClock()
     limiter = ReadLimiter(clock, rate=1)
     await _grant(limiter, "x")
     doomed = asyncio.create_task(_grant(limiter, "a"))
@@ -164,7 +164,7 @@ async def test_cancelled_waiter_does_not_consume_a_grant() -> None:
 
 
 async def test_defer_holds_every_key_back() -> None:
-    clock = ManualClock()
+    clock = FakeClock()
     limiter = ReadLimiter(clock, rate=10)
     t0 = clock.monotonic()
     limiter.defer(3.0)
@@ -176,7 +176,7 @@ async def test_defer_holds_every_key_back() -> None:
 
 
 async def test_close_fails_waiters_and_refuses_new_ones() -> None:
-    clock = ManualClock()
+    clock = FakeClock()
     limiter = ReadLimiter(clock, rate=1)
     await _grant(limiter, "a")
     waiter = asyncio.create_task(_grant(limiter, "b"))
@@ -200,13 +200,13 @@ async def test_close_fails_waiters_and_refuses_new_ones() -> None:
 )
 def test_bad_configuration_is_refused_clearly(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        ReadLimiter(ManualClock(), **kwargs)  # type: ignore[arg-type]
+        ReadLimiter(FakeClock(), **kwargs)  # type: ignore[arg-type]
 
 
 async def test_jittered_arrivals_never_overfill_a_window() -> None:
     """What the platform counts is arrivals. Reads that leave on their grant but arrive up to 40 %
     of a spacing late (a busy server, a slow network) must still never put 11 in one window."""
-    clock = ManualClock()
+    clock = FakeClock()
     limiter = ReadLimiter(clock, rate=10, window=1.0, margin=0.05)
     rng = random.Random(5)
     arrivals: list[float] = []
@@ -227,7 +227,7 @@ async def test_jittered_arrivals_never_overfill_a_window() -> None:
 
 
 async def test_a_read_in_the_air_holds_the_grant_rate_places_later() -> None:
-    clock = ManualClock()
+    clock = FakeClock()
     limiter = ReadLimiter(clock, rate=2, window=1.0)
     ended = asyncio.Event()
     granted: list[float] = []
@@ -267,7 +267,7 @@ async def test_arrivals_never_overfill_a_window_however_late_reads_leave(seed: i
     up after their grant for up to 0.8 s (an event loop that stalls, a platform that stalls and then
     takes a heap of queued requests at once): counted from the answer, no window ever holds 11.
     (Counted from the grant instead, as this limiter did before, the same reads put 14 or 15 into one window.)"""
-    clock = ManualClock()
+    clock = FakeClock()
     limiter = ReadLimiter(clock, rate=10, window=1.0, margin=0.0)
     rng = random.Random(seed)
     arrivals: list[float] = []

@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from adapters.cli import main
-from adapters.clock import ManualClock
 from adapters.schedule import (
     DEFAULT_PRINCIPAL,
     Occurrence,
@@ -26,6 +25,7 @@ from adapters.schedule import (
 )
 from adapters.signing import Signer
 from fsm.authorization import CommandAuthority
+from fsm.testing import FakeClock
 from schemas.commands import Command
 from schemas.types import Action, Priority
 
@@ -266,7 +266,7 @@ def test_schedule_cli_reports_a_bad_plan_without_a_traceback(tmp_path: Path,
 class Recorder:
     """A publish function that records (clock time, command) and can fail the first `failures` calls."""
 
-    def __init__(self, clock: ManualClock, failures: int = 0) -> None:
+    def __init__(self, clock: FakeClock, failures: int = 0) -> None:
         self.clock = clock
         self.failures = failures
         self.sent: list[tuple[datetime, Command]] = []
@@ -278,8 +278,8 @@ class Recorder:
         self.sent.append((datetime.fromtimestamp(self.clock.now(), UTC), command))
 
 
-def clock_at(moment: datetime) -> ManualClock:
-    return ManualClock(start=0.0, wall_offset=moment.timestamp())
+def clock_at(moment: datetime) -> FakeClock:
+    return FakeClock(start=0.0, wall_start=moment.timestamp())
 
 
 async def test_scheduler_publishes_ahead_with_not_before_across_spring_forward() -> None:
