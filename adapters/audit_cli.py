@@ -38,10 +38,10 @@ from .replay import (
     write_state_records,
 )
 from .report_html import render_html
+from .send_cli import BOOTSTRAP_ENV
 
 __all__ = ["BOOTSTRAP_ENV", "register"]
 
-BOOTSTRAP_ENV = "CAMPAIGN_FSM_KAFKA__BOOTSTRAP"
 _TOPICS = TopicNames()
 
 

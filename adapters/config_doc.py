@@ -23,7 +23,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from .send_cli import PRINCIPAL_ENV
+from .send_cli import BOOTSTRAP_ENV, PRINCIPAL_ENV
 from .settings import CONFIG_ENV, ENV_PREFIX, Settings
 from .signing import DEFAULT_KEY_ENV, DEFAULT_KEY_ID_ENV
 
@@ -400,8 +400,8 @@ def _other_variables() -> str:
         f"| `{DEFAULT_KEY_ENV}` | `send`, `schedule` | the signing key (`base64:…`, `hex:…` or text), **secret**; "
         "`--key-env` names another variable |\n"
         f"| `{DEFAULT_KEY_ID_ENV}` | `send`, `schedule` | the key id written into `keyId` (or `--key-id`) |\n"
-        f"| `{PRINCIPAL_ENV}` | `send`, `schedule` | the principal written into `requestedBy` |\n"
-        f"| `{ENV_PREFIX}KAFKA__BOOTSTRAP` | `send`, `schedule`, `replay`, `audit` | default of `--bootstrap` |\n"
+        f"| `{PRINCIPAL_ENV}` | `send` | the principal written into `requestedBy` |\n"
+        f"| `{BOOTSTRAP_ENV}` | `send`, `schedule`, `replay`, `audit` | default of `--bootstrap` |\n"
     )
 
 

@@ -22,7 +22,7 @@ from schemas.events import STATE_CHANGED_TYPE
 from schemas.generate import write_schemas
 
 from .config_doc import CONFIG_DOC, render_configuration_doc
-from .kafka import TopicNames
+from .intake import DEAD_LETTER_CONTENT_TYPE
 from .outbox import EVENT_CONTENT_TYPE, RESULT_TYPE, STATE_TYPE, result_id
 from .send_cli import COMMAND_TYPE
 from .settings import KafkaSettings
@@ -31,7 +31,6 @@ __all__ = ["ASYNCAPI_DOC", "DIAGRAM_DOC", "kafka_contract", "register", "render_
 
 DIAGRAM_DOC = "state-diagram.md"
 ASYNCAPI_DOC = "asyncapi.json"
-_DEAD_LETTER_CONTENT_TYPE = "application/octet-stream"  # what adapters/intake.py sends dead letters as
 
 
 def render_diagram_doc() -> str:
@@ -47,8 +46,7 @@ def render_diagram_doc() -> str:
 def kafka_contract() -> KafkaContract:
     """The wire as the adapters make it with the default configuration: topics, partitions, types."""
     kafka = KafkaSettings()
-    names = TopicNames(commands=kafka.topics.commands, results=kafka.topics.results, events=kafka.topics.events,
-                       state=kafka.topics.state, dead_letters=kafka.topics.dead_letters)
+    names = kafka.topics.names()
     specs = {spec.name: spec for spec in names.specs(kafka.partitions, kafka.replication_factor)}
 
     def topic(name: str) -> Topic:
@@ -65,7 +63,7 @@ def kafka_contract() -> KafkaContract:
         commands=topic(names.commands), results=topic(names.results), events=topic(names.events),
         state=topic(names.state), dead_letters=topic(names.dead_letters),
         command_type=COMMAND_TYPE, result_type=RESULT_TYPE, event_type=STATE_CHANGED_TYPE, state_type=STATE_TYPE,
-        event_content_type=EVENT_CONTENT_TYPE, dead_letter_content_type=_DEAD_LETTER_CONTENT_TYPE,
+        event_content_type=EVENT_CONTENT_TYPE, dead_letter_content_type=DEAD_LETTER_CONTENT_TYPE,
         result_id=result_id,
     )
 

@@ -24,10 +24,11 @@ from schemas.commands import CAMPAIGN_ID_PATTERN
 
 from .kafka import CommandConsumer, Partition, Producer, Record
 
-__all__ = ["CommandIntake"]
+__all__ = ["DEAD_LETTER_CONTENT_TYPE", "CommandIntake"]
 
 _log = logging.getLogger(__name__)
 _CAMPAIGN_ID = re.compile(CAMPAIGN_ID_PATTERN)
+DEAD_LETTER_CONTENT_TYPE = "application/octet-stream"  # the record as it came, bytes untouched
 
 
 class CommandIntake:
@@ -110,7 +111,7 @@ class CommandIntake:
                 "source-partition": str(record.partition),
                 "source-offset": str(record.offset),
             },
-            content_type="application/octet-stream",
+            content_type=DEAD_LETTER_CONTENT_TYPE,
         )
 
 

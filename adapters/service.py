@@ -68,8 +68,7 @@ def kafka_config_from(settings: Settings, **overrides: Any) -> KafkaConfig:
         ssl_certfile=k.ssl_certfile,
         ssl_keyfile=k.ssl_keyfile,
     )
-    topics = TopicNames(commands=k.topics.commands, results=k.topics.results, events=k.topics.events,
-                        state=k.topics.state, dead_letters=k.topics.dead_letters)
+    topics = k.topics.names()
     fields: dict[str, Any] = {
         "bootstrap": k.bootstrap, "topics": topics, "group_id": k.group_id, "client_id": k.client_id,
         "security": security, "enable_idempotence": k.enable_idempotence, "fetch_max_wait_ms": k.fetch_max_wait_ms,

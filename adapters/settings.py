@@ -25,6 +25,7 @@ from fsm.preflight import PreflightPolicy
 from fsm.windows import ToleranceWindows, WindowSpec
 from schemas.types import DialerType
 
+from .kafka import TopicNames
 from .signing import load_keys
 
 __all__ = ["ConfigFileError", "Settings", "load_settings"]
@@ -66,12 +67,18 @@ class PlatformSettings(_Section):
         raise ValueError("platform.base_url or platform.region is required")
 
 
+_DEFAULT_TOPICS = TopicNames()
+
+
 class TopicSettings(_Section):
-    commands: str = "campaign.commands"
-    results: str = "campaign.command-results"
-    events: str = "campaign.events"
-    state: str = "campaign.state"
-    dead_letters: str = "campaign.commands.dlq"
+    commands: str = _DEFAULT_TOPICS.commands
+    results: str = _DEFAULT_TOPICS.results
+    events: str = _DEFAULT_TOPICS.events
+    state: str = _DEFAULT_TOPICS.state
+    dead_letters: str = _DEFAULT_TOPICS.dead_letters
+
+    def names(self) -> TopicNames:
+        return TopicNames(**self.model_dump())
 
 
 class KafkaSettings(_Section):
