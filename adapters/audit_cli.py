@@ -144,9 +144,7 @@ def _guarded(command: str, args: argparse.Namespace, body: Any) -> int:
         with _quiet_kafka_client():
             code: int = asyncio.run(body(args))
         return code
-    except _UsageError as exc:
-        print(f"campaign-fsm {command}: error: {exc}", file=sys.stderr)
-    except TopicSetupError as exc:
+    except (_UsageError, TopicSetupError) as exc:  # before KafkaEdgeError: TopicSetupError is one
         print(f"campaign-fsm {command}: error: {exc}", file=sys.stderr)
     except (KafkaEdgeError, KafkaError, OSError) as exc:
         where = args.bootstrap or os.environ.get(BOOTSTRAP_ENV, "?")

@@ -302,9 +302,9 @@ class _CountingSink:
         source, dest = str(data.get("from")), str(data["to"])
         self.transitions[(source, dest)] += 1
         at = float(snapshot.get("enteredAt") or 0.0)
-        if dest in _TRANSITIONAL and source != dest:
+        if dest in TRANSITIONAL_STATES and source != dest:  # StrEnum members equal their values
             self._started[event["subject"]] = (dest, at)
-        elif dest not in _TRANSITIONAL:
+        elif dest not in TRANSITIONAL_STATES:
             began = self._started.pop(event["subject"], None)
             if began is not None:
                 stats = self.durations.setdefault(f"{began[0]}->{dest}", [0.0, 0.0])
@@ -322,9 +322,6 @@ class _CountingSink:
     def _count(self, results: Sequence[CommandResult]) -> None:
         for result in results:
             self.results[(result.outcome.value, result.reason.value if result.reason else "")] += 1
-
-
-_TRANSITIONAL = frozenset(s.value for s in TRANSITIONAL_STATES)
 
 
 class _Ownership:
