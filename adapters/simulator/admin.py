@@ -46,7 +46,7 @@ from .channels import ChannelError
 from .clock import ManualClock
 from .engine import EngineError, UnknownCampaign, UnknownContactList
 from .faults import TransitionOverride
-from .profiles import campaign_payload, contact_list_payload
+from .profiles import contact_list_payload
 from .tenant import ListImportStatus, ListState
 
 if TYPE_CHECKING:
@@ -137,9 +137,7 @@ def admin_routes(sim: Simulator) -> list[BaseRoute]:
         campaign = sim.engine.force_state(
             request.path_params["campaign_id"], CampaignState(raw_state) if raw_state else None,
             errors=_errors(data), active_calls=None if calls is None else int(calls), status_override=status)
-        return json_response(campaign_payload(sim.config.profile, campaign,
-                                              sim.tenant.contact_lists.get(campaign.contact_list_id),
-                                              sim.tenant.dialers.get(campaign.dialer_id)))
+        return json_response(sim.campaign_body(campaign))
 
     async def transition(request: Request) -> Response:
         data = await _body(request)
@@ -198,8 +196,7 @@ def admin_routes(sim: Simulator) -> list[BaseRoute]:
         return json_response({"sockets": closed})
 
     async def notifications(request: Request) -> Response:
-        return json_response([{"simTime": r.sim_time, "topic": r.topic, "channelId": r.channel_id,
-                               "outcome": r.outcome} for r in sim.hub.log])
+        return json_response([r.to_json() for r in sim.hub.log])
 
     async def expire(request: Request) -> Response:
         channel_id = request.path_params["channel_id"]
@@ -217,9 +214,7 @@ def admin_routes(sim: Simulator) -> list[BaseRoute]:
         return json_response({
             "summary": sim.traffic.summary(),
             "requests": [r.to_json() for r in sim.traffic.records],
-            "inFlight": [{"simTime": s.sim_time, "wallTime": s.wall_time, "dialerId": s.dialer_id,
-                          "campaignId": s.campaign_id, "inFlight": s.in_flight}
-                         for s in sim.traffic.in_flight_timeline],
+            "inFlight": [s.to_json() for s in sim.traffic.in_flight_timeline],
         })
 
     async def advance(request: Request) -> Response:

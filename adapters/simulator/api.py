@@ -29,7 +29,7 @@ from schemas.types import TRANSITIONAL_STATES, Action
 
 from .channels import ChannelError, websocket_endpoint
 from .engine import DialerOverloaded, EngineError, InvalidTransition, UnknownCampaign, UnknownContactList
-from .profiles import campaign_errors, campaign_payload, contact_list_payload, error_body, genesys_status
+from .profiles import campaign_errors, contact_list_payload, error_body, genesys_status
 from .traffic import RequestKind
 
 if TYPE_CHECKING:
@@ -176,10 +176,7 @@ class _Api:
     # --- campaigns ---------------------------------------------------------------------------------
 
     def _campaign_body(self, campaign_id: str) -> dict[str, Any]:
-        sim = self.sim
-        campaign = sim.engine.campaign(campaign_id)
-        return campaign_payload(self.profile, campaign, sim.tenant.contact_lists.get(campaign.contact_list_id),
-                                sim.tenant.dialers.get(campaign.dialer_id))
+        return self.sim.campaign_body(self.sim.engine.campaign(campaign_id))
 
     async def get_campaign(self, request: Request) -> Response:
         return json_response(self._campaign_body(request.path_params["campaign_id"]))
@@ -278,10 +275,7 @@ class _Api:
             hub.unsubscribe_all(channel_id)
             return Response(status_code=204)
         else:
-            channel = hub.get(channel_id)
-            if channel is None:
-                raise ChannelError(404, "not.found", f"channel {channel_id} not found")
-            current = list(channel.topics)
+            current = list(hub.channel(channel_id).topics)
         return json_response({"entities": [{"id": t} for t in current]})
 
     async def websocket(self, websocket: WebSocket) -> None:

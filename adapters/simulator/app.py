@@ -208,6 +208,11 @@ class Simulator:
     def in_flight(self, dialer_id: str) -> int:
         return self.engine.in_flight_on(dialer_id)
 
+    def campaign_body(self, campaign: SimCampaign) -> dict[str, Any]:
+        """The campaign as the served profile shows it (GET, notifications, admin answers)."""
+        return campaign_payload(self.config.profile, campaign, self.tenant.contact_lists.get(campaign.contact_list_id),
+                                self.tenant.dialers.get(campaign.dialer_id))
+
     def snapshot(self) -> dict[str, Any]:
         """What GET /admin/state answers."""
         now = self.clock.monotonic()
@@ -243,9 +248,7 @@ class Simulator:
     def _campaign_changed(self, campaign: SimCampaign) -> None:
         self.history.append(StateRecord(self.clock.monotonic(), self.wall(), campaign.id, campaign.state,
                                         genesys_status(campaign)))
-        body = campaign_payload(self.config.profile, campaign, self.tenant.contact_lists.get(campaign.contact_list_id),
-                                self.tenant.dialers.get(campaign.dialer_id))
-        self.hub.publish(f"v2.outbound.campaigns.{campaign.id}", body)
+        self.hub.publish(f"v2.outbound.campaigns.{campaign.id}", self.campaign_body(campaign))
 
     def _list_changed(self, contact_list: SimContactList) -> None:
         self.hub.publish(f"v2.outbound.contactlists.{contact_list.id}",

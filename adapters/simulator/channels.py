@@ -22,11 +22,12 @@ import functools
 import itertools
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
+from pydantic.alias_generators import to_camel
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .clock import Scheduler, Timer
@@ -73,6 +74,9 @@ class NotificationRecord:
     channel_id: str
     outcome: Literal["delivered", "dropped", "no_socket"]
 
+    def to_json(self) -> dict[str, Any]:
+        return {to_camel(k): v for k, v in asdict(self).items()}
+
 
 @dataclass(eq=False, slots=True)
 class Connection:
@@ -98,8 +102,6 @@ class Connection:
 @dataclass(eq=False, slots=True)
 class Channel:
     id: str
-    created_at: float
-    expires_at: float
     expires_wall: float
     topics: dict[str, None] = field(default_factory=dict)
     connections: list[Connection] = field(default_factory=list)
@@ -135,9 +137,7 @@ class Hub:
     # --- channels and subscriptions ----------------------------------------------------------------
 
     def create(self) -> Channel:
-        clock = self.scheduler.clock
-        now = clock.monotonic()
-        channel = Channel(uuid.uuid4().hex, now, now + self.channel_ttl, clock.wall_deadline(self.channel_ttl))
+        channel = Channel(uuid.uuid4().hex, self.scheduler.clock.wall_deadline(self.channel_ttl))
         channel.expiry = self.scheduler.call_later(self.channel_ttl, functools.partial(self._expire, channel.id),
                                                    name=f"expire-channel-{channel.id}")
         self.channels[channel.id] = channel
@@ -146,10 +146,15 @@ class Hub:
     def get(self, channel_id: str) -> Channel | None:
         return self.channels.get(channel_id)
 
-    def subscribe(self, channel_id: str, topics: list[str], *, replace: bool) -> list[str]:
+    def channel(self, channel_id: str) -> Channel:
+        """The channel, or the platform's 404 (`ChannelError`)."""
         channel = self.channels.get(channel_id)
         if channel is None:
             raise ChannelError(404, "not.found", f"channel {channel_id} not found")
+        return channel
+
+    def subscribe(self, channel_id: str, topics: list[str], *, replace: bool) -> list[str]:
+        channel = self.channel(channel_id)
         for topic in topics:
             if not topic.startswith("v2."):
                 raise ChannelError(400, "bad.request", f"invalid topic name {topic!r}")
@@ -161,10 +166,7 @@ class Hub:
         return list(wanted)
 
     def unsubscribe_all(self, channel_id: str) -> None:
-        channel = self.channels.get(channel_id)
-        if channel is None:
-            raise ChannelError(404, "not.found", f"channel {channel_id} not found")
-        channel.topics = {}
+        self.channel(channel_id).topics = {}
 
     # --- delivery ----------------------------------------------------------------------------------
 
@@ -210,9 +212,7 @@ class Hub:
     # --- closing -----------------------------------------------------------------------------------
 
     def _connections(self, channel_id: str | None) -> list[Connection]:
-        if channel_id is not None and channel_id not in self.channels:
-            raise ChannelError(404, "not.found", f"channel {channel_id} not found")
-        channels = [self.channels[channel_id]] if channel_id is not None else list(self.channels.values())
+        channels = [self.channel(channel_id)] if channel_id is not None else list(self.channels.values())
         return [c for ch in channels for c in ch.connections if not c.closed]
 
     def _announce(self, conn: Connection, grace: float, code: int) -> None:

@@ -398,7 +398,7 @@ class Engine:
         campaign.state = state
         campaign.version += 1
         campaign.status_override = None
-        if (state in TRANSITIONAL_STATES) != was_in_flight or state in TRANSITIONAL_STATES:
+        if was_in_flight or state in TRANSITIONAL_STATES:
             self.on_in_flight(campaign, self.in_flight_on(campaign.dialer_id))
         if notify:
             self.on_campaign(campaign)

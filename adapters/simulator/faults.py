@@ -23,6 +23,8 @@ import random
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from pydantic.alias_generators import to_camel
+
 __all__ = ["FaultConfig", "FaultInjector", "TransitionOutcome", "TransitionOverride"]
 
 TransitionOutcome = Literal["normal", "stall", "fail"]
@@ -61,7 +63,7 @@ class FaultConfig:
     def update(self, changes: dict[str, Any]) -> None:
         """Apply a partial update (snake_case or camelCase keys). All-or-nothing: bad input changes nothing."""
         names = {f.name: f for f in fields(self)}
-        camel = {_camel(n): n for n in names}
+        camel = {to_camel(n): n for n in names}
         staged = asdict(self)
         for key, value in changes.items():
             name = key if key in names else camel.get(key)
@@ -75,12 +77,7 @@ class FaultConfig:
             setattr(self, name, value)
 
     def to_json(self) -> dict[str, Any]:
-        return {_camel(k): v for k, v in asdict(self).items()}
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(w.title() for w in rest)
+        return {to_camel(k): v for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +106,6 @@ class FaultInjector:
 
     def roll(self, probability: float) -> bool:
         return probability > 0.0 and self._rng.random() < probability
-
-    def uniform(self, low: float, high: float) -> float:
-        return self._rng.uniform(low, high)
 
     def choice(self, options: tuple[str, ...]) -> str:
         return self._rng.choice(options)

@@ -12,10 +12,13 @@ transitional state, the number of campaigns transitional on its dialer at that m
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-__all__ = ["InFlightSample", "RequestKind", "RequestRecord", "TrafficLog"]
+from pydantic.alias_generators import to_camel
+
+__all__ = ["InFlightSample", "RequestKind", "RequestRecord", "TrafficLog", "peak_in_window"]
 
 RequestKind = Literal["read", "command", "auth", "notifications", "other"]
 
@@ -43,7 +46,7 @@ class RequestRecord:
     dialer_in_flight: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {_camel(k): v for k, v in asdict(self).items()}
+        return {to_camel(k): v for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +59,19 @@ class InFlightSample:
     campaign_id: str
     in_flight: int
 
+    def to_json(self) -> dict[str, Any]:
+        return {to_camel(k): v for k, v in asdict(self).items()}
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(w.title() for w in rest)
+
+def peak_in_window(times: Iterable[float], window: float = 1.0) -> int:
+    """The most of `times` within any `window` (a half-open span: `t - first < window`)."""
+    ordered = sorted(times)
+    best = lo = 0
+    for hi, t in enumerate(ordered):
+        while t - ordered[lo] >= window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
 
 
 class TrafficLog:
@@ -111,14 +123,7 @@ class TrafficLog:
 
     def reads_per_second_peak(self, window: float = 1.0, *, clock: str = "wall") -> int:
         """The most read requests (429s included) within any `window` seconds of `clock` ("wall"/"sim")."""
-        times = sorted(self._read_times(clock))
-        best = 0
-        lo = 0
-        for hi, t in enumerate(times):
-            while t - times[lo] >= window:
-                lo += 1
-            best = max(best, hi - lo + 1)
-        return best
+        return peak_in_window(self._read_times(clock), window)
 
     def reads_per_second_mean(self, *, clock: str = "wall") -> float:
         times = self._read_times(clock)
