@@ -43,11 +43,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from adapters.kafka import KafkaConfig
+from adapters.kafka import KafkaConfig, TopicNames
 
 __all__ = [
     "BROKER_ENV_VAR",
@@ -158,6 +158,18 @@ class BrokerHandle:
         """A KafkaConfig for this broker: its bootstrap, its quirks, then `fields` on top."""
         merged: dict[str, Any] = {"bootstrap": self.bootstrap, **self.client_overrides, **fields}
         return KafkaConfig(**merged)
+
+    def service_kafka_settings(self, topics: TopicNames, *, group_id: str, partitions: int) -> dict[str, Any]:
+        """The service's `kafka` settings for this broker: its bootstrap and quirks, `topics`, the group."""
+        overrides = self.client_overrides
+        return {
+            "bootstrap": self.bootstrap, "group_id": group_id, "partitions": partitions,
+            "enable_idempotence": overrides.get("enable_idempotence", True),
+            "fetch_max_wait_ms": overrides.get("fetch_max_wait_ms", 100),
+            "session_timeout_ms": overrides.get("session_timeout_ms", 10_000),
+            "heartbeat_interval_ms": overrides.get("heartbeat_interval_ms", 3_000),
+            "topics": asdict(topics),
+        }
 
     def freeze(self) -> None:
         """SIGSTOP the broker: sockets stay open, nothing answers (an outage without data loss)."""

@@ -853,21 +853,13 @@ def _result_text(sent: Mapping[str, Command]) -> Callable[[Mapping[str, Any]], s
 
 def _settings(broker: BrokerHandle, topics: TopicNames, url: str, config: SimulatorConfig, speed: float,
               key_text: str, data_dir: Path) -> Settings:
-    overrides = broker.client_overrides
     return Settings(
         # The demo is self-contained: CAMPAIGN_FSM_* variables meant for `run` must not reach it.
         _env_prefix="CAMPAIGN_FSM_DEMO_IGNORES_THE_ENVIRONMENT__",
         platform={"profile": "guide", "base_url": url, "client_id": config.client_id,
                   "client_secret": config.client_secret, "notifications": True},
-        kafka={
-            "bootstrap": broker.bootstrap, "group_id": f"campaign-fsm-demo-{uuid.uuid4().hex[:8]}",
-            "partitions": 3, "enable_idempotence": overrides.get("enable_idempotence", True),
-            "fetch_max_wait_ms": overrides.get("fetch_max_wait_ms", 100),
-            "session_timeout_ms": overrides.get("session_timeout_ms", 10_000),
-            "heartbeat_interval_ms": overrides.get("heartbeat_interval_ms", 3_000),
-            "topics": {"commands": topics.commands, "results": topics.results, "events": topics.events,
-                       "state": topics.state, "dead_letters": topics.dead_letters},
-        },
+        kafka=broker.service_kafka_settings(topics, group_id=f"campaign-fsm-demo-{uuid.uuid4().hex[:8]}",
+                                            partitions=3),
         auth={"keys": {KEY_ID: key_text}},
         http={"port": 0},
         outbox_path=str(data_dir / "outbox.sqlite3"),

@@ -42,10 +42,6 @@ scale (`--scale-up`, `--scale-down`, `--scale-naive`):
 - naive, 2: the naive client asks for 500 reads per simulated second; at 2 it keeps its 2 s
   cadence (the table shows the achieved interval), at 4 it cannot and would under-count.
 
-The simulator is started through a boot shim that gives its sockets TCP_NODELAY (see `_SIM_BOOT`:
-without it every kept-alive request waits ~40 ms on a delayed ACK, which throttled the naive
-client to ~150 requests/s); `--sim-as-shipped` turns the shim off.
-
 What is measured (from the simulator's own record unless said otherwise):
 
 - `completed`: COMPLETED results on `campaign.command-results` (of `--campaigns`), per run;
@@ -93,7 +89,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,6 +105,7 @@ from adapters.kafka import OutgoingRecord, Producer, TopicNames
 from adapters.kafka_sink import KafkaSink
 from adapters.service import Service
 from adapters.settings import Settings
+from adapters.simulator.traffic import peak_in_window
 from schemas.commands import Command, CommandResult
 from schemas.types import Action, Priority
 
@@ -153,28 +150,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-# adapters/asgi_server.py creates its listening socket with proto 0, so asyncio does not set
-# TCP_NODELAY on accepted connections (it only does for proto IPPROTO_TCP): on a kept-alive
-# connection, uvicorn's separate header and body writes then wait ~40 ms for the client's delayed
-# ACK. A platform sets TCP_NODELAY; this boot shim makes the simulator do so (a no-op once the
-# server passes IPPROTO_TCP itself). `--sim-as-shipped` runs the simulator untouched.
-_SIM_BOOT = """
-import socket, sys
-import adapters.asgi_server as server
-
-class _TcpSockets:
-    def __getattr__(self, name):
-        return getattr(socket, name)
-
-    @staticmethod
-    def socket(family=socket.AF_INET, type=socket.SOCK_STREAM, proto=0, *rest):
-        return socket.socket(family, type, proto or socket.IPPROTO_TCP, *rest)
-
-server.socket = _TcpSockets()
-from adapters.simulator.cli import main
-sys.exit(main())
-"""
-
 # With --sim-diag the simulator also reports, on stderr, each garbage collection and each event-loop
 # stall over 20 ms: what a read waiting in its socket meanwhile is stamped late by.
 _SIM_DIAG = """
@@ -203,6 +178,8 @@ async def _start_with_lag(self):
     self._diag_task = asyncio.create_task(_lag(), name="simdiag-lag")
     await _start(self)
 Simulator.start = _start_with_lag
+from adapters.simulator.cli import main
+sys.exit(main())
 """
 
 
@@ -210,9 +187,8 @@ class SimProcess:
     """`python -m adapters.simulator.cli` on a free port; stopped (TERM, then KILL) on the way out."""
 
     def __init__(self, tenant_file: Path, scale: float, secret: str, log_file: Path, seed: int, *,
-                 as_shipped: bool = False, diag: bool = False) -> None:
-        boot = (_SIM_DIAG if diag else "") + _SIM_BOOT
-        entry = ["-m", "adapters.simulator.cli"] if as_shipped and not diag else ["-c", boot]
+                 diag: bool = False) -> None:
+        entry = ["-c", _SIM_DIAG] if diag else ["-m", "adapters.simulator.cli"]
         self._argv = [sys.executable, *entry, "--tenant", str(tenant_file),
                       "--time-scale", f"{scale:g}", "--rate-clock", "sim", "--client-id", _CLIENT_ID,
                       "--seed", str(seed), "--port", "0"]
@@ -344,7 +320,7 @@ class ServiceRun:
         return sum(1 for r in self.requests if r["status"] in statuses)
 
     def peak_reads_per_s(self) -> int:
-        return _peak_in_window(r["simTime"] for r in self.reads())
+        return peak_in_window(r["simTime"] for r in self.reads())
 
     def max_in_flight(self) -> int:
         return max((s["inFlight"] for s in self.in_flight), default=0)
@@ -398,31 +374,12 @@ def _resource(path: str) -> str:
     return "campaign" if parts[-2] == "campaigns" else parts[-1]
 
 
-def _peak_in_window(times: Iterable[float], window: float = 1.0) -> int:
-    ordered = sorted(times)
-    best = lo = 0
-    for hi, t in enumerate(ordered):
-        while t - ordered[lo] >= window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
-
-
 def _settings(broker: BrokerHandle, topics: TopicNames, group: str, url: str, secret: str, *, scale: float,
               notifications: bool) -> Settings:
-    overrides = broker.client_overrides
     return Settings(
         platform={"profile": "guide", "base_url": url, "client_id": _CLIENT_ID, "client_secret": secret,
                   "notifications": notifications},
-        kafka={
-            "bootstrap": broker.bootstrap, "group_id": group, "partitions": 6,
-            "enable_idempotence": overrides.get("enable_idempotence", True),
-            "fetch_max_wait_ms": overrides.get("fetch_max_wait_ms", 100),
-            "session_timeout_ms": overrides.get("session_timeout_ms", 10_000),
-            "heartbeat_interval_ms": overrides.get("heartbeat_interval_ms", 3_000),
-            "topics": {"commands": topics.commands, "results": topics.results, "events": topics.events,
-                       "state": topics.state, "dead_letters": topics.dead_letters},
-        },
+        kafka=broker.service_kafka_settings(topics, group_id=group, partitions=6),
         http={"port": 0},
         time_scale=scale,
     )
@@ -489,8 +446,7 @@ async def service_run(broker: BrokerHandle, args: argparse.Namespace, workdir: P
     tenant_file.write_bytes(orjson.dumps(tenant))
     secret = uuid.uuid4().hex
     sim_log = workdir / f"simulator-{label}.log"
-    async with SimProcess(tenant_file, scale, secret, sim_log, args.seed, as_shipped=args.sim_as_shipped,
-                          diag=args.sim_diag) as sim:
+    async with SimProcess(tenant_file, scale, secret, sim_log, args.seed, diag=args.sim_diag) as sim:
         print(f"[{label}] simulator pid {sim.pid} at {sim.url}, scale {scale:g}", file=sys.stderr, flush=True)
         prefix = f"storm-{uuid.uuid4().hex[:8]}.{label}."
         topics = TopicNames.with_prefix(prefix)
@@ -609,8 +565,7 @@ async def naive_run(args: argparse.Namespace, workdir: Path, tenant: dict[str, A
     tenant_file = workdir / "tenant-naive.json"
     tenant_file.write_bytes(orjson.dumps(tenant))
     secret = uuid.uuid4().hex
-    async with SimProcess(tenant_file, scale, secret, workdir / "simulator-naive.log", args.seed,
-                          as_shipped=args.sim_as_shipped) as sim:
+    async with SimProcess(tenant_file, scale, secret, workdir / "simulator-naive.log", args.seed) as sim:
         print(f"[naive] simulator pid {sim.pid} at {sim.url}, scale {scale:g}", file=sys.stderr, flush=True)
         result = NaiveResult(list(ids))
         began = time.monotonic()
@@ -802,8 +757,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fetch-wait-ms", type=int, default=5, help="the watching consumer's fetch_max_wait_ms")
     parser.add_argument("--progress-s", type=float, default=15.0, help="progress line every N real s (stderr)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--sim-as-shipped", action="store_true",
-                        help="run the simulator without the TCP_NODELAY boot shim (see _SIM_BOOT)")
     parser.add_argument("--sim-diag", action="store_true",
                         help="the simulator logs its GC pauses and event-loop stalls over 20 ms (see _SIM_DIAG)")
     parser.add_argument("--dump", metavar="DIR", help="write each run's raw record (requests, timeline, results) here")

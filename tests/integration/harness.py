@@ -74,10 +74,6 @@ class Run:
                 raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
             await asyncio.sleep(0.02)
 
-    def sim_seconds(self, seconds: float) -> float:
-        """Real seconds that `seconds` of simulated time take."""
-        return seconds / self.scale
-
 
 async def _collect(run: Run, bootstrap: str, stop: asyncio.Event, fetch_max_wait_ms: int) -> None:
     consumer = AIOKafkaConsumer(
@@ -103,19 +99,10 @@ async def _collect(run: Run, bootstrap: str, stop: asyncio.Event, fetch_max_wait
 def settings_for(broker: BrokerHandle, topics: TopicNames, group: str, sim_url: str, config: SimulatorConfig,
                  *, scale: float, outbox_path: str, profile: str = "guide", notifications: bool = True,
                  **dispatch: Any) -> Settings:
-    overrides = broker.client_overrides
     return Settings(
         platform={"profile": profile, "base_url": sim_url, "client_id": config.client_id,
                   "client_secret": config.client_secret, "notifications": notifications},
-        kafka={
-            "bootstrap": broker.bootstrap, "group_id": group, "partitions": 3,
-            "enable_idempotence": overrides.get("enable_idempotence", True),
-            "fetch_max_wait_ms": overrides.get("fetch_max_wait_ms", 100),
-            "session_timeout_ms": overrides.get("session_timeout_ms", 10_000),
-            "heartbeat_interval_ms": overrides.get("heartbeat_interval_ms", 3_000),
-            "topics": {"commands": topics.commands, "results": topics.results, "events": topics.events,
-                       "state": topics.state, "dead_letters": topics.dead_letters},
-        },
+        kafka=broker.service_kafka_settings(topics, group_id=group, partitions=3),
         dispatch=dispatch,
         http={"port": 0},
         outbox_path=outbox_path,
