@@ -895,8 +895,9 @@ async def run_demo(options: DemoOptions, broker: BrokerHandle, *, out: TextIO, d
     feed = _Feed(out, echo=not options.tui)
     feed.emit("info", f"broker {broker.kind}{f' pid {broker.pid}' if broker.pid else ''} on {broker.bootstrap}; "
                       f"topics {topics.commands}, {topics.results}, {topics.events}")
-    key_text = "base64:" + base64.b64encode(secrets.token_bytes(32)).decode()
-    signer = Signer(KEY_ID, base64.b64decode(key_text[len("base64:"):]))
+    key = secrets.token_bytes(32)
+    key_text = "base64:" + base64.b64encode(key).decode()
+    signer = Signer(KEY_ID, key)
     tenant = demo_tenant()
     names = {c.id: c.name for c in tenant.campaigns.values()}
     sim = Simulator(tenant, SimulatorConfig(rate_clock="sim"), clock=ScaledClock(options.speed))
@@ -1129,9 +1130,8 @@ def _start_broker(choice_text: str, directory: Path, out: TextIO) -> BrokerHandl
     choice = parse_broker_choice(choice_text)
     if choice.kind == "external":
         assert choice.bootstrap is not None
-        host, _, port = choice.bootstrap.split(",")[0].rpartition(":")
         try:
-            probe_kafka(f"{host}:{port}", timeout=5.0)
+            probe_kafka(choice.bootstrap, timeout=5.0)  # it asks the first address
         except (OSError, BrokerError) as exc:
             raise BrokerError(f"no Kafka broker answers at {choice.bootstrap}: {exc}") from None
         return BrokerHandle(kind="external", bootstrap=choice.bootstrap)
