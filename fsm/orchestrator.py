@@ -359,8 +359,15 @@ class Orchestrator:
 
     async def refuse_malformed(self, command_id: UUID, campaign_id: str, detail: str) -> CommandResult:
         """A record on the commands topic that names its command and campaign but does not parse."""
-        result = self._result_for(str(command_id), campaign_id, Outcome.REFUSED, ReasonCode.MALFORMED_COMMAND,
-                                  detail, None)
+        return await self.refuse_record(command_id, campaign_id, ReasonCode.MALFORMED_COMMAND, detail)
+
+    async def refuse_record(self, command_id: UUID, campaign_id: str, reason: ReasonCode,
+                            detail: str) -> CommandResult:
+        """Answer a record the intake cannot hand to a campaign (malformed, mis-keyed, mis-routed).
+
+        Nothing about the campaign is read or changed: the result alone is published.
+        """
+        result = self._result_for(str(command_id), campaign_id, Outcome.REFUSED, reason, detail, None)
         await self.sink.command_result(result)
         return result
 

@@ -98,6 +98,16 @@ class ReasonCode(StrEnum):
     NOT_AUTHORISED = "NOT_AUTHORISED"
     # DEFERRED until the command's `notBefore` instant (a planned shift change).
     SCHEDULED = "SCHEDULED"
+    # Limits with reasons (hostile input): a `notBefore` beyond the horizon, too many commands
+    # waiting for one campaign.
+    NOT_BEFORE_TOO_FAR = "NOT_BEFORE_TOO_FAR"
+    TOO_MANY_WAITING = "TOO_MANY_WAITING"
+    # Routing on the commands topic: the record's key is not its campaign id, or the record sits on
+    # a partition other than the one murmur2(campaignId) names (the instance owning it never sees it).
+    KEY_MISMATCH = "KEY_MISMATCH"
+    WRONG_PARTITION = "WRONG_PARTITION"
+    # The service could not handle the record (a defect or an internal limit); it was not acted on.
+    INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
 class Cause(StrEnum):
