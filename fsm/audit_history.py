@@ -114,7 +114,10 @@ class HistoryGenerator:
             stamp = rfc3339(self._now)
             request = {"method": "POST", "path": f"/api/v2/outbound/campaigns/{campaign.id}/{action.value}",
                        "status": 202, "sentAt": stamp, "answeredAt": stamp}
-        decision = self.machine.command(campaign, action, at=self._now, command_id=command_id, request=request)
+        # A reset adopts what the platform reports once the failure is fixed: here, the last stable state.
+        reported = campaign.last_stable if action is Action.RESET else None
+        decision = self.machine.command(campaign, action, at=self._now, command_id=command_id, request=request,
+                                        reported=reported)
         if decision.change is None:
             raise AssertionError(f"{campaign.id}: {action} refused in {campaign.state}: {decision.reason}")
         return decision.change

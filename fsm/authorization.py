@@ -268,6 +268,43 @@ class CommandAuthority:
         self._expire(now)
         return command_id in self._seen
 
+    def remember(self, command_id: str, issued: float) -> None:
+        """Seed the replay memory with a command taken earlier (restored from its campaign's record,
+        so a restart or a new owner still refuses its replay)."""
+        if command_id not in self._seen:
+            self._remember(command_id, issued)
+
+    def forget(self, command_id: str) -> None:
+        """An authenticated command was not taken after all (its handling failed before any result
+        was durable): the same record, delivered again, is judged as new."""
+        self._seen.pop(command_id, None)  # its heap entry no longer matches and is skipped when popped
+
+    def verify_stored(self, command: Command, now: float, max_age_s: float) -> AuthDecision:
+        """A command restored from the state topic (held, or waiting for its `notBefore`).
+
+        Its freshness and replay were judged when it arrived; what a record on the state topic can
+        forge is the command itself. So: the signature as on arrival (UNSIGNED, BAD_SIGNATURE), and
+        an age bound, `max_age_s`, so a long-dead command planted in a record is refused
+        (STALE_COMMAND). Neither remembered nor counted: the caller names what it quarantined.
+        """
+        signed = command.signature is not None or command.key_id is not None
+        if signed:
+            bad = self._verify(command)
+            if bad is not None:
+                return AuthDecision.refuse(ReasonCode.BAD_SIGNATURE, bad)
+        elif self._require:
+            return AuthDecision.refuse(ReasonCode.UNSIGNED, "restored command carries no keyId/signature")
+        age = now - command.issued_at.timestamp()
+        if age > max_age_s:
+            return AuthDecision.refuse(ReasonCode.STALE_COMMAND,
+                                       f"restored command issued {age:.0f} s ago; at most {max_age_s:g} s "
+                                       "can a command wait")
+        return AuthDecision.allow("restored command verified")
+
+    @property
+    def max_age_s(self) -> float:
+        return self._max_age
+
     def check(self, command: Command, now: float, *, dialer_id: str | None = None) -> AuthDecision:
         """`authenticate`, then `authorise`: the whole decision at epoch second `now`."""
         decision = self.authenticate(command, now)

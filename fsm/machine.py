@@ -36,8 +36,8 @@ from schemas.types import (
 from .table import (
     ALL_ACTIONS,
     COMMAND_EDGES,
-    LAST_STABLE,
     PLATFORM_EDGES,
+    PLATFORM_STATE,
     STABLE_STATES,
     legal_actions,
     refusal_reason,
@@ -70,6 +70,8 @@ class Campaign:
         "last_hash",
         "last_stable",
         "platform_status",
+        "recent",
+        "replay_horizon",
         "sequence",
         "state",
     )
@@ -107,6 +109,10 @@ class Campaign:
         self.held: str | None = None
         # Hash of this campaign's last published event: the next one carries it (audit chain).
         self.last_hash: str | None = None
+        # Replay memory, stored with the campaign so whoever owns it next refuses replays too:
+        # command id -> (issuedAt, record origin). Kept by the orchestrator, bounded by its window.
+        self.recent: dict[str, tuple[float, str | None]] = {}
+        self.replay_horizon: float | None = None
 
     @property
     def current(self) -> CampaignState:
@@ -133,6 +139,8 @@ class Campaign:
             "platformStatus": self.platform_status,
             "held": self.held,
             "lastHash": self.last_hash,
+            "recentCommands": [[i, issued, origin] for i, (issued, origin) in self.recent.items()],
+            "replayHorizon": self.replay_horizon,
         }
 
     @classmethod
@@ -153,6 +161,10 @@ class Campaign:
         )
         campaign.held = record.get("held")
         campaign.last_hash = record.get("lastHash")
+        for command_id, issued, origin in record.get("recentCommands") or ():
+            campaign.recent[str(command_id)] = (float(issued), origin if isinstance(origin, str) else None)
+        horizon = record.get("replayHorizon")
+        campaign.replay_horizon = float(horizon) if horizon is not None else None
         return campaign
 
     def chain(self, change: StateChange) -> dict[str, Any]:
@@ -290,16 +302,17 @@ class CampaignMachine:
         for edge in COMMAND_EDGES:
             if edge.action not in self.supported:
                 continue
-            if edge.dest == LAST_STABLE:
-                for stable in STABLE_STATES:
-                    machine.add_transition(
-                        edge.action.value, edge.source.value, stable.value,
-                        conditions=[_nothing_held, _expected_state_ok, _returns_to(stable)],
-                    )
+            if edge.dest == PLATFORM_STATE:
+                for reported in CampaignState:
+                    if reported is not edge.source:
+                        machine.add_transition(
+                            edge.action.value, edge.source.value, reported.value,
+                            conditions=[_expected_state_ok, _reports(reported)],
+                        )
             else:
                 machine.add_transition(
                     edge.action.value, edge.source.value, str(edge.dest),
-                    conditions=[_nothing_held, _expected_state_ok],
+                    conditions=[_expected_state_ok],
                 )
         for state in CampaignState:
             others: list[str | Enum | State] = [s for s in _STATES if s != state.value]
@@ -358,22 +371,32 @@ class CampaignMachine:
         expected_state: CampaignState | None = None,
         dry_run: bool = False,
         request: dict[str, Any] | None = None,
+        reported: CampaignState | None = None,
     ) -> Decision:
         """Gate a command. Accepted: the campaign enters the transitional state the command opens.
+
+        A held command (accepted, not yet sent) is a transition in flight for the gate: every other
+        command is refused TRANSITION_IN_FLIGHT, the no-op pairs included, so no command is told
+        COMPLETED for a state the campaign is about to leave. A reset moves to `reported`, the state
+        the platform reports (read just before); without it a reset is only gated.
 
         `dry_run` asks the same question of a copy, leaving the campaign untouched: the runtime
         gates a command on arrival, then fires it for real once pre-flight and the dialer queue let
         it go (the campaign is `hold`-ed in between, so nothing else gets through).
         """
+        before = campaign.current
+        if campaign.held is not None and campaign.held != command_id:
+            return Decision(False, before, ReasonCode.TRANSITION_IN_FLIGHT, self._legal[before])
         if dry_run:
             probe = copy.copy(campaign)
-            decision = self.command(probe, action, at=at, command_id=command_id, expected_state=expected_state)
+            decision = self.command(probe, action, at=at, command_id=command_id, expected_state=expected_state,
+                                    reported=reported)
             return Decision(decision.accepted, campaign.current, decision.reason, self._legal[campaign.current])
-        before = campaign.current
         verdict = _Verdict()
         try:
             moved = self._events[action.value].trigger(
-                campaign, at=at, expected=expected_state, verdict=verdict, command_id=command_id
+                campaign, at=at, expected=expected_state, verdict=verdict, command_id=command_id,
+                reported=reported,
             )
         except MachineError:
             moved = False
@@ -391,7 +414,9 @@ class CampaignMachine:
             campaign.id, campaign.sequence, before, after, Cause.COMMAND, at, campaign.dialer_type,
             campaign.dialer_id, action, command_id, request=request,
         )
-        if after in TERMINAL_STATES:  # reset lands on a stable state: no transition left in flight
+        if after in TERMINAL_STATES or action is Action.RESET:
+            # A reset is done once it adopted what the platform reports; a transition the platform
+            # is still in is the platform's own, followed like any observed one.
             campaign.command_id = None
             campaign.action = None
         return Decision(True, after, None, self._legal[after], change)
@@ -504,14 +529,6 @@ class CampaignMachine:
             campaign.last_stable = _STATE[campaign.state]
 
 
-def _nothing_held(event: EventData) -> bool:
-    campaign: Campaign = event.model  # type: ignore[assignment]  # transitions types the model as object
-    if campaign.held is None or campaign.held == event.kwargs.get("command_id"):
-        return True
-    event.kwargs["verdict"].reason = ReasonCode.TRANSITION_IN_FLIGHT
-    return False
-
-
 def _expected_state_ok(event: EventData) -> bool:
     expected: CampaignState | None = event.kwargs.get("expected")
     campaign: Campaign = event.model  # type: ignore[assignment]  # transitions types the model as object
@@ -527,4 +544,13 @@ def _returns_to(stable: CampaignState) -> Any:
         return campaign.last_stable is stable
 
     condition.__name__ = f"last_stable_is_{stable.value}"
+    return condition
+
+
+def _reports(state: CampaignState) -> Any:
+    def condition(event: EventData) -> bool:
+        reported: CampaignState | None = event.kwargs.get("reported")
+        return reported is state
+
+    condition.__name__ = f"platform_reports_{state.value}"
     return condition

@@ -23,9 +23,10 @@ verdict: never on a 202, never on a timer alone.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,8 +35,11 @@ from uuid import UUID
 
 import orjson
 
+from pydantic import ValidationError
+
 from schemas.commands import Command, CommandResult
 from schemas.events import rfc3339
+from schemas.state import CampaignStateRecord
 from schemas.types import (
     Action,
     CampaignState,
@@ -61,6 +65,7 @@ from .ports import (
     PlatformConflict,
     PlatformError,
     PlatformNotFound,
+    PlatformRateLimited,
 )
 from .preflight import GateVerdict, PreflightPolicy, WaitFor, judge_expiry, preflight
 from .table import NO_OPS
@@ -71,8 +76,12 @@ __all__ = ["Orchestrator", "OrchestratorConfig", "OrchestratorStats"]
 _log = logging.getLogger(__name__)
 
 # The state each action aims for (reaching it completes the command) is the one in which asking
-# for that action is a no-op: the table's NO_OPS pairs.
-_TARGET: dict[Action, CampaignState] = dict(NO_OPS)
+# for that action is a no-op: the table's NO_OPS pairs. A reset is never tracked: it adopts what the
+# platform reports at once.
+_TARGET: dict[Action, CampaignState] = {action: state for action, state in NO_OPS if action is not Action.RESET}
+# A restored held command may have waited in the dialer queue after its pre-flight: this much on top
+# of its schedule horizon and deferral limit before it counts as long dead.
+_QUEUE_SLACK = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +105,19 @@ class OrchestratorConfig:
     remembered_commands: int = 100_000
     # How long a revoked campaign's running look may take to finish before it is let go anyway.
     release_grace: float = 30.0
+    # Limits on what one producer can make a campaign hold (each refusal names its reason): how far
+    # ahead `notBefore` may be (NOT_BEFORE_TOO_FAR), how many commands may wait for it (TOO_MANY_WAITING).
+    not_before_horizon: float = 86_400.0
+    max_scheduled: int = 16
+    # The replay memory stored with each campaign: ids within the freshness window (the authority's
+    # max_age_s, or `replay_window` without one), at most `replay_memory` of them per campaign.
+    replay_window: float = 300.0
+    replay_memory: int = 256
+    # At its POST a command's pre-flight facts (contact list, dialer load) are at most this old:
+    # read again if older (guide, edge cases 1 and 2 are judged before the transition, not before the queue).
+    preflight_fresh_for: float = 5.0
+    # A POST answered 429 was not executed: it is sent again after the platform's Retry-After, this often.
+    rate_limited_retries: int = 10
     seed: int | None = None
 
 
@@ -106,6 +128,15 @@ class OrchestratorStats:
     pending: int
     notifications_up: bool
     ready: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    """A command that passed authentication (signature, freshness, replay) when it was submitted, or
+    was re-verified when restored. `_intake` takes nothing else, so no path reaches a campaign without it."""
+
+    command: Command
+    origin: str | None
 
 
 @dataclass(slots=True)
@@ -120,6 +151,8 @@ class _Pending:
     poked: bool = True
     gate_task: asyncio.Task[None] | None = None
     sent: bool = False  # a POST went out and its outcome is unknown: only re-reading is allowed
+    slot: str | None = None  # the dialer key its slot was taken on (given back there, whatever changes)
+    rate_limited: int = 0  # POSTs answered 429 (not executed) so far
 
 
 @dataclass(slots=True)
@@ -132,6 +165,7 @@ class _Tracking:
     next_poll: float
     holds_slot: bool = False
     slot_task: asyncio.Task[None] | None = None
+    slot: str | None = None  # the dialer key its slot is (or is being) taken on
 
 
 class Orchestrator:
@@ -164,15 +198,21 @@ class Orchestrator:
         self._gate: DialerGate[str] = DialerGate(clock, self.config.dialer)
         self._queue = WorkQueue(self._reconcile, clock=clock, concurrency=self.config.concurrency)
         self._book: dict[str, Campaign] = {}
-        self._inbox: dict[str, deque[tuple[Command, asyncio.Future[CommandResult]]]] = {}
+        # Per campaign, in arrival order: admitted commands, or the refusal decided at submission.
+        self._inbox: dict[str, deque[tuple[_Admitted | CommandResult, asyncio.Future[CommandResult]]]] = {}
         self._pending: dict[str, _Pending] = {}
         self._tracking: dict[str, _Tracking] = {}
         self._latest: dict[str, CampaignSnapshot] = {}
         self._list_waiters: dict[str, set[str]] = {}
         self._loads: dict[str, tuple[float, DialerLoad]] = {}
+        self._lists: dict[str, tuple[float, ContactListSnapshot]] = {}
         # Events not yet taken by the sink, each with the results it decides, per campaign in order.
         self._unsent: dict[str, deque[tuple[dict[str, Any], tuple[CommandResult, ...]]]] = {}
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        # Command id -> the record that carried it and, while it is being handled, its future.
+        self._seen: OrderedDict[str, tuple[str | None, asyncio.Future[CommandResult] | None]] = OrderedDict()
+        # Refusals of authentication, replay and policy (metrics); restored records set aside.
+        self.auth_refusals: Counter[ReasonCode] = Counter()
+        self.quarantined: Counter[str] = Counter()
         # Commands held until their `notBefore`, per campaign, authenticated on arrival.
         self._scheduled: dict[str, list[Command]] = {}
         # Scale-out: this instance drives only the campaigns it owns (its partitions of the commands
@@ -227,24 +267,9 @@ class Orchestrator:
             campaign_id = record.get("campaignId")
             if not isinstance(campaign_id, str) or not self._owns(campaign_id) or campaign_id in self._book:
                 continue
-            campaign = Campaign.restore(record)
-            self._book[campaign.id] = campaign
-            fresh.append(campaign.id)
-            # A redelivery of a command the campaign already took (its offset not committed when
-            # the process died) is recognised as one, not taken a second time.
-            for raw in record.get("scheduledCommands") or ():
-                command = Command.model_validate_json(raw)
-                self._scheduled.setdefault(campaign.id, []).append(command)
-                self._remember(str(command.id))
-            held = record.get("heldCommand")
-            if held:
-                command = Command.model_validate_json(held if isinstance(held, str | bytes) else orjson.dumps(held))
-                campaign.held = str(command.id)
-                self._remember(campaign.held)
-                # Its POST may have gone out before the process died: then only reading is allowed
-                # (the platform read below, or the next look, finds out whether it was executed).
-                sent = record.get("heldCommandSent") is True
-                self._pending[campaign.id] = _Pending(command, stage="granted" if sent else "preflight", sent=sent)
+            campaign = self._restore(record)
+            if campaign is not None:
+                fresh.append(campaign.id)
         now = self.clock.now()
         for campaign_id in fresh:
             # Track a restored transition *before* reading the platform: if it finished while no one
@@ -268,6 +293,71 @@ class Orchestrator:
             await self.notifications.subscribe_campaigns(fresh)
             lists = sorted({c for c in (self._book[i].contact_list_id for i in fresh) if c})
             await self.notifications.subscribe_contact_lists(lists)
+
+    def _restore(self, record: dict[str, Any]) -> Campaign | None:
+        """One `campaign.state` record back into the book, checked as untrusted input.
+
+        The state topic is writable by more than this service, so a record is validated against its
+        schema, and a held or scheduled command in it is verified again (its signature, and an age
+        bound) before it may act. What fails is set aside (quarantined: logged and counted), never
+        the whole assignment: an unreadable record leaves its campaign to be read from the platform.
+        """
+        campaign_id = record["campaignId"]
+        try:
+            CampaignStateRecord.model_validate_json(orjson.dumps(record))  # as it came: JSON
+            campaign = Campaign.restore(record)
+        except (ValidationError, ValueError, KeyError, TypeError) as exc:
+            self._quarantine("record", campaign_id, _short(exc))
+            return None
+        for command_id, (issued, origin) in campaign.recent.items():
+            # A redelivered record (its offset not committed when the process died) is recognised
+            # as one; a re-sent command id is refused as a replay, here and by the authority.
+            self._remember(command_id, origin)
+            if self.authority is not None:
+                self.authority.remember(command_id, issued)
+        self._book[campaign.id] = campaign
+        for raw in record.get("scheduledCommands") or ():
+            command = self._verified(campaign_id, "scheduled", raw)
+            if command is not None:
+                self._scheduled.setdefault(campaign.id, []).append(command)
+                self._remember(str(command.id), campaign.recent.get(str(command.id), (0.0, None))[1])
+        held = record.get("heldCommand")
+        command = self._verified(campaign_id, "held", held) if held else None
+        if command is None or campaign.held != str(command.id):
+            if held and command is not None:
+                self._quarantine("held", campaign_id, "heldCommand does not match the record's held id")
+            campaign.held = None
+        else:
+            self._remember(campaign.held, campaign.recent.get(campaign.held, (0.0, None))[1])
+            # Its POST may have gone out before the process died: then only reading is allowed
+            # (the platform read below, or the next look, finds out whether it was executed).
+            sent = record.get("heldCommandSent") is True
+            self._pending[campaign.id] = _Pending(command, stage="granted" if sent else "preflight", sent=sent)
+        return campaign
+
+    def _verified(self, campaign_id: str, what: str, raw: object) -> Command | None:
+        """A stored command that may act again: it parses, names this campaign, and (with keys
+        configured) carries a valid signature and is young enough to still be waiting."""
+        try:
+            command = Command.model_validate_json(raw if isinstance(raw, str | bytes) else orjson.dumps(raw))
+        except (ValidationError, ValueError, TypeError) as exc:
+            self._quarantine(what, campaign_id, _short(exc))
+            return None
+        if command.campaign_id != campaign_id:
+            self._quarantine(what, campaign_id, f"command {command.id} names campaign {command.campaign_id}")
+            return None
+        if self.authority is not None:
+            longest = (self.authority.max_age_s + self.config.not_before_horizon
+                       + self.config.preflight.deferral_ttl + _QUEUE_SLACK)
+            decision = self.authority.verify_stored(command, self._auth_now(), longest)
+            if not decision.allowed:
+                self._quarantine(what, campaign_id, f"command {command.id}: {decision.reason}: {decision.detail}")
+                return None
+        return command
+
+    def _quarantine(self, what: str, campaign_id: str, detail: str) -> None:
+        self.quarantined[what] += 1
+        _log.error("campaign.state record of %s: %s set aside (quarantined): %s", campaign_id, what, detail)
 
     async def suspend(self) -> None:
         """A rebalance began: act on nothing (no look, no POST) until `resume`. Running looks finish."""
@@ -347,15 +437,81 @@ class Orchestrator:
 
     # --- intake --------------------------------------------------------------------------------
 
-    def submit(self, command: Command) -> asyncio.Future[CommandResult]:
-        """Take a command. The future resolves with its first result once that result is published."""
-        future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+    def submit(self, command: Command, origin: str | None = None) -> asyncio.Future[CommandResult]:
+        """Take a command. The future resolves with its first result once that result is durable.
+
+        Authentication happens here, as the command arrives: what is queued for a campaign is
+        either admitted or already refused, so no later path (a look busy with other work, a
+        command arriving meanwhile) can skip it, and nothing unauthenticated costs a platform read.
+        `origin` names the record that carried the command (`topic:partition@offset`): the same
+        record delivered again is a redelivery, acknowledged without acting; the same id in any
+        other record is a replay, refused REPLAYED. The future fails with the exception if handling
+        the command failed before any result was durable; the command is then forgotten, so the
+        same record delivered again is judged anew.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[CommandResult] = loop.create_future()
         if self._closing:
             future.cancel()
             return future
-        self._inbox.setdefault(command.campaign_id, deque()).append((command, future))
+        command_id = str(command.id)
+        seen = self._seen.get(command_id)
+        if seen is not None and seen[0] == origin:
+            if seen[1] is not None and not seen[1].done():
+                return seen[1]  # its first delivery is still being handled: one answer serves both
+            _log.info("command %s for %s: a redelivery of a record already taken; nothing to do",
+                      command_id, command.campaign_id)
+            _answer(future, self._result(command, Outcome.REFUSED, ReasonCode.REPLAYED,
+                                         "redelivery of a record already taken: nothing to do", None))
+            return future
+        refusal = self._authenticate(command, reused=seen is not None)
+        inbox = self._inbox.setdefault(command.campaign_id, deque())
+        if refusal is not None:
+            inbox.append((refusal, future))
+        else:
+            self._remember(command_id, origin, future)
+            future.add_done_callback(functools.partial(self._unless_taken, command_id, command.campaign_id))
+            inbox.append((_Admitted(command, origin), future))
         self._queue.hint(command.campaign_id)
         return future
+
+    def _authenticate(self, command: Command, *, reused: bool) -> CommandResult | None:
+        """Signature, freshness and replay: the refusal, or None when the command is admitted."""
+        if self.authority is not None:
+            decision = self.authority.authenticate(command, self._auth_now())
+            if not decision.allowed:
+                assert decision.reason is not None
+                return self._refusal(command, decision.reason, decision.detail)
+        if reused:
+            return self._refusal(command, ReasonCode.REPLAYED,
+                                 f"command id {command.id} was already taken from another record")
+        campaign = self._book.get(command.campaign_id)
+        horizon = campaign.replay_horizon if campaign is not None else None
+        if horizon is not None and command.issued_at.timestamp() <= horizon:
+            return self._refusal(command, ReasonCode.STALE_COMMAND,
+                                 "issued before this campaign's replay memory horizon (too many recent commands "
+                                 "to prove this one new); send it again with a new id and a fresh issuedAt")
+        return None
+
+    def _refusal(self, command: Command, reason: ReasonCode, detail: str) -> CommandResult:
+        self.auth_refusals[reason] += 1
+        return self._result(command, Outcome.REFUSED, reason, detail, None)
+
+    def _unless_taken(self, command_id: str, campaign_id: str, future: asyncio.Future[CommandResult]) -> None:
+        """Its first result is durable: keep the id, drop the future. Failed or cancelled (handed over
+        to another owner) before that: forget it, so the same record delivered again is new."""
+        seen = self._seen.get(command_id)
+        if seen is None or seen[1] is not future:
+            return
+        if not future.cancelled() and future.exception() is None:
+            self._seen[command_id] = (seen[0], None)
+            return
+        del self._seen[command_id]
+        if self.authority is not None:
+            self.authority.forget(command_id)
+        campaign = self._book.get(campaign_id)
+        if campaign is not None:
+            campaign.recent.pop(command_id, None)
 
     async def refuse_malformed(self, command_id: UUID, campaign_id: str, detail: str) -> CommandResult:
         """A record on the commands topic that names its command and campaign but does not parse."""
@@ -405,19 +561,33 @@ class Orchestrator:
             return  # suspended for a rebalance, or handed over: the new owner looks after it
         await self._flush(campaign_id)
         campaign = self._book.get(campaign_id)
+        if campaign is not None:
+            await self._apply_latest(campaign)
         inbox = self._inbox.get(campaign_id)
-        if inbox and self.authority is not None:
-            await self._authenticate(inbox)
-        if campaign is None and inbox:
-            campaign = await self._discover_for_commands(campaign_id, inbox)
+        while inbox:
+            item, future = inbox[0]
+            if isinstance(item, CommandResult):
+                inbox.popleft()
+                await self._publish(item, future)  # refused on arrival: nothing read, nothing touched
+                continue
+            if campaign is None:
+                # A platform error here leaves the command queued: the look is retried with backoff.
+                campaign = await self._discover_for_command(campaign_id)
+                if campaign is None:
+                    await self._refuse_unknown(campaign_id, inbox)
+                    return
+                await self._apply_latest(campaign)
+            inbox.popleft()
+            try:
+                await self._intake(campaign, item, future)
+            except Exception as exc:
+                # This command alone fails: its future carries the error to the intake, which
+                # answers (or redelivers) that record; the commands behind it go on.
+                _log.exception("campaign %s: command %s could not be handled", campaign_id, item.command.id)
+                if not future.done():
+                    future.set_exception(exc)
         if campaign is None:
             return
-        latest = self._latest.pop(campaign_id, None)
-        if latest is not None:
-            await self._observe(campaign, latest, Cause.NOTIFICATION)
-        while inbox:
-            command, future = inbox.popleft()
-            await self._intake(campaign, command, future)
         await self._release_scheduled(campaign)
         pending = self._pending.get(campaign_id)
         if pending is not None:
@@ -427,22 +597,16 @@ class Orchestrator:
             await self._follow(campaign, tracking)
         self._plan(campaign)
 
-    async def _authenticate(self, inbox: deque[tuple[Command, asyncio.Future[CommandResult]]]) -> None:
-        """Signature, freshness, replay: before any platform read is spent on a command."""
-        assert self.authority is not None
-        kept: list[tuple[Command, asyncio.Future[CommandResult]]] = []
-        while inbox:
-            command, future = inbox.popleft()
-            if str(command.id) in self._seen:
-                kept.append((command, future))  # a redelivery: _intake acknowledges it quietly
-                continue
-            decision = self.authority.authenticate(command, self._auth_now())
-            if decision.allowed:
-                kept.append((command, future))
-            else:
-                await self._publish(self._result(command, Outcome.REFUSED, decision.reason, decision.detail, None),
-                                    future)
-        inbox.extend(kept)
+    async def _apply_latest(self, campaign: Campaign) -> None:
+        latest = self._latest.pop(campaign.id, None)
+        if latest is None:
+            return
+        change = await self._observe(campaign, latest, Cause.NOTIFICATION)
+        if change is not None and change.anomaly is not None:
+            # A notification that skips states or contradicts the table is confirmed by one read
+            # before the model rests on it: a dropped, reordered or forged message must not stick
+            # on a campaign nothing else would read again.
+            await self._observe(campaign, await self.platform.get_campaign(campaign.id), Cause.RECONCILE)
 
     async def _release_scheduled(self, campaign: Campaign) -> None:
         """Commands whose `notBefore` has come go through intake now: the state gate applies *now*."""
@@ -455,21 +619,26 @@ class Orchestrator:
             return
         self._scheduled[campaign.id] = [c for c in waiting if c not in due]
         for command in due:
-            await self._intake(campaign, command, None, released=True)
+            await self._intake(campaign, _Admitted(command, None), None, released=True)
         if not self._scheduled[campaign.id]:
             del self._scheduled[campaign.id]
             await self.sink.state_saved(self.snapshot(campaign))
 
-    async def _discover_for_commands(
-        self, campaign_id: str, inbox: deque[tuple[Command, asyncio.Future[CommandResult]]]
-    ) -> Campaign | None:
+    async def _refuse_unknown(self, campaign_id: str,
+                              inbox: deque[tuple[_Admitted | CommandResult, asyncio.Future[CommandResult]]]) -> None:
+        while inbox:
+            item, future = inbox.popleft()
+            if isinstance(item, CommandResult):
+                await self._publish(item, future)
+            else:
+                await self._publish(self._result(item.command, Outcome.REFUSED, ReasonCode.UNKNOWN_CAMPAIGN,
+                                                 "the platform has no such campaign", None), future)
+        self._inbox.pop(campaign_id, None)
+
+    async def _discover_for_command(self, campaign_id: str) -> Campaign | None:
         try:
             snapshot = await self.platform.get_campaign(campaign_id)
         except PlatformNotFound:
-            while inbox:
-                command, future = inbox.popleft()
-                await self._publish(self._result(command, Outcome.REFUSED, ReasonCode.UNKNOWN_CAMPAIGN,
-                                                 "the platform has no such campaign", None), future)
             return None
         campaign = await self._discover(snapshot, Cause.RECONCILE)
         if self.notifications is not None:
@@ -493,16 +662,22 @@ class Orchestrator:
 
     # --- observations --------------------------------------------------------------------------
 
-    async def _observe(self, campaign: Campaign, snapshot: CampaignSnapshot, cause: Cause) -> None:
-        """Adopt what the platform says. An unmappable status is recorded, never guessed at."""
+    async def _observe(self, campaign: Campaign, snapshot: CampaignSnapshot, cause: Cause) -> StateChange | None:
+        """Adopt what the platform says. An unmappable status is recorded, never guessed at.
+
+        Which dialer and contact list a campaign uses is taken from the platform's own record (a
+        read), never from a notification body: the policy's dialer grants and the dialer queue rest
+        on it.
+        """
         self._observed_at[campaign.id] = self.clock.monotonic()
-        campaign.dialer_id = snapshot.dialer_id or campaign.dialer_id
-        campaign.contact_list_id = snapshot.contact_list_id or campaign.contact_list_id
+        if cause is not Cause.NOTIFICATION:
+            campaign.dialer_id = snapshot.dialer_id or campaign.dialer_id
+            campaign.contact_list_id = snapshot.contact_list_id or campaign.contact_list_id
         if snapshot.state is None:
             campaign.platform_status = snapshot.platform_status
             _log.warning("campaign %s: unknown platform status %r recorded, state kept",
                          campaign.id, snapshot.platform_status)
-            return
+            return None
         pending = self._pending.get(campaign.id)
         if pending is not None and pending.sent and snapshot.state is not campaign.current:
             # The POST whose outcome was unknown was executed: follow it from here, never send it again.
@@ -511,14 +686,15 @@ class Orchestrator:
         change = self.machine.observe(campaign, snapshot.state, cause=cause, at=self.clock.now(),
                                       platform_status=snapshot.platform_status, errors=errors or None)
         if change is None:
-            return
+            return None
         tracking = self._tracking.get(campaign.id)
         if not campaign.in_flight and tracking is not None:
             await self._emit(campaign, change, self._settle(campaign, tracking, change))
-            return
+            return change
         await self._emit(campaign, change)
         if campaign.in_flight and tracking is None:
             self._track(campaign, change.command_id, change.action, self.clock.now())
+        return change
 
     def _settle(self, campaign: Campaign, tracking: _Tracking, change: StateChange) -> tuple[CommandResult, ...]:
         """A transition reached a terminal state: free its dialer slot; the command's result, if any,
@@ -541,28 +717,26 @@ class Orchestrator:
 
     # --- commands ------------------------------------------------------------------------------
 
-    async def _intake(self, campaign: Campaign, command: Command,
+    async def _intake(self, campaign: Campaign, admitted: _Admitted,
                       future: asyncio.Future[CommandResult] | None, *, released: bool = False) -> None:
+        """Gate an admitted command. Every answer is durable together with the campaign's record, whose
+        replay memory then holds the command's id (a restart or a new owner refuses it again)."""
+        command = admitted.command
         command_id = str(command.id)
         if not released:
-            if command_id in self._seen:
-                _log.info("command %s for %s seen before: ignored as a redelivery", command_id, campaign.id)
-                _answer(future, self._result(command, Outcome.REFUSED, ReasonCode.REPLAYED,
-                                             "duplicate command id: already taken", campaign.current))
-                return
-            self._remember(command_id)
+            self._note_taken(campaign, command, admitted.origin)
             if self.authority is not None:
                 verdict = self.authority.authorise(command, dialer_id=campaign.dialer_id)
                 if not verdict.allowed:
-                    await self._publish(self._result(command, Outcome.REFUSED, verdict.reason, verdict.detail,
-                                                     campaign.current), future)
+                    assert verdict.reason is not None
+                    self.auth_refusals[verdict.reason] += 1
+                    await self._save(campaign, self._result(command, Outcome.REFUSED, verdict.reason, verdict.detail,
+                                                            campaign.current), future)
                     return
-            not_before = held_until(command, self.clock.now())
+            now = self.clock.now()
+            not_before = held_until(command, now)
             if not_before is not None:
-                self._scheduled.setdefault(campaign.id, []).append(command)
-                await self._save(campaign, self._result(command, Outcome.DEFERRED, ReasonCode.SCHEDULED,
-                                                        f"held until {rfc3339(not_before)}", campaign.current,
-                                                        next_attempt=not_before), future)
+                await self._schedule_command(campaign, command, not_before, now, future)
                 return
         now = self.clock.now()
         if command.action is Action.RESET:
@@ -572,45 +746,111 @@ class Orchestrator:
                                         expected_state=command.expected_state, dry_run=True)
         if not decision.accepted:
             outcome = Outcome.COMPLETED if decision.reason is ReasonCode.ALREADY_IN_STATE else Outcome.REFUSED
-            await self._publish(self._result(command, outcome, decision.reason, decision.message,
-                                             decision.state, legal=decision.legal), future)
+            await self._save(campaign, self._result(command, outcome, decision.reason, decision.message,
+                                                    decision.state, legal=decision.legal), future)
             return
         self.machine.hold(campaign, command_id)
         self._pending[campaign.id] = _Pending(command)
-        # A restart must find the held command: it is durable before (and with) its ACCEPTED.
-        await self._save(campaign, self._result(command, Outcome.ACCEPTED, None,
-                                                f"{command.action} accepted; pre-flight next", campaign.current),
-                         future)
+        try:
+            # A restart must find the held command: it is durable before (and with) its ACCEPTED.
+            await self._save(campaign, self._result(command, Outcome.ACCEPTED, None,
+                                                    f"{command.action} accepted; pre-flight next", campaign.current),
+                             future)
+        except BaseException:
+            # Not durable, so not accepted: nothing may act on it (the intake answers the record).
+            self._pending.pop(campaign.id, None)
+            self.machine.unhold(campaign, command_id)
+            raise
+
+    async def _schedule_command(self, campaign: Campaign, command: Command, not_before: float, now: float,
+                                future: asyncio.Future[CommandResult] | None) -> None:
+        waiting = self._scheduled.setdefault(campaign.id, [])
+        if not_before - now > self.config.not_before_horizon:
+            result = self._result(command, Outcome.REFUSED, ReasonCode.NOT_BEFORE_TOO_FAR,
+                                  f"notBefore {rfc3339(not_before)} is more than "
+                                  f"{self.config.not_before_horizon:g} s ahead", campaign.current)
+        elif len(waiting) >= self.config.max_scheduled:
+            result = self._result(command, Outcome.REFUSED, ReasonCode.TOO_MANY_WAITING,
+                                  f"{len(waiting)} commands already wait for their notBefore on this campaign "
+                                  f"(at most {self.config.max_scheduled})", campaign.current)
+        else:
+            waiting.append(command)
+            result = self._result(command, Outcome.DEFERRED, ReasonCode.SCHEDULED, f"held until {rfc3339(not_before)}",
+                                  campaign.current, next_attempt=not_before)
+        if not waiting:
+            del self._scheduled[campaign.id]
+        try:
+            await self._save(campaign, result, future)
+        except BaseException:
+            if command in waiting:
+                waiting.remove(command)
+            raise
+
+    def _note_taken(self, campaign: Campaign, command: Command, origin: str | None) -> None:
+        """Put the command's id into the campaign's replay memory (durable with its first answer),
+        dropping ids past the freshness window; beyond the per-campaign bound the oldest goes and
+        its issuedAt becomes the horizon at or before which nothing can be proven new (fail closed)."""
+        recent = campaign.recent
+        recent[str(command.id)] = (command.issued_at.timestamp(), origin)
+        cutoff = self._auth_now() - self._replay_window()
+        for expired in [i for i, (issued, _) in recent.items() if issued < cutoff]:
+            del recent[expired]
+        while len(recent) > self.config.replay_memory:
+            oldest = min(recent, key=lambda i: recent[i][0])
+            issued = recent.pop(oldest)[0]
+            campaign.replay_horizon = max(campaign.replay_horizon or issued, issued)
+
+    def _replay_window(self) -> float:
+        return self.authority.max_age_s if self.authority is not None else self.config.replay_window
 
     async def _reset(self, campaign: Campaign, command: Command,
                      future: asyncio.Future[CommandResult] | None) -> None:
+        """Leave FAILED for the state the platform reports, read now: never for one it has not reported.
+
+        A campaign no longer FAILED (an observation cleared it, as when the runbook's "fix it on the
+        platform, then reset" is followed) makes the reset an idempotent success.
+        """
         command_id = str(command.id)
         check = self.machine.command(campaign, Action.RESET, at=self.clock.now(), command_id=command_id,
                                      expected_state=command.expected_state, dry_run=True)
-        if not check.accepted:
-            await self._publish(self._result(command, Outcome.REFUSED, check.reason, check.message,
-                                             check.state, legal=check.legal), future)
+        if not check.accepted and check.reason is not ReasonCode.ILLEGAL_TRANSITION:
+            outcome = Outcome.COMPLETED if check.reason is ReasonCode.ALREADY_IN_STATE else Outcome.REFUSED
+            message = (f"campaign is {check.state}, not FAILED: nothing to reset"
+                       if check.reason is ReasonCode.ALREADY_IN_STATE else check.message)
+            await self._save(campaign, self._result(command, outcome, check.reason, message, check.state,
+                                                    legal=check.legal), future)
             return
         # The platform's word first: the reset's result then rides with its event (a kill between
         # the two would otherwise leave a reset done and, redelivered, refused as illegal).
         try:
             snapshot = await self.platform.get_campaign(campaign.id)
         except PlatformError as exc:
-            await self._publish(self._result(command, Outcome.FAILED, ReasonCode.PLATFORM_ERROR,
-                                             f"the campaign could not be read ({type(exc).__name__}); nothing reset",
-                                             campaign.current), future)
+            await self._save(campaign, self._result(command, Outcome.FAILED, ReasonCode.PLATFORM_ERROR,
+                                                    f"the campaign could not be read ({type(exc).__name__}); "
+                                                    "nothing reset", campaign.current), future)
             return
+        reported = snapshot.state
+        if reported is None or reported is CampaignState.FAILED:
+            said = snapshot.platform_status if reported is None else "FAILED"
+            await self._observe(campaign, snapshot, Cause.RECONCILE)
+            await self._save(campaign, self._result(
+                command, Outcome.FAILED, ReasonCode.TRANSITION_FAILED,
+                f"the platform still reports {said}: fix the campaign on the platform, then reset (runbook)",
+                campaign.current), future)
+            return
+        campaign.dialer_id = snapshot.dialer_id or campaign.dialer_id
+        campaign.contact_list_id = snapshot.contact_list_id or campaign.contact_list_id
+        self._observed_at[campaign.id] = self.clock.monotonic()
         decision = self.machine.command(campaign, Action.RESET, at=self.clock.now(), command_id=command_id,
-                                        expected_state=command.expected_state)
+                                        expected_state=command.expected_state, reported=reported)
         assert decision.accepted and decision.change is not None, decision
-        reset_to = decision.change.to_state
-        platform = snapshot.state or reset_to
-        message = (f"reset to {reset_to}, confirmed by the platform" if platform is reset_to
-                   else f"reset to {reset_to}; the platform says {platform}, which the model adopts")
-        result = self._result(command, Outcome.COMPLETED, None, message, platform)
+        decision.change.platform_status = snapshot.platform_status
+        campaign.platform_status = snapshot.platform_status
+        result = self._result(command, Outcome.COMPLETED, None, f"reset: the platform reports {reported}", reported)
         await self._emit(campaign, decision.change, (result,))
         _answer(future, result)
-        await self._observe(campaign, snapshot, Cause.RECONCILE)
+        if campaign.in_flight:  # the platform is itself in a transition: followed like any observed one
+            self._track(campaign, None, None, self.clock.now())
 
     async def _advance(self, campaign: Campaign, pending: _Pending) -> None:
         now = self.clock.now()
@@ -857,8 +1097,10 @@ class Orchestrator:
         await self.sink.command_result(result)
         _answer(future, result)
 
-    def _remember(self, command_id: str) -> None:
-        self._seen[command_id] = None
+    def _remember(self, command_id: str, origin: str | None,
+                  future: asyncio.Future[CommandResult] | None = None) -> None:
+        self._seen[command_id] = (origin, future)
+        self._seen.move_to_end(command_id)
         while len(self._seen) > self.config.remembered_commands:
             self._seen.popitem(last=False)
 
@@ -893,3 +1135,9 @@ def _answer(future: asyncio.Future[CommandResult] | None, result: CommandResult)
 def _error_text(error: dict[str, str]) -> str:
     return error.get("code") or error.get("error") or error.get("message") or "error"
 
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one bounded line: a hostile record's validation error can run to megabytes."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else f"{text[:limit]}... [{len(text)} characters in all]"

@@ -16,9 +16,9 @@ from schemas.types import TERMINAL_STATES, TRANSITIONAL_STATES, Action, Campaign
 __all__ = [
     "ALL_ACTIONS",
     "COMMAND_EDGES",
-    "LAST_STABLE",
     "NO_OPS",
     "PLATFORM_EDGES",
+    "PLATFORM_STATE",
     "STABLE_STATES",
     "CommandEdge",
     "legal_actions",
@@ -29,8 +29,9 @@ __all__ = [
 S = CampaignState
 A = Action
 
-# A destination that is not a state: reset returns to the last stable state before the failure.
-LAST_STABLE = "LAST_STABLE"
+# A destination that is not a state: reset goes to the state the platform reports when it is read
+# (guide section 2: never publish a state the platform has not reported).
+PLATFORM_STATE = "PLATFORM_STATE"
 
 STABLE_STATES: tuple[CampaignState, ...] = (S.STOPPED, S.RUNNING, S.PAUSED)
 ALL_ACTIONS: tuple[Action, ...] = tuple(Action)
@@ -40,7 +41,7 @@ ALL_ACTIONS: tuple[Action, ...] = tuple(Action)
 class CommandEdge:
     action: Action
     source: CampaignState
-    dest: CampaignState | str  # a state, or LAST_STABLE
+    dest: CampaignState | str  # a state, or PLATFORM_STATE
     note: str
 
 
@@ -50,7 +51,7 @@ COMMAND_EDGES: tuple[CommandEdge, ...] = (
     CommandEdge(A.RESUME, S.PAUSED, S.STARTING, "POST /resume (RESUMING maps to STARTING)"),
     CommandEdge(A.STOP, S.RUNNING, S.STOPPING, "POST /stop"),
     CommandEdge(A.STOP, S.PAUSED, S.STOPPING, "POST /stop"),
-    CommandEdge(A.RESET, S.FAILED, LAST_STABLE, "local: back to the last stable state, then confirmed"),
+    CommandEdge(A.RESET, S.FAILED, PLATFORM_STATE, "local: the platform is read; the state it reports"),
 )
 
 # Guide section 1, verbatim. FAILED has no platform edge out: only a reset leaves it.
@@ -65,8 +66,11 @@ PLATFORM_EDGES: dict[CampaignState, tuple[CampaignState, ...]] = {
 }
 
 # Asking for the state the campaign is already in is an idempotent no-op, reported but not an error.
+# A reset of a campaign that is not FAILED (an observation cleared it first, as the runbook's order
+# "fix it on the platform, then reset" makes likely) has nothing left to do.
 NO_OPS: frozenset[tuple[Action, CampaignState]] = frozenset(
-    {(A.START, S.RUNNING), (A.RESUME, S.RUNNING), (A.PAUSE, S.PAUSED), (A.STOP, S.STOPPED)}
+    {(A.START, S.RUNNING), (A.RESUME, S.RUNNING), (A.PAUSE, S.PAUSED), (A.STOP, S.STOPPED),
+     (A.RESET, S.STOPPED), (A.RESET, S.RUNNING), (A.RESET, S.PAUSED)}
 )
 
 assert set(PLATFORM_EDGES) == set(CampaignState)

@@ -40,7 +40,8 @@ class CampaignStateRecord(StrictModel):
         description="While STARTING, PAUSING or STOPPING: when the tolerance window runs out, epoch seconds."
     )
     last_stable: CampaignState = Field(
-        description="The last STOPPED, RUNNING or PAUSED reached: where a reset returns to."
+        description="The last STOPPED, RUNNING or PAUSED reached (where a request the platform did not take "
+        "returns to)."
     )
     command_id: str | None = Field(description="The command whose transition is in flight.")
     action: Action | None = Field(description="The action of the transition in flight.")
@@ -66,4 +67,16 @@ class CampaignStateRecord(StrictModel):
         default=None,
         description="Commands waiting for their `notBefore` instant (DEFERRED with SCHEDULED), each as its wire "
         "JSON text; null (or absent, in records rebuilt from the events) when there are none.",
+    )
+    recent_commands: list[tuple[str, float, str | None]] | None = Field(
+        default=None,
+        description="Replay memory: `[commandId, issuedAt epoch seconds, record origin or null]` of each command "
+        "this campaign took within the freshness window, so a restart or a new owner still refuses a re-sent "
+        "command (REPLAYED) and recognises a redelivered record (same origin: `topic:partition@offset`). "
+        "Bounded per campaign; absent in records rebuilt from the events.",
+    )
+    replay_horizon: float | None = Field(
+        default=None,
+        description="Set when the replay memory overflowed: a command issued at or before it can no longer be "
+        "proven new and is refused STALE_COMMAND.",
     )

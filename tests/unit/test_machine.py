@@ -135,20 +135,33 @@ def test_delay_keeps_waiting_and_opens_a_fresh_window(machine: CampaignMachine) 
     assert campaign.deadline == 360.0
 
 
-def test_failed_platform_state_then_reset_returns_to_last_stable(machine: CampaignMachine) -> None:
+def test_reset_goes_to_the_state_the_platform_reports_never_to_one_it_did_not(machine: CampaignMachine) -> None:
     campaign = _adopt(machine, S.RUNNING)
     machine.command(campaign, A.PAUSE, at=0.0)
     machine.observe(campaign, S.FAILED, cause=Cause.NOTIFICATION, at=5.0)
     assert campaign.current is S.FAILED
-    decision = machine.command(campaign, A.RESET, at=6.0, command_id="reset-1")
-    assert decision.accepted and campaign.current is S.RUNNING, "back to the state before the failed pause"
-    # ...so the original transition can be re-attempted.
-    assert machine.command(campaign, A.PAUSE, at=7.0).accepted
+    still_failed = machine.command(campaign, A.RESET, at=6.0, command_id="reset-0")
+    assert not still_failed.accepted and campaign.current is S.FAILED, "no report, no move"
+    decision = machine.command(campaign, A.RESET, at=6.0, command_id="reset-1", reported=S.STOPPED)
+    assert decision.accepted and campaign.current is S.STOPPED, "where the platform is, not where we were"
+    assert decision.change is not None and decision.change.cause is Cause.COMMAND
+    assert decision.change.action is A.RESET and decision.change.command_id == "reset-1"
+    assert machine.command(campaign, A.START, at=7.0).accepted
 
 
-def test_reset_of_a_campaign_first_seen_failed_goes_to_stopped(machine: CampaignMachine) -> None:
+def test_a_reset_onto_a_platform_transition_leaves_no_command_in_flight(machine: CampaignMachine) -> None:
     campaign = _adopt(machine, S.FAILED)
-    assert machine.command(campaign, A.RESET, at=1.0).state is S.STOPPED
+    decision = machine.command(campaign, A.RESET, at=1.0, command_id="reset-1", reported=S.STOPPING)
+    assert decision.accepted and campaign.current is S.STOPPING
+    assert campaign.command_id is None and campaign.action is None, "the platform's transition, not the reset's"
+
+
+def test_a_held_command_closes_the_gate_to_no_ops_too(machine: CampaignMachine) -> None:
+    campaign = _adopt(machine, S.RUNNING)
+    machine.hold(campaign, "stop-1")
+    start = machine.command(campaign, A.START, at=1.0, command_id="start-1")
+    assert not start.accepted and start.reason is ReasonCode.TRANSITION_IN_FLIGHT, "not COMPLETED ALREADY_IN_STATE"
+    assert machine.command(campaign, A.STOP, at=1.0, command_id="stop-1").accepted, "the held one itself goes"
 
 
 def test_abort_returns_to_where_the_command_left(machine: CampaignMachine) -> None:

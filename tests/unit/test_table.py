@@ -21,7 +21,7 @@ GUIDE: dict[tuple[CampaignState, Action], CampaignState | ReasonCode] = {
     (S.STOPPED, A.STOP): R.ALREADY_IN_STATE,
     (S.STOPPED, A.PAUSE): R.ILLEGAL_TRANSITION,
     (S.STOPPED, A.RESUME): R.ILLEGAL_TRANSITION,
-    (S.STOPPED, A.RESET): R.ILLEGAL_TRANSITION,
+    (S.STOPPED, A.RESET): R.ALREADY_IN_STATE,  # not FAILED (an observation cleared it): nothing to reset
     (S.STARTING, A.START): R.TRANSITION_IN_FLIGHT,
     (S.STARTING, A.STOP): R.TRANSITION_IN_FLIGHT,
     (S.STARTING, A.PAUSE): R.TRANSITION_IN_FLIGHT,
@@ -31,7 +31,7 @@ GUIDE: dict[tuple[CampaignState, Action], CampaignState | ReasonCode] = {
     (S.RUNNING, A.STOP): S.STOPPING,
     (S.RUNNING, A.PAUSE): S.PAUSING,
     (S.RUNNING, A.RESUME): R.ALREADY_IN_STATE,
-    (S.RUNNING, A.RESET): R.ILLEGAL_TRANSITION,
+    (S.RUNNING, A.RESET): R.ALREADY_IN_STATE,  # not FAILED (an observation cleared it): nothing to reset
     (S.PAUSING, A.START): R.TRANSITION_IN_FLIGHT,
     (S.PAUSING, A.STOP): R.TRANSITION_IN_FLIGHT,
     (S.PAUSING, A.PAUSE): R.TRANSITION_IN_FLIGHT,
@@ -41,7 +41,7 @@ GUIDE: dict[tuple[CampaignState, Action], CampaignState | ReasonCode] = {
     (S.PAUSED, A.STOP): S.STOPPING,
     (S.PAUSED, A.PAUSE): R.ALREADY_IN_STATE,
     (S.PAUSED, A.RESUME): S.STARTING,
-    (S.PAUSED, A.RESET): R.ILLEGAL_TRANSITION,
+    (S.PAUSED, A.RESET): R.ALREADY_IN_STATE,  # not FAILED (an observation cleared it): nothing to reset
     (S.STOPPING, A.START): R.TRANSITION_IN_FLIGHT,  # the guide's trap: start right after stop
     (S.STOPPING, A.STOP): R.TRANSITION_IN_FLIGHT,
     (S.STOPPING, A.PAUSE): R.TRANSITION_IN_FLIGHT,
@@ -51,7 +51,7 @@ GUIDE: dict[tuple[CampaignState, Action], CampaignState | ReasonCode] = {
     (S.FAILED, A.STOP): R.ILLEGAL_TRANSITION,
     (S.FAILED, A.PAUSE): R.ILLEGAL_TRANSITION,
     (S.FAILED, A.RESUME): R.ILLEGAL_TRANSITION,
-    (S.FAILED, A.RESET): S.RUNNING,  # last stable state before the failure, set up as RUNNING below
+    (S.FAILED, A.RESET): S.RUNNING,  # the state the platform reports when read, RUNNING below
 }
 
 # Genesys has no pause or resume: those are refused as unsupported whatever the state.
@@ -89,7 +89,9 @@ def test_every_state_command_pair(
     supported = frozenset(Action) if profile == "guide" else frozenset({A.START, A.STOP})
     machine = CampaignMachine(supported)
     campaign = _campaign(state)
-    decision = machine.command(campaign, action, at=10.0, command_id="cmd-1")
+    # A reset goes to what the platform reports (read just before it): here RUNNING.
+    reported = S.RUNNING if action is A.RESET else None
+    decision = machine.command(campaign, action, at=10.0, command_id="cmd-1", reported=reported)
     want = expected[(state, action)]
     if isinstance(want, ReasonCode):
         assert not decision.accepted
