@@ -34,7 +34,6 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-
 from pydantic import ValidationError
 
 from schemas.commands import Command, CommandResult
@@ -65,7 +64,6 @@ from .ports import (
     PlatformConflict,
     PlatformError,
     PlatformNotFound,
-    PlatformRateLimited,
 )
 from .preflight import GateVerdict, PreflightPolicy, WaitFor, judge_expiry, preflight
 from .table import NO_OPS
