@@ -14,19 +14,32 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from fsm.authorization import CommandAuthority, Policy
+from fsm.authorization import CommandAuthority, Policy, PolicyError
 from fsm.backoff import PollPolicy
 from fsm.dialer_queue import DialerPolicy
 from fsm.orchestrator import OrchestratorConfig
 from fsm.preflight import PreflightPolicy
 from fsm.windows import ToleranceWindows, WindowSpec
+from schemas.commands import KeyId
 from schemas.types import DialerType
 
+from .asgi_server import HttpLimits
 from .kafka import TopicNames
 from .signing import load_keys
+
+_KEY_ID: TypeAdapter[str] = TypeAdapter(KeyId)
 
 __all__ = ["ConfigFileError", "Settings", "load_settings"]
 
@@ -134,6 +147,12 @@ class DispatchSettings(_Section):
     poll_max_tries: int = Field(default=60, ge=1)
     poll_jitter: float = Field(default=0.2, ge=0, lt=1)
     safety_poll_s: float = Field(default=60.0, gt=0)
+    preflight_fresh_for_s: float = Field(default=5.0, gt=0, description="at its POST, a command's contact-list "
+                                         "and dialer-load facts are at most this old (read again if older)")
+    not_before_horizon_s: float = Field(default=86_400.0, gt=0, description="how far ahead a command's "
+                                        "notBefore may be (else REFUSED NOT_BEFORE_TOO_FAR)")
+    max_scheduled_per_campaign: int = Field(default=16, ge=1, description="commands waiting for their notBefore "
+                                            "per campaign (else REFUSED TOO_MANY_WAITING)")
 
 
 class AuthSettings(_Section):
@@ -148,9 +167,31 @@ class AuthSettings(_Section):
     future_skew_s: float = Field(default=30.0, ge=0)
 
 
+_DEFAULT_HTTP_LIMITS = HttpLimits()
+
+
 class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8081, ge=0, le=65535)
+    max_connections: int = Field(
+        default=_DEFAULT_HTTP_LIMITS.max_connections, ge=1,
+        description="Connections open at once; one more is reset the moment it is accepted, so a flood of "
+                    "sockets cannot use up the process's file descriptors.")
+    request_timeout_s: float = Field(
+        default=_DEFAULT_HTTP_LIMITS.request_timeout_s, gt=0,
+        description="A request (head and body) must arrive whole within this many seconds of its first byte "
+                    "(of the connection, for the first request), or the connection is closed.")
+    keep_alive_timeout_s: float = Field(
+        default=_DEFAULT_HTTP_LIMITS.keep_alive_timeout_s, gt=0,
+        description="A connection idle this many seconds between requests is closed.")
+    max_body_bytes: int = Field(
+        default=_DEFAULT_HTTP_LIMITS.max_body_bytes, ge=0,
+        description="Largest request body: a longer declared one is answered 400, a longer chunked one "
+                    "closes the connection. The request head is limited to 16 KiB.")
+
+    def limits(self) -> HttpLimits:
+        return HttpLimits(max_connections=self.max_connections, request_timeout_s=self.request_timeout_s,
+                          keep_alive_timeout_s=self.keep_alive_timeout_s, max_body_bytes=self.max_body_bytes)
 
 
 class Settings(BaseSettings):
@@ -222,6 +263,12 @@ class Settings(BaseSettings):
         """The verifier of signed commands, or None when no key is configured."""
         if not self.auth.keys:
             return None
+        # A key id no command could carry (schemas.commands.KeyId) is a configuration mistake. Said
+        # here rather than in a field validator: a validation error would quote the keys themselves.
+        bad = sorted(key_id for key_id in self.auth.keys if not _valid_key_id(key_id))
+        if bad:
+            raise PolicyError(f"auth.keys: key id(s) {bad} are not valid: letters, digits, '.', '_' or '-', "
+                              "starting with a letter or digit, at most 64 characters")
         keys = load_keys({k: v.get_secret_value() for k, v in self.auth.keys.items()})
         policy = Policy.from_config(self.auth.policy) if self.auth.policy else None
         return CommandAuthority(keys, policy, max_age_s=self.auth.max_age_s, future_skew_s=self.auth.future_skew_s,
@@ -237,6 +284,9 @@ class Settings(BaseSettings):
             preflight=PreflightPolicy(capacity_ratio=d.capacity_ratio, deferral_ttl=d.deferral_ttl_s),
             dialer=DialerPolicy(d.max_in_flight_per_dialer, d.standard_spacing_s),
             safety_poll=d.safety_poll_s,
+            preflight_fresh_for=d.preflight_fresh_for_s,
+            not_before_horizon=d.not_before_horizon_s,
+            max_scheduled=d.max_scheduled_per_campaign,
         )
 
 
@@ -276,3 +326,11 @@ def load_settings(path: str | Path | None = None) -> Settings:
         raise ConfigFileError("invalid configuration:\n" + "\n".join(lines)) from None
     except ValueError as exc:
         raise ConfigFileError(f"invalid configuration: {exc}") from None
+
+
+def _valid_key_id(key_id: str) -> bool:
+    try:
+        _KEY_ID.validate_python(key_id)
+    except ValidationError:
+        return False
+    return True

@@ -6,8 +6,11 @@ and the platform answers 409 or 500. So transitions are grouped by dialer instan
 - at most `max_in_flight` (2) transitions in flight per dialer; a slot is taken when a transition is
   dispatched and given back with `release` (when it reaches a terminal state, or its request failed);
 - HIGH priority (compliance-critical, revenue) goes first, as soon as a slot is free;
-- STANDARD is staggered: two STANDARD dispatches on one dialer are at least `standard_spacing` (15 s)
-  apart. HIGH dispatches neither wait for nor reset that spacing;
+- STANDARD is staggered: two STANDARD requests on one dialer leave at least `standard_spacing` (15 s)
+  apart, measured between requests *as sent*: a STANDARD item is dispatched no earlier than the
+  spacing after the previous one's `sent` (or its dispatch, if later), and not while a dispatched
+  STANDARD item has not been sent yet (reads before the POST may delay it by any amount). HIGH
+  dispatches neither wait for nor reset that spacing;
 - first in, first out within a priority; dialers never wait for each other.
 
 Three layers, the lower ones pure:
@@ -79,7 +82,7 @@ class DialerStats:
 class DialerQueue(Generic[T]):
     """One dialer's semaphore and priority queue, as a pure policy over `now` (monotonic seconds)."""
 
-    __slots__ = ("_in_flight", "_last_standard", "_policy", "_queued", "_queues", "dialer_id")
+    __slots__ = ("_in_flight", "_last_standard", "_policy", "_queued", "_queues", "_unsent", "dialer_id")
 
     def __init__(self, dialer_id: str, policy: DialerPolicy | None = None) -> None:
         self.dialer_id = dialer_id
@@ -89,6 +92,7 @@ class DialerQueue(Generic[T]):
         self._queued: dict[T, Priority] = {}
         self._in_flight: set[T] = set()
         self._last_standard: float | None = None
+        self._unsent: set[T] = set()  # STANDARD items dispatched whose request has not left yet
 
     @property
     def in_flight(self) -> int:
@@ -128,10 +132,18 @@ class DialerQueue(Generic[T]):
         if high:
             return self._dispatch(high.popleft()[0])
         standard = self._queues[Priority.STANDARD]
-        if standard and self._standard_due(now) <= now:
+        if standard and not self._waiting_for_send() and self._standard_due(now) <= now:
             self._last_standard = now
-            return self._dispatch(standard.popleft()[0])
+            item = self._dispatch(standard.popleft()[0])
+            self._unsent.add(item)
+            return item
         return None
+
+    def sent(self, item: T, now: float) -> None:
+        """The dispatched item's request left at `now`: the next STANDARD is spaced from here."""
+        if item in self._unsent:
+            self._unsent.discard(item)
+            self._last_standard = max(self._last_standard or now, now)
 
     def ready(self, now: float) -> list[T]:
         """Every item that may be dispatched now, in dispatch order (all moved to in flight)."""
@@ -148,6 +160,8 @@ class DialerQueue(Generic[T]):
             return None
         if self._queues[Priority.HIGH]:
             return now
+        if self._waiting_for_send():
+            return None  # only its `sent` or `release` lets the next STANDARD go
         return max(now, self._standard_due(now))
 
     def release(self, item: T) -> bool:
@@ -155,6 +169,7 @@ class DialerQueue(Generic[T]):
         so a second release of the same transition is harmless."""
         if item in self._in_flight:
             self._in_flight.discard(item)
+            self._unsent.discard(item)
             return True
         return False
 
@@ -172,6 +187,9 @@ class DialerQueue(Generic[T]):
     def __repr__(self) -> str:
         return (f"DialerQueue({self.dialer_id!r}, in_flight={len(self._in_flight)}/"
                 f"{self._policy.max_in_flight}, queued={len(self._queued)})")
+
+    def _waiting_for_send(self) -> bool:
+        return bool(self._unsent) and self._policy.standard_spacing > 0
 
     def _standard_due(self, now: float) -> float:
         if self._last_standard is None:
@@ -209,6 +227,11 @@ class DialerQueues(Generic[T]):
     def release(self, dialer_id: str, item: T) -> bool:
         queue = self._queues.get(dialer_id)
         return queue is not None and queue.release(item)
+
+    def sent(self, dialer_id: str, item: T, now: float) -> None:
+        queue = self._queues.get(dialer_id)
+        if queue is not None:
+            queue.sent(item, now)
 
     def ready(self, now: float) -> list[tuple[str, T]]:
         """Every (dialer id, item) that may be dispatched now, all moved to in flight."""
@@ -274,6 +297,12 @@ class DialerGate(Generic[T]):
             raise
         finally:
             self._waiters.pop(key, None)
+
+    def sent(self, dialer_id: str, item: T) -> None:
+        """The item's request has left for the platform: the STANDARD spacing counts from now."""
+        self._queues.sent(dialer_id, item, self._clock.monotonic())
+        if not self._closed:
+            self._pump(dialer_id)
 
     def release(self, dialer_id: str, item: T) -> bool:
         """The transition is over (terminal state or failed request): free its slot."""

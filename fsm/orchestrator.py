@@ -64,6 +64,7 @@ from .ports import (
     PlatformConflict,
     PlatformError,
     PlatformNotFound,
+    PlatformRateLimited,
 )
 from .preflight import GateVerdict, PreflightPolicy, WaitFor, judge_expiry, preflight
 from .table import NO_OPS
@@ -390,9 +391,8 @@ class Orchestrator:
             except Exception:
                 _log.exception("campaign %s: events not flushed before hand-over", campaign_id)
             pending = self._pending.pop(campaign_id, None)
-            if pending is not None and pending.gate_task is not None:
-                pending.gate_task.cancel()
-                self._gate.release(campaign.dialer_id or campaign_id, campaign_id)
+            if pending is not None:
+                self._give_back(campaign, pending)
             tracking = self._tracking.pop(campaign_id, None)
             if tracking is not None:
                 self._free_slot(campaign, tracking)
@@ -532,6 +532,7 @@ class Orchestrator:
                 self._latest[note.campaign.id] = note.campaign
                 self._queue.hint(note.campaign.id)
         elif note.contact_list_id is not None:
+            self._lists.pop(note.contact_list_id, None)  # what we read of it is stale now
             for campaign_id in self._list_waiters.pop(note.contact_list_id, set()):
                 pending = self._pending.get(campaign_id)
                 if pending is not None:
@@ -856,29 +857,37 @@ class Orchestrator:
             if not pending.poked and pending.next_check is not None and now < pending.next_check:
                 return
             pending.poked = False
-            await self._preflight(campaign, pending, now)
+            if await self._preflight(campaign, pending, now, fresh_for=0.0):
+                pending.stage, pending.next_check = "queued", None
+                pending.slot = campaign.dialer_id or campaign.id  # the slot is given back where it was taken
+                pending.gate_task = asyncio.create_task(
+                    self._wait_for_slot(campaign, pending), name=f"dialer-slot:{campaign.id}")
+            return
         if pending.stage == "granted":
+            if not pending.sent and pending.next_check is not None and now < pending.next_check:
+                return  # a POST answered 429 waits for the platform's Retry-After
             await self._send(campaign, pending)
 
-    async def _preflight(self, campaign: Campaign, pending: _Pending, now: float) -> None:
+    async def _preflight(self, campaign: Campaign, pending: _Pending, now: float, *, fresh_for: float) -> bool:
+        """Judge the contact list and the dialer's load on facts at most `fresh_for` old (0: read now;
+        the dialer's load may be shared for `load_ttl` among campaigns on one dialer). True: go on.
+        Otherwise the command is deferred (its DEFERRED published when the reason changes) or let go."""
         command = pending.command
         contact_list = None
         if campaign.contact_list_id:
-            contact_list = await self.platform.get_contact_list(campaign.contact_list_id)
+            contact_list = await self._contact_list(campaign.contact_list_id, fresh_for)
         load = None
         if command.priority is Priority.STANDARD and campaign.dialer_id:
-            load = await self._dialer_load(campaign)
+            load = await self._dialer_load(campaign, min(fresh_for, self.config.load_ttl) if fresh_for
+                                           else self.config.load_ttl)
         decision = preflight(contact_list=contact_list, load=load, priority=command.priority, now=now,
                              deferred_at=pending.deferred_at, policy=self.config.preflight)
         if decision.verdict is GateVerdict.PROCEED:
-            pending.stage = "queued"
-            pending.gate_task = asyncio.create_task(
-                self._wait_for_slot(campaign, pending), name=f"dialer-slot:{campaign.id}")
-            return
+            return True
         if decision.verdict is GateVerdict.REFUSE:
             await self._drop_pending(campaign, pending, self._result(command, Outcome.REFUSED, decision.reason,
                                                                      decision.detail, campaign.current))
-            return
+            return False
         if pending.deferred_at is None:
             pending.deferred_at = now
         pending.next_check = decision.retry_at
@@ -888,27 +897,50 @@ class Orchestrator:
             pending.deferral = decision.reason
             await self._publish(self._result(command, Outcome.DEFERRED, decision.reason, decision.detail,
                                              campaign.current, next_attempt=decision.retry_at))
+        return False
 
-    async def _dialer_load(self, campaign: Campaign) -> DialerLoad:
+    async def _contact_list(self, contact_list_id: str, max_age: float) -> ContactListSnapshot:
+        cached = self._lists.get(contact_list_id)
+        now = self.clock.monotonic()
+        if cached is not None and max_age > 0 and now - cached[0] <= max_age:
+            return cached[1]
+        snapshot = await self.platform.get_contact_list(contact_list_id)
+        self._lists[contact_list_id] = (self.clock.monotonic(), snapshot)
+        return snapshot
+
+    async def _dialer_load(self, campaign: Campaign, max_age: float) -> DialerLoad:
         assert campaign.dialer_id is not None
         cached = self._loads.get(campaign.dialer_id)
         now = self.clock.monotonic()
-        if cached is not None and now - cached[0] < self.config.load_ttl:
+        if cached is not None and now - cached[0] <= max_age:
             return cached[1]
         load = await self.platform.get_dialer_load(campaign.dialer_id, campaign.id)
-        self._loads[campaign.dialer_id] = (now, load)
+        self._loads[campaign.dialer_id] = (self.clock.monotonic(), load)
         return load
 
     async def _wait_for_slot(self, campaign: Campaign, pending: _Pending) -> None:
+        assert pending.slot is not None
         try:
-            await self._gate.acquire(campaign.dialer_id or campaign.id, campaign.id, pending.command.priority)
+            await self._gate.acquire(pending.slot, campaign.id, pending.command.priority)
         except GateClosed:
             return
         pending.stage = "granted"
         self._queue.hint(campaign.id)
 
+    def _give_back(self, campaign: Campaign, pending: _Pending) -> None:
+        """The held command's dialer slot (or its place in the queue) goes back to where it was taken."""
+        if pending.gate_task is not None and not pending.gate_task.done():
+            pending.gate_task.cancel()
+        elif pending.slot is not None and pending.stage == "granted":
+            self._gate.release(pending.slot, campaign.id)
+
     async def _send(self, campaign: Campaign, pending: _Pending) -> None:
-        """One POST, or (after an unknown outcome) only reads until the truth is known."""
+        """One POST, or (after an unknown outcome) only reads until the truth is known.
+
+        Right before the POST the campaign is read if its view is older than `fresh_for`, and its
+        pre-flight is judged again on facts at most `preflight_fresh_for` old: a list that locked or
+        a dialer that filled up while the command queued defers it again, its slot given back.
+        """
         command = pending.command
         if pending.sent:
             await self._resolve(campaign, pending, await self.platform.get_campaign(campaign.id), None)
@@ -918,30 +950,57 @@ class Orchestrator:
         seen = self._observed_at.get(campaign.id)
         if seen is None or self.clock.monotonic() - seen > self.config.fresh_for:
             await self._observe(campaign, await self.platform.get_campaign(campaign.id), Cause.RECONCILE)
+            if self._pending.get(campaign.id) is not pending:
+                return
         check = self.machine.command(campaign, command.action, at=self.clock.now(), command_id=str(command.id),
                                      dry_run=True)
         if not check.accepted:  # an observation moved the campaign while the command queued
-            self._gate.release(campaign.dialer_id or campaign.id, campaign.id)
             await self._drop_pending(campaign, pending, self._result(command, Outcome.REFUSED, check.reason,
                                                                      check.message, check.state, legal=check.legal))
+            return
+        if not await self._preflight(campaign, pending, self.clock.now(), fresh_for=self.config.preflight_fresh_for):
+            if self._pending.get(campaign.id) is pending:  # deferred again: back to pre-flight, slot given back
+                self._give_back(campaign, pending)
+                pending.stage, pending.gate_task, pending.slot = "preflight", None, None
             return
         pending.sent = True
         # Durable before the request leaves: a process killed after the POST must find, on restart,
         # that it may have gone out, and only read, never send it again or refuse what was executed.
         await self.sink.state_saved(self.snapshot(campaign))
+        assert pending.slot is not None
         try:
             receipt = await self.platform.send_action(campaign.id, command.action)
+        except PlatformRateLimited as exc:
+            await self._rate_limited(campaign, pending, exc)
+            return
         except PlatformError as exc:
+            self._gate.sent(pending.slot, campaign.id)
             _log.warning("campaign %s: %s request failed (%s); reading the campaign before deciding",
                          campaign.id, command.action, type(exc).__name__)
             await self._resolve(campaign, pending, await self.platform.get_campaign(campaign.id), exc)
             return
+        self._gate.sent(pending.slot, campaign.id)
         request = {
             "method": "POST", "path": f"campaigns/{campaign.id}/{command.action.value}",
             "status": receipt.status, "sentAt": rfc3339(receipt.sent_at),
             "answeredAt": rfc3339(receipt.answered_at),
         }
         await self._fire(campaign, pending, request)
+
+    async def _rate_limited(self, campaign: Campaign, pending: _Pending, exc: PlatformRateLimited) -> None:
+        """A 429 means the platform did nothing: the same POST goes again after its Retry-After,
+        keeping the command's slot, up to `rate_limited_retries` times."""
+        pending.rate_limited += 1
+        if pending.rate_limited > self.config.rate_limited_retries:
+            await self._resolve(campaign, pending, await self.platform.get_campaign(campaign.id), exc)
+            return
+        pending.sent = False
+        delay = max(exc.retry_after or 0.0, self.config.poll.initial)
+        pending.next_check = self.clock.now() + self.config.poll.jittered(delay, self._rng)
+        _log.warning("campaign %s: %s request answered 429 (not executed); sent again in %.1f s (%d of %d)",
+                     campaign.id, pending.command.action, pending.next_check - self.clock.now(),
+                     pending.rate_limited, self.config.rate_limited_retries)
+        await self.sink.state_saved(self.snapshot(campaign))
 
     async def _resolve(self, campaign: Campaign, pending: _Pending, snapshot: CampaignSnapshot,
                        failure: PlatformError | None) -> None:
@@ -951,7 +1010,6 @@ class Orchestrator:
         if self._pending.get(campaign.id) is not pending:
             return
         command = pending.command
-        self._gate.release(campaign.dialer_id or campaign.id, campaign.id)
         reason = ReasonCode.PLATFORM_CONFLICT if isinstance(failure, PlatformConflict) else ReasonCode.PLATFORM_ERROR
         await self._drop_pending(campaign, pending, self._result(
             command, Outcome.FAILED, reason,
@@ -969,14 +1027,13 @@ class Orchestrator:
         # A command restored after a restart was granted its dialer slot by the dead process: its
         # transition claims one now, ahead of anything queued.
         self._track(campaign, str(command.id), command.action, self.clock.now(),
-                    holds_slot=pending.gate_task is not None)
+                    holds_slot=pending.gate_task is not None, slot=pending.slot)
 
     async def _drop_pending(self, campaign: Campaign, pending: _Pending, result: CommandResult) -> None:
         """Let go of a held command; the record without it and the command's result are durable together."""
         self._pending.pop(campaign.id, None)
         self.machine.unhold(campaign, str(pending.command.id))
-        if pending.gate_task is not None and not pending.gate_task.done():
-            pending.gate_task.cancel()
+        self._give_back(campaign, pending)
         await self._save(campaign, result)
 
     async def _save(self, campaign: Campaign, result: CommandResult,
@@ -988,10 +1045,10 @@ class Orchestrator:
     # --- tracking ------------------------------------------------------------------------------
 
     def _track(self, campaign: Campaign, command_id: str | None, action: Action | None, now: float, *,
-               holds_slot: bool = False) -> None:
+               holds_slot: bool = False, slot: str | None = None) -> None:
         backoff = self._schedule.backoff(self.clock.monotonic())
         delay = self._safety_delay() if self._notifications_up else (backoff.next_delay() or 0.0)
-        tracking = _Tracking(command_id, action, backoff, now + delay, holds_slot=holds_slot)
+        tracking = _Tracking(command_id, action, backoff, now + delay, holds_slot=holds_slot, slot=slot)
         self._tracking[campaign.id] = tracking
         if not holds_slot:
             # A transition we did not start here (restart, takeover, someone else's command) still
@@ -1000,20 +1057,22 @@ class Orchestrator:
                                                      name=f"dialer-claim:{campaign.id}")
 
     async def _claim_slot(self, campaign: Campaign, tracking: _Tracking) -> None:
+        # Bound to the dialer the campaign is on now: given back there even if a read moves it.
+        tracking.slot = campaign.dialer_id or campaign.id
         try:
-            await self._gate.acquire(campaign.dialer_id or campaign.id, campaign.id, Priority.HIGH)
+            await self._gate.acquire(tracking.slot, campaign.id, Priority.HIGH)
         except GateClosed:
             return
         if self._tracking.get(campaign.id) is tracking:
             tracking.holds_slot = True
         else:
-            self._gate.release(campaign.dialer_id or campaign.id, campaign.id)
+            self._gate.release(tracking.slot, campaign.id)
 
     def _free_slot(self, campaign: Campaign, tracking: _Tracking) -> None:
         if tracking.slot_task is not None and not tracking.slot_task.done():
             tracking.slot_task.cancel()
-        if tracking.holds_slot:
-            self._gate.release(campaign.dialer_id or campaign.id, campaign.id)
+        if tracking.holds_slot and tracking.slot is not None:
+            self._gate.release(tracking.slot, campaign.id)
 
     async def _follow(self, campaign: Campaign, tracking: _Tracking) -> None:
         now = self.clock.now()
@@ -1055,7 +1114,7 @@ class Orchestrator:
         """Ask for the next look at the earliest moment this campaign needs one."""
         wake: list[float] = []
         pending = self._pending.get(campaign.id)
-        if pending is not None and pending.stage == "preflight" and pending.next_check is not None:
+        if pending is not None and pending.stage in ("preflight", "granted") and pending.next_check is not None:
             wake.append(pending.next_check)
         tracking = self._tracking.get(campaign.id)
         if tracking is not None:

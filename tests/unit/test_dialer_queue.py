@@ -70,6 +70,22 @@ def test_standard_dispatches_are_fifteen_seconds_apart() -> None:
     assert dispatched == [(0, 0), (15, 1), (30, 2), (45, 3), (60, 4)]
 
 
+def test_standard_spacing_counts_from_the_request_as_sent() -> None:
+    # Guide edge case 2, from the platform's side: what is 15 s apart is the POSTs, not the dispatches.
+    q: DialerQueue[str] = DialerQueue("d1")
+    for item in ("s0", "s1", "s2"):
+        q.offer(item, S, now=0)
+    assert q.next_ready(0) == "s0"
+    assert q.when_next(20) is None and q.next_ready(20) is None, "s0 has not left: nothing else may go"
+    q.sent("s0", 22)  # reads before its POST took 22 s
+    assert q.next_ready(36.9) is None
+    assert q.when_next(23) == 37
+    assert q.next_ready(37) == "s1"
+    q.release("s1")  # given up before its POST (a failed re-check): spaced from its dispatch, to be safe
+    assert q.next_ready(51.9) is None
+    assert q.next_ready(52) == "s2"
+
+
 def test_high_dispatch_does_not_reset_the_standard_stagger() -> None:
     q: DialerQueue[str] = DialerQueue("d1")
     q.offer("s1", S, now=0)
@@ -127,6 +143,7 @@ def test_dialers_are_independent() -> None:
     queues.offer("B", "b1", S, now=0)
     queues.offer("B", "b2", H, now=0)
     assert queues.ready(0) == [("A", "a1"), ("B", "b2"), ("B", "b1")]
+    queues.sent("A", "a1", 0)  # a1's request leaves at once
     assert queues.when_next(0) == 15  # A's stagger; B is full
     assert queues.release("B", "b1") and not queues.release("A", "b1")
     assert {s.dialer_id: s.in_flight for s in queues.stats()} == {"A": 1, "B": 1}
@@ -218,6 +235,7 @@ class _Tracker:
 async def _transition(gate: DialerGate[str], tracker: _Tracker, dialer: str, item: str,
                       priority: Priority, seconds: float) -> None:
     await gate.acquire(dialer, item, priority)
+    gate.sent(dialer, item)  # the request leaves at once
     tracker.enter(dialer, item)
     try:
         await tracker.clock.sleep(seconds)  # the platform takes this long to reach a terminal state
@@ -248,6 +266,7 @@ async def test_gate_high_goes_first_when_a_slot_frees() -> None:
 
     async def run(item: str, priority: Priority) -> None:
         await gate.acquire("d1", item, priority)
+        gate.sent("d1", item)  # its request leaves at once
         order.append(item)
 
     await gate.acquire("d1", "busy1", H)

@@ -66,6 +66,15 @@ def test_a_short_key_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -
     assert "ops" in str(caught.value) and "short" not in str(caught.value).replace("too short", "")
 
 
+def test_a_key_id_no_command_could_carry_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "a-shared-secret-of-32-characters"
+    monkeypatch.setenv("CAMPAIGN_FSM_AUTH__KEYS__bad id!", secret)
+    with pytest.raises(ConfigFileError) as caught:
+        load_settings()
+    assert "bad id!" in str(caught.value) and "not valid" in str(caught.value)
+    assert secret not in str(caught.value), "the key itself is never quoted"
+
+
 def test_config_check_says_what_is_missing(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CAMPAIGN_FSM_CONFIG", raising=False)
     assert main(["config", "check"]) == 1
