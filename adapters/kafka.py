@@ -10,7 +10,8 @@ local emulators (see `adapters.brokers`):
   default True; tansu needs False because aiokafka's InitProducerId fails there), key = campaign
   id, orjson values, CloudEvents-style headers, `send` answers (partition, offset).
 - `CommandConsumer`: a group member with manual commits only (commit offset + 1 once the
-  caller's result is durable) and rebalance hooks that see the group generation.
+  caller's result is durable), `seek` to fetch unfinished records again, and rebalance hooks that
+  see the group generation.
 - `TopicReader` / `read_topic` / `restore_latest`: read a topic from the beginning (or a time)
   to its end as of the start, for restoring ``campaign.state`` and for replay.
 
@@ -27,7 +28,8 @@ help)::
     KafkaEdgeError            any failure at the Kafka edge
     ├── NotStarted            a client used before start() or after stop()
     ├── TopicSetupError       a topic could not be created, or is missing
-    ├── ProduceFailed         a record was not acknowledged (retriable: the broker may be away)
+    ├── ProduceFailed         a record was not acknowledged (retriable: the broker may be away;
+    │                         refused: which record can never be produced, e.g. too large)
     ├── CommitRejected        the group moved on: this member no longer owns the partition (fenced)
     └── ReaderStalled         a reader made no progress towards the end offsets in time
 
@@ -53,13 +55,19 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient, ConnectionGroup
 from aiokafka.errors import (
     CommitFailedError,
+    CorruptRecordException,
     IllegalStateError,
+    InvalidTimestampError,
     KafkaError,
+    MessageSizeTooLargeError,
     RebalanceInProgressError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
 )
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 from aiokafka.protocol.group import LeaveGroupRequest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from pydantic import BaseModel
 
 from schemas.base import encode
@@ -119,11 +127,34 @@ class TopicSetupError(KafkaEdgeError):
 
 
 class ProduceFailed(KafkaEdgeError):
-    """The broker did not acknowledge a record. `retriable` mirrors aiokafka's verdict."""
+    """The broker did not acknowledge a record. `retriable` mirrors aiokafka's verdict.
 
-    def __init__(self, message: str, *, retriable: bool) -> None:
+    `refused` is the index (in the records given to `send_many`) of the first record the client
+    or the broker refused for what it is (too large, corrupt, bad timestamp): sending that record
+    again can never succeed, whereas the others may. None when the failure is not one record's
+    (broker away, timeout, authorization, producer state). `acknowledged` counts the records at
+    the start of the batch the broker acknowledged before the failure.
+    """
+
+    def __init__(self, message: str, *, retriable: bool, refused: int | None = None,
+                 acknowledged: int = 0) -> None:
         super().__init__(message)
         self.retriable = retriable
+        self.refused = refused
+        self.acknowledged = acknowledged
+
+
+# Errors about one record itself, not about the broker, the topic or the producer. Deliberately a
+# list rather than "anything aiokafka marks non-retriable": aiokafka marks KafkaTimeoutError and
+# authorization failures non-retriable too, and treating those as a bad record would move every
+# record of a healthy outbox aside while the broker is merely away or misconfigured.
+_RECORD_REFUSALS: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    CorruptRecordException,
+    InvalidTimestampError,
+)
 
 
 class CommitRejected(KafkaEdgeError):
@@ -243,6 +274,8 @@ class KafkaConfig:
 
     `fetch_max_wait_ms` is how long a fetch may wait on the broker for new data: tansu does not
     wake a waiting fetch when data arrives, so it needs ~20 ms there or every command waits 500 ms.
+    `max_request_size` is the producer's limit on one record (aiokafka's default, 1 MiB); a record
+    over it is refused before anything of its batch is sent (`ProduceFailed.refused`).
     """
 
     bootstrap: str
@@ -257,6 +290,7 @@ class KafkaConfig:
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000
+    max_request_size: int = 1_048_576
     partitions: int = 6
     replication_factor: int = 1
 
@@ -265,7 +299,7 @@ class KafkaConfig:
         if not self.bootstrap.strip() or not all(_ADDRESS.match(a) for a in addresses):
             raise ValueError(f"bootstrap must be host:port[,host:port], got {self.bootstrap!r}")
         for name in ("request_timeout_ms", "session_timeout_ms", "heartbeat_interval_ms",
-                     "max_poll_interval_ms", "partitions", "replication_factor"):
+                     "max_poll_interval_ms", "max_request_size", "partitions", "replication_factor"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("linger_ms", "fetch_max_wait_ms"):
@@ -498,6 +532,7 @@ class Producer:
             acks="all",
             enable_idempotence=self._config.enable_idempotence,
             linger_ms=self._config.linger_ms,
+            max_request_size=self._config.max_request_size,
             **kwargs,
         )
         try:
@@ -546,8 +581,18 @@ class Producer:
         (delivery,) = await self.send_many([record])
         return delivery
 
+    @property
+    def max_record_bytes(self) -> int:
+        """The largest record this producer sends (its max_request_size, as aiokafka estimates a record)."""
+        return self._config.max_request_size
+
     async def send_many(self, records: Iterable[OutgoingRecord]) -> list[Delivery]:
-        """Enqueue all records in order, then wait for every acknowledgement (batched, one round trip)."""
+        """Enqueue all records in order, then wait for every acknowledgement (batched, one round trip).
+
+        A record too large to produce fails the call before anything is sent, with
+        `ProduceFailed.refused` naming it; a record the broker refuses for what it is is named the
+        same way (records around it may have landed: `acknowledged` counts those at the start).
+        """
         producer = self._running()
         # Encode everything first, so a bad value fails before any record is on its way.
         prepared = [
@@ -555,6 +600,15 @@ class Producer:
              None if record.key is None else record.key.encode(), _headers(record))
             for record in records
         ]
+        limit = self._config.max_request_size
+        for index, (topic, value, key, headers) in enumerate(prepared):
+            # aiokafka's own estimate, so this verdict is the one its send() would reach after the
+            # records before this one were already on their way.
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+            if size > limit:
+                raise ProduceFailed(f"record {index} for {topic} is {size} bytes, over the producer's "
+                                    f"max_request_size of {limit}: it can never be produced",
+                                    retriable=False, refused=index)
         futures: list[asyncio.Future[Any]] = []
         try:
             for topic, value, key, headers in prepared:
@@ -562,9 +616,15 @@ class Producer:
             results = await asyncio.gather(*futures)
         except KafkaError as exc:
             # Records already handed over may still land; wait for their verdicts so none is left dangling.
-            await asyncio.gather(*futures, return_exceptions=True)
+            verdicts = await asyncio.gather(*futures, return_exceptions=True)
+            refused = next((i for i, v in enumerate(verdicts) if isinstance(v, _RECORD_REFUSALS)), None)
+            if refused is None and len(futures) < len(prepared) and isinstance(exc, _RECORD_REFUSALS):
+                refused = len(futures)  # send() itself refused the next record
+            acknowledged = next((i for i, v in enumerate(verdicts) if isinstance(v, BaseException)),
+                                len(verdicts))
             raise ProduceFailed(f"record not acknowledged by {self._config.bootstrap}: {exc!r}",
-                                retriable=bool(getattr(exc, "retriable", False))) from exc
+                                retriable=bool(getattr(exc, "retriable", False)) and refused is None,
+                                refused=refused, acknowledged=acknowledged) from exc
         return [Delivery(metadata.partition, metadata.offset) for metadata in results]
 
     async def flush(self) -> None:
@@ -749,8 +809,27 @@ class CommandConsumer:
         Joining the group happens inside the first calls: keep calling it.
         """
         consumer = self._running()
-        batches = await consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        try:
+            batches = await consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as exc:
+            error = KafkaEdgeError(f"fetch from {self._topic} failed: {exc!r}")
+            error.retriable = bool(getattr(exc, "retriable", False))
+            raise error from exc
         return [_to_record(raw) for batch in batches.values() for raw in batch]
+
+    def seek(self, partition: Partition, offset: int) -> bool:
+        """Make the next `fetch` of `partition` start at `offset` (records fetched past it are dropped).
+
+        How a caller that could not finish a batch gets its records again: the consumer's position
+        is already past everything `fetch` returned, committed or not. False when the partition is
+        no longer assigned (a rebalance took it; its new owner starts from the committed offset).
+        """
+        consumer = self._running()
+        try:
+            consumer.seek(_AioTopicPartition(partition.topic, partition.partition), offset)
+        except IllegalStateError:
+            return False
+        return True
 
     async def wait_for_assignment(self, timeout_s: float = 30.0) -> frozenset[Partition]:
         """Fetch (and keep what arrives) until the group gives this member partitions.
@@ -803,7 +882,12 @@ class CommandConsumer:
         """The group's committed offset for `partition` (None when nothing was committed)."""
         consumer = self._running()
         native = _AioTopicPartition(partition.topic, partition.partition)
-        result: int | None = await consumer.committed(native)
+        try:
+            result: int | None = await consumer.committed(native)
+        except KafkaError as exc:
+            error = KafkaEdgeError(f"reading the committed offset of {partition} failed: {exc!r}")
+            error.retriable = bool(getattr(exc, "retriable", False))
+            raise error from exc
         return result
 
     async def _assigned(self, partitions: frozenset[Partition]) -> None:

@@ -42,6 +42,21 @@ instance pointed at the same file) gets `OutboxUnavailable` rather than racing t
 drainer and reordering its rows. The lock dies with the process, so a restart after SIGKILL
 reopens the file and delivers what was left, first and in order.
 
+A record that can never be produced. The broker (or the producer, before sending) may refuse a
+record for what it is: too large, corrupt. Retrying it would wedge the outbox for good, since
+nothing behind it may overtake it. Such a row (`ProduceFailed.refused` names it) is set aside
+instead: the rows ahead of it are delivered first, then a small stand-in record goes to the
+dead-letter topic (headers ``error``, ``original-topic``, ``original-key``, ``original-size``,
+``original-ce-type``, ``original-ce-id``, ``outbox-seq``; the value is at most the first
+`STAND_IN_VALUE_BYTES` of the original), the row moves to the ``undeliverable`` table of the same
+database (kept, never deleted by the service: nothing is lost; a newer set-aside snapshot of a
+campaign replaces an older one, as on the compacted topic), and the drainer goes on with the rows
+behind it, in order. If the stand-in cannot be produced either, the row is set aside all the
+same (``dead_lettered = 0``). `undeliverable` counts the rows set aside (the alarm). The rest of
+the row's change (its event, snapshot or results) is still delivered: holding those back would
+repeat the wedge for the results a producer waits for. Failures that are not one record's (broker
+away, timeouts, authorization) are retried in order, as above.
+
 Errors::
 
     OutboxError               any failure of the outbox
@@ -67,7 +82,7 @@ import queue
 import random
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -75,15 +90,17 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from fsm.ports import Clock
-from schemas.base import encode
+from schemas.base import encode, truncate_text
 from schemas.commands import CommandResult
 
 from .clock import SystemClock
-from .kafka import Delivery, OutgoingRecord, TopicNames
+from .kafka import Delivery, OutgoingRecord, ProduceFailed, TopicNames
 
 __all__ = [
     "EVENT_CONTENT_TYPE",
     "RESULT_TYPE",
+    "STAND_IN_CONTENT_TYPE",
+    "STAND_IN_VALUE_BYTES",
     "STATE_TYPE",
     "Outbox",
     "OutboxClosed",
@@ -91,6 +108,7 @@ __all__ = [
     "OutboxUnavailable",
     "OutboxWriteFailed",
     "Publisher",
+    "dead_letter_stand_in",
     "result_id",
 ]
 
@@ -107,6 +125,33 @@ def result_id(result: CommandResult, value: bytes) -> str:
     return f"{result.command_id}:{result.outcome.value}:{hashlib.blake2b(value, digest_size=6).hexdigest()}"
 _JSON = "application/json"
 
+# A stand-in is small whatever it stands for: enough of the value to recognise it, never the
+# size that got the original refused.
+STAND_IN_VALUE_BYTES = 1024
+STAND_IN_CONTENT_TYPE = "application/octet-stream"  # the head of a value, cut at any byte
+_STAND_IN_ERROR_CHARS = 500
+
+
+def dead_letter_stand_in(record: OutgoingRecord, value: bytes, error: str, dead_letters: str,
+                         extra: Mapping[str, str] | None = None) -> OutgoingRecord:
+    """What goes to the dead-letter topic for `record` (whose encoded value is `value`) when the
+    broker refuses it for good: the same key, the head of the value, and headers saying what it was."""
+    headers: dict[str, str] = {
+        "error": truncate_text(error, _STAND_IN_ERROR_CHARS),
+        "original-topic": record.topic,
+        "original-size": str(len(value)),
+    }
+    if record.key is not None:
+        headers["original-key"] = truncate_text(record.key, 200)
+    if record.ce_type is not None:
+        headers["original-ce-type"] = record.ce_type
+    if record.ce_id is not None:
+        headers["original-ce-id"] = record.ce_id
+    headers.update(extra or {})
+    return OutgoingRecord(dead_letters, record.key, value[:STAND_IN_VALUE_BYTES], headers=headers,
+                          content_type=STAND_IN_CONTENT_TYPE)
+
+
 _SCHEMA_VERSION = 1
 _SCHEMA = f"""
 BEGIN IMMEDIATE;
@@ -121,10 +166,27 @@ CREATE TABLE IF NOT EXISTS outbox (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_state_key ON outbox (key) WHERE kind = 'state';
+CREATE TABLE IF NOT EXISTS undeliverable (
+    seq INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    key TEXT,
+    value BLOB NOT NULL,
+    ce_type TEXT,
+    ce_id TEXT,
+    content_type TEXT NOT NULL,
+    created REAL NOT NULL,
+    set_aside REAL NOT NULL,
+    error TEXT NOT NULL,
+    dead_lettered INTEGER NOT NULL
+);
 PRAGMA user_version = {_SCHEMA_VERSION};
 COMMIT;
 """
 _COLUMNS = ("seq", "kind", "key", "value", "ce_type", "ce_id", "content_type", "created")
+_KEPT_COLUMNS = (*_COLUMNS, "set_aside", "error", "dead_lettered")
+# The undeliverable table is an addition older builds simply ignore, so the version stays 1 and
+# a rollback can still open the file.
+_OUR_TABLES = frozenset({"outbox", "sqlite_sequence", "undeliverable"})
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -206,6 +268,14 @@ class _Delete(_Op):
 
 
 @dataclass(slots=True)
+class _SetAside(_Op):
+    seq: int = 0
+    error: str = ""
+    dead_lettered: bool = False
+    at: float = 0.0
+
+
+@dataclass(slots=True)
 class _Close(_Op):
     pass
 
@@ -227,6 +297,8 @@ class _Store:
         self._conn = conn
         self.path = path
         self.depth, self.oldest = self._measure()
+        (kept,) = conn.execute("SELECT count(*) FROM undeliverable").fetchone()
+        self.kept = int(kept)
 
     @classmethod
     def open(cls, path: Path, synchronous: str) -> _Store:
@@ -248,7 +320,7 @@ class _Store:
                     f"{path} holds outbox schema version {version}; this build reads {_SCHEMA_VERSION}"
                 )
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if version == 0 and tables - {"outbox", "sqlite_sequence"}:
+            if version == 0 and tables - _OUR_TABLES:
                 raise OutboxUnavailable(
                     f"{path} is a SQLite database of something else (tables {sorted(tables)}): "
                     "give the outbox its own file"
@@ -257,6 +329,9 @@ class _Store:
             columns = tuple(row[1] for row in conn.execute("PRAGMA table_info(outbox)"))
             if columns != _COLUMNS:
                 raise OutboxUnavailable(f"{path}: table outbox has columns {columns}, expected {_COLUMNS}")
+            kept = tuple(row[1] for row in conn.execute("PRAGMA table_info(undeliverable)"))
+            if kept != _KEPT_COLUMNS:
+                raise OutboxUnavailable(f"{path}: table undeliverable has columns {kept}, expected {_KEPT_COLUMNS}")
             return cls(conn, path)
         except OutboxUnavailable:
             conn.close()
@@ -350,6 +425,36 @@ class _Store:
         self.depth -= deleted
         self.oldest = self._oldest() if self.depth else None
         return int(deleted)
+
+    def set_aside(self, seq: int, error: str, dead_lettered: bool, at: float) -> bool:
+        """Move row `seq` to the undeliverable table in one transaction; False if it is gone already."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            found = conn.execute("SELECT kind, key FROM outbox WHERE seq = ?", (seq,)).fetchone()
+            if found is None:
+                conn.execute("COMMIT")
+                return False
+            replaced = 0
+            if found[0] == "state":
+                # As on the compacted topic, only a campaign's latest snapshot is worth keeping.
+                replaced = conn.execute("DELETE FROM undeliverable WHERE kind = 'state' AND key = ?",
+                                        (found[1],)).rowcount
+            conn.execute(
+                "INSERT INTO undeliverable (seq, kind, key, value, ce_type, ce_id, content_type, created, "
+                "set_aside, error, dead_lettered) SELECT seq, kind, key, value, ce_type, ce_id, content_type, "
+                "created, ?, ?, ? FROM outbox WHERE seq = ?", (at, error, int(dead_lettered), seq))
+            conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            raise
+        self.kept += 1 - replaced
+        self.depth -= 1
+        self.oldest = self._oldest() if self.depth else None
+        return True
 
 
 def _check_path(path: Path) -> None:
@@ -463,6 +568,8 @@ class _Writer:
                 return (op, self._store.fetch(op.limit), None)
             if isinstance(op, _Delete):
                 return (op, self._store.delete(op.upto), None)
+            if isinstance(op, _SetAside):
+                return (op, self._store.set_aside(op.seq, op.error, op.dead_lettered, op.at), None)
             raise AssertionError(f"unknown outbox operation {op!r}")
         except sqlite3.Error as exc:
             return (op, None, OutboxWriteFailed(f"outbox {self._store.path}: {exc}"))
@@ -516,6 +623,7 @@ class Outbox:
         self._publisher = publisher
         topics = topics or TopicNames()
         self._topic = {"events": topics.events, "state": topics.state, "results": topics.results}
+        self._dead_letters = topics.dead_letters
         self._clock: Clock = clock or SystemClock()
         self._synchronous = synchronous
         self._batch_size = batch_size
@@ -532,9 +640,16 @@ class Outbox:
         self._depth = 0
         self._oldest: float | None = None
         self._unsettled_appends = 0
+        # The row the publisher refused for good (seq, why), set aside once the rows ahead of it
+        # are delivered. One at a time: nothing behind it is sent before it is handled.
+        self._refused: tuple[int, str] | None = None
         self.delivered = 0
         self.failed_attempts = 0
         self.last_error: str | None = None
+        self.undeliverable = 0
+        """Rows set aside as undeliverable: those kept in the file at open, plus each one since.
+
+        Only ever grows while the outbox runs; the service's alarm metric."""
 
     def __repr__(self) -> str:
         return f"Outbox({str(self._path)!r}, {self._state.value}, depth={self._depth})"
@@ -572,11 +687,16 @@ class Outbox:
                 return
             store = await asyncio.to_thread(_Store.open, self._path, self._synchronous)
             self._depth, self._oldest = store.depth, store.oldest
+            # Counted from what the file keeps, so a restart does not silence the alarm.
+            self.undeliverable = store.kept
             self._writer = _Writer(store, asyncio.get_running_loop(), self._deliver, self._max_group)
             self._writer.start()
             self._state = _Lifecycle.OPENED
             if self._depth:
                 _log.info("outbox %s: %d rows from an earlier run wait for delivery", self._path, self._depth)
+            if store.kept:
+                _log.warning("outbox %s: %d undeliverable rows are kept in its table undeliverable",
+                             self._path, store.kept)
 
     async def start(self) -> None:
         """Open, then start the drainer. Idempotent."""
@@ -721,25 +841,25 @@ class Outbox:
                 if not rows:
                     await self._wake.wait()
                     continue
-                records = [
-                    OutgoingRecord(self._topic[row.kind], row.key, row.value, row.ce_type, row.ce_id,
-                                   {}, row.content_type)
-                    for row in rows
-                ]
-                await self._publisher.send_many(records)
-                # Only now may the rows go: the broker acknowledged every one of them.
-                await self._submit(_Delete(self._new_future(), rows[-1].seq))
+                if self._refused is not None and self._refused[0] < rows[0].seq:
+                    self._refused = None  # a newer snapshot of its campaign superseded it meanwhile
+                if self._refused is not None and self._refused[0] == rows[0].seq:
+                    await self._set_aside(rows[0], self._refused[1])
+                    self._refused = None
+                    sent = 0
+                else:
+                    sent = await self._publish(rows)
             except asyncio.CancelledError:
                 raise
             except OutboxClosed:
                 return
             except Exception as exc:
                 self.failed_attempts += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = truncate_text(f"{type(exc).__name__}: {exc}", 2000)
                 now = self._clock.monotonic()
                 if failing_since is None or now - warned_at >= 60.0:
-                    # Not retriable (a record the broker refuses, a producer never started): the
-                    # outbox still retries, since skipping a row would break the order, but says so louder.
+                    # Not retriable yet not one record's fault (a producer never started, a timeout):
+                    # the outbox still retries, since skipping a row would break the order, but says so louder.
                     level = logging.WARNING if getattr(exc, "retriable", True) else logging.ERROR
                     _log.log(level, "outbox %s: delivery failed (%s); %d rows wait, retrying with backoff",
                              self._path, self.last_error, self._depth)
@@ -748,13 +868,66 @@ class Outbox:
                         failing_since = now
                 await self._clock.sleep(self._backoff())
                 continue
-            self.delivered += len(rows)
+            self.delivered += sent
             if failing_since is not None:
                 _log.info("outbox %s: delivering again after %.1f s and %d failed attempts",
                              self._path, self._clock.monotonic() - failing_since, self.failed_attempts)
                 failing_since = None
             self.failed_attempts = 0
             self.last_error = None
+
+    async def _publish(self, rows: list[_Row]) -> int:
+        """Publish `rows` (up to a refused one), delete what the broker acknowledged; how many went."""
+        if self._refused is not None:
+            # Only the rows ahead of the refused one: it must not ride along, nor anything behind it.
+            rows = [row for row in rows if row.seq < self._refused[0]]
+        records = [self._record(row) for row in rows]
+        try:
+            await self._publisher.send_many(records)
+        except ProduceFailed as exc:
+            if exc.refused is None or not 0 <= exc.refused < len(rows):
+                raise
+            bad = rows[exc.refused]
+            self._refused = (bad.seq, f"{type(exc).__name__}: {exc}")
+            _log.warning("outbox %s: row %d (%s, key %s, %d bytes) refused for good; delivering the "
+                         "%d rows ahead of it, then setting it aside", self._path, bad.seq, bad.kind,
+                         truncate_text(bad.key or "", 100), len(bad.value), exc.refused)
+            # The ones before it that the broker already took need not go again.
+            done = min(exc.acknowledged, exc.refused)
+            if done:
+                await self._submit(_Delete(self._new_future(), rows[done - 1].seq))
+            return done
+        # Only now may the rows go: the broker acknowledged every one of them.
+        await self._submit(_Delete(self._new_future(), rows[-1].seq))
+        return len(rows)
+
+    async def _set_aside(self, row: _Row, error: str) -> None:
+        """Dead-letter a stand-in for `row`, then move it to the undeliverable table."""
+        stand_in = dead_letter_stand_in(self._record(row), row.value, error, self._dead_letters,
+                                        {"outbox-seq": str(row.seq)})
+        dead_lettered, why = True, ""
+        try:
+            await self._publisher.send_many([stand_in])
+        except ProduceFailed as exc:
+            if exc.retriable:
+                raise  # the broker is away: back off and try again, like any delivery
+            dead_lettered, why = False, f"; its stand-in was refused too ({type(exc).__name__}: {exc})"
+        moved = await self._submit(_SetAside(self._new_future(), row.seq, truncate_text(error + why, 2000),
+                                             dead_lettered, self._clock.now()))
+        if not moved:
+            _log.warning("outbox %s: row %d was superseded by a newer snapshot before it was set aside",
+                         self._path, row.seq)
+            return
+        self.undeliverable += 1
+        where = f"a stand-in went to {self._dead_letters}" if dead_lettered else "no stand-in could be sent"
+        _log.error("outbox %s: row %d (%s for %s, key %s, %d bytes) can never be delivered (%s): %s; "
+                   "the row is kept in table undeliverable and delivery goes on behind it",
+                   self._path, row.seq, row.kind, self._topic[row.kind], truncate_text(row.key or "", 100),
+                   len(row.value), truncate_text(error + why, 500), where)
+
+    def _record(self, row: _Row) -> OutgoingRecord:
+        return OutgoingRecord(self._topic[row.kind], row.key, row.value, row.ce_type, row.ce_id, {},
+                              row.content_type)
 
     def _backoff(self) -> float:
         exponent = min(self.failed_attempts - 1, 32)

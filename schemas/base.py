@@ -13,9 +13,31 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
-__all__ = ["ContractError", "PlatformModel", "StrictModel", "decode", "encode"]
+__all__ = ["ContractError", "PlatformModel", "StrictModel", "decode", "encode", "truncate_text"]
 
 M = TypeVar("M", bound=BaseModel)
+
+# A contract error renders at most this many of its errors, each part cut to these lengths: a
+# record with 40,000 unknown fields (or one field name of a megabyte) must not become a megabyte
+# of log line, dead-letter header or result message. At most about 1,600 characters in all.
+CONTRACT_ERRORS_SHOWN = 5
+_FIELD_CHARS = 100
+_REASON_CHARS = 200
+_MARKER_RESERVE = 48  # room for the longest marker truncate_text writes
+
+
+def truncate_text(text: str, limit: int) -> str:
+    """`text` itself if it has at most `limit` characters; otherwise its head and a marker saying
+    how long it was ("… [truncated, 1589400 characters in all]"), `limit` characters in all.
+
+    The one bound every outgoing text goes through, so the marker reads the same everywhere.
+    """
+    if limit < _MARKER_RESERVE:
+        raise ValueError(f"limit must be at least {_MARKER_RESERVE} characters, got {limit}")
+    if len(text) <= limit:
+        return text
+    marker = f"… [truncated, {len(text)} characters in all]"
+    return text[: limit - len(marker)] + marker
 
 
 class StrictModel(BaseModel):
@@ -37,19 +59,27 @@ class PlatformModel(BaseModel):
 
 
 class ContractError(ValueError):
-    """A message that does not fit its schema. `errors` names each bad field by its wire path."""
+    """A message that does not fit its schema. `errors` names each bad field by its wire path.
+
+    The text names the first `CONTRACT_ERRORS_SHOWN` errors and counts the rest, so it stays short
+    however hostile the input; `errors` keeps every one.
+    """
 
     def __init__(self, model: str, errors: list[dict[str, str]]) -> None:
         self.model = model
         self.errors = errors
-        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        super().__init__(f"invalid {model}: {summary}")
+        shown = [f"{truncate_text(e['field'], _FIELD_CHARS)}: {truncate_text(e['message'], _REASON_CHARS)}"
+                 for e in errors[:CONTRACT_ERRORS_SHOWN]]
+        if len(errors) > CONTRACT_ERRORS_SHOWN:
+            shown.append(f"and {len(errors) - CONTRACT_ERRORS_SHOWN} more")
+        super().__init__(f"invalid {model}: {'; '.join(shown)}")
 
     @classmethod
     def from_validation(cls, model: str, exc: ValidationError) -> ContractError:
         errors = []
         for err in exc.errors(include_url=False, include_input=False):
-            field = ".".join(str(p) for p in err["loc"]) or "(message)"
+            # Unknown field names are the sender's text: bounded here too, for whoever reads `errors`.
+            field = truncate_text(".".join(str(p) for p in err["loc"]) or "(message)", _FIELD_CHARS)
             message = err["msg"]
             if err["type"] == "json_invalid":
                 message = f"not JSON: {message}"

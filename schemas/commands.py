@@ -6,18 +6,22 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field, StringConstraints
+from pydantic import AwareDatetime, Field, StringConstraints, field_serializer, field_validator
 
-from .base import StrictModel
+from .base import StrictModel, truncate_text
 from .types import Action, CampaignState, Outcome, Priority, ReasonCode
 
-__all__ = ["CAMPAIGN_ID_PATTERN", "CampaignId", "Command", "CommandResult", "KeyId"]
+__all__ = ["CAMPAIGN_ID_PATTERN", "MESSAGE_MAX_CHARS", "CampaignId", "Command", "CommandResult", "KeyId"]
 
 # Ids end up in REST paths and topic keys: a conservative alphabet keeps both safe (no '/', no '..').
 CAMPAIGN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 CampaignId = Annotated[str, StringConstraints(pattern=CAMPAIGN_ID_PATTERN)]
 # Key ids are names in configuration and in logs: the same kind of conservative alphabet.
 KeyId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+# A result's message often quotes what it answers (a parse error, the platform's own errors); that
+# text is the sender's and may be huge. 2,000 characters (at most ~12 kB of JSON) keeps every
+# result far below the producer's 1 MiB record limit, so no result can stop the outbox.
+MESSAGE_MAX_CHARS = 2000
 
 
 class Command(StrictModel):
@@ -56,10 +60,25 @@ class CommandResult(StrictModel):
     campaign_id: CampaignId
     outcome: Outcome
     reason: ReasonCode | None = None
-    message: str
+    message: Annotated[str, StringConstraints(max_length=MESSAGE_MAX_CHARS)] = Field(
+        description=f"What happened, for people. At most {MESSAGE_MAX_CHARS} characters: a "
+        "longer text is cut and ends with a marker such as \"… [truncated, 1589400 characters in all]\".",
+    )
     state: CampaignState | None = Field(default=None, description="The campaign's state when decided.")
     legal_actions: list[Action] | None = Field(
         default=None, description="With ILLEGAL_TRANSITION: the actions the campaign accepts now."
     )
     next_attempt_at: datetime | None = Field(default=None, description="With DEFERRED: when it is tried again.")
     at: AwareDatetime
+
+    # Cut on the way in rather than refused: a too-long text must not turn the answer into an
+    # exception (a lost result), and results already on the topic must still parse.
+    @field_validator("message", mode="before")
+    @classmethod
+    def _bounded_message(cls, value: object) -> object:
+        return truncate_text(value, MESSAGE_MAX_CHARS) if isinstance(value, str) else value
+
+    # model_copy(update=...) skips validation; serialising goes through here whatever built the result.
+    @field_serializer("message")
+    def _bounded_on_the_wire(self, value: str) -> str:
+        return truncate_text(value, MESSAGE_MAX_CHARS)

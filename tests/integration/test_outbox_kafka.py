@@ -120,6 +120,44 @@ async def test_records_reach_their_topics_in_order_with_headers(kafka_config: Ka
                for r in got)
 
 
+async def test_an_oversized_record_does_not_stop_the_records_behind_it(kafka_config: KafkaConfig,
+                                                                     tmp_path: Path) -> None:
+    # Issue 10, finding 2: a record over the producer's 1 MiB limit was retried forever, and no
+    # record behind it (a legitimate stop's results and events) ever reached the broker.
+    await make_topics(kafka_config)
+    topics = kafka_config.topics
+    done = CommandResult(command_id=uuid.uuid4(), campaign_id="camp-0", outcome=Outcome.COMPLETED,
+                         message="stopped", at=datetime(2024, 1, 1, tzinfo=UTC))
+    oversized = event("camp-0", 2)
+    oversized["data"]["blob"] = "x" * 1_200_000
+    async with Producer(kafka_config) as producer:
+        box = Outbox(tmp_path / "outbox.db", producer, topics=topics, retry_initial=0.05, retry_max=0.5)
+        await box.open()
+        await box.state_changed(event("camp-0", 1), snapshot("camp-0", 1))
+        await box.state_changed(oversized, snapshot("camp-0", 2), [done])
+        for seq in (3, 4):
+            await box.state_changed(event("camp-0", seq), snapshot("camp-0", seq))
+            await box.state_changed(event("camp-1", seq), snapshot("camp-1", seq))
+        await box.start()
+        try:
+            assert await box.wait_drained(30), f"{box.depth} rows stuck behind: {box.last_error}"
+            assert box.undeliverable == 1
+        finally:
+            await box.stop(flush_timeout=0)
+
+    events = await read_topic(kafka_config, topics.events)
+    assert sequences_by_campaign(first_of_each_id(events)) == {"camp-0": [1, 3, 4], "camp-1": [3, 4]}
+    got = await read_topic(kafka_config, topics.results)
+    assert [orjson.loads(r.value or b"")["commandId"] for r in got] == [str(done.command_id)]
+    latest = {r.key: orjson.loads(r.value or b"")["sequence"] for r in await read_topic(kafka_config, topics.state)}
+    assert latest == {"camp-0": 4, "camp-1": 4}
+    (stand_in,) = await read_topic(kafka_config, topics.dead_letters)
+    assert stand_in.key == "camp-0" and len(stand_in.value or b"") <= 1024
+    assert stand_in.header("original-topic") == topics.events and stand_in.header("original-ce-id") == "camp-0:2"
+    assert int(stand_in.header("original-size") or 0) > 1_200_000
+    assert "max_request_size" in (stand_in.header("error") or "")
+
+
 # --- the broker unreachable for a while ----------------------------------------------------------
 
 
