@@ -133,6 +133,7 @@ class NotificationChannels:
         self._state_listeners: list[StateListener] = [on_state_change] if on_state_change else []
         self._started = False
         self._up = False
+        self.mismatched = 0  # campaign bodies on another campaign's topic, ignored (metrics)
 
     # --- the Notifications port ------------------------------------------------------------------
 
@@ -247,7 +248,11 @@ class NotificationChannels:
                 _log.warning("skipping a notification on %s with an unusable campaign body: %s", topic, exc)
                 return _Signal.NONE
             if campaign.id != rest:
-                _log.warning("notification on %s carries campaign %r", topic, campaign.id)
+                # A body for another campaign is not an observation of this topic's campaign, nor
+                # (arriving here) of its own: applying it would let one topic move any campaign.
+                self.mismatched += 1
+                _log.warning("notification on %s carries campaign %r: ignored", topic, campaign.id)
+                return _Signal.NONE
             note = Notification(topic=topic, received_at=note.received_at, campaign=campaign, body=body)
         elif topic.startswith(_LIST_PREFIX) and topic[len(_LIST_PREFIX):]:
             note = Notification(topic=topic, received_at=note.received_at,

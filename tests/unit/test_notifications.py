@@ -197,6 +197,18 @@ async def test_malformed_messages_are_logged_and_skipped(
     assert caplog.text.count("skipping") == 4
 
 
+async def test_a_campaign_body_on_another_campaigns_topic_is_ignored(hub: FakeHub, harness: Harness) -> None:
+    # Issue 10, finding 8: a body for c1 on c2's topic must move neither campaign.
+    await harness.channels.subscribe_campaigns(["c1", "c2"])
+    await harness.channels.start()
+    await eventually(lambda: harness.channels.up)
+    await hub.push("v2.outbound.campaigns.c2", GUIDE_CAMPAIGN)  # GUIDE_CAMPAIGN is c1
+    await hub.push("v2.outbound.campaigns.c1", GUIDE_CAMPAIGN)
+    await eventually(lambda: len(harness.received) == 1)
+    assert harness.received[0].topic == "v2.outbound.campaigns.c1"
+    assert harness.channels.mismatched == 1
+
+
 async def test_a_failing_listener_does_not_stop_the_channel(hub: FakeHub) -> None:
     h = Harness(hub)
     seen: list[str] = []
