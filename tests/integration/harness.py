@@ -31,8 +31,11 @@ from adapters.settings import Settings
 from adapters.simulator import Simulator, SimulatorConfig, run_simulator
 from adapters.simulator.clock import ScaledClock
 from adapters.simulator.tenant import Tenant
+from fsm.authorization import canonical_body, sign_body
 from schemas.commands import Command
 from schemas.types import Action, Priority
+
+SIGNING_KEY_ID = "e2e"
 
 
 @dataclass
@@ -47,13 +50,22 @@ class Run:
     events: list[dict[str, Any]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[Any] = field(default_factory=list)
+    signing_key: bytes | None = None  # set: commands from `send` are signed with key id SIGNING_KEY_ID
 
     async def send(self, campaign_id: str, action: str | Action, priority: Priority = Priority.STANDARD,
                    **extra: Any) -> Command:
-        command = Command(id=uuid.uuid4(), campaign_id=campaign_id, action=Action(action), priority=priority,
-                          requested_by="e2e-test", issued_at=datetime.now(UTC), **extra)
+        command = self.command(campaign_id, action, priority, **extra)
         await self.producer.send(self.topics.commands, campaign_id, command)
         return command
+
+    def command(self, campaign_id: str, action: str | Action, priority: Priority = Priority.STANDARD,
+                **extra: Any) -> Command:
+        command = Command(id=uuid.uuid4(), campaign_id=campaign_id, action=Action(action), priority=priority,
+                          requested_by="e2e-test", issued_at=datetime.now(UTC), **extra)
+        if self.signing_key is None:
+            return command
+        unsigned = command.model_copy(update={"key_id": SIGNING_KEY_ID})
+        return unsigned.model_copy(update={"signature": sign_body(self.signing_key, canonical_body(unsigned))})
 
     async def send_raw(self, key: str | None, value: bytes) -> None:
         await self.producer.send(self.topics.commands, key, value)
@@ -98,8 +110,9 @@ async def _collect(run: Run, bootstrap: str, stop: asyncio.Event, fetch_max_wait
 
 def settings_for(broker: BrokerHandle, topics: TopicNames, group: str, sim_url: str, config: SimulatorConfig,
                  *, scale: float, outbox_path: str, profile: str = "guide", notifications: bool = True,
-                 **dispatch: Any) -> Settings:
+                 signing_key: bytes | None = None, **dispatch: Any) -> Settings:
     return Settings(
+        auth={"keys": {SIGNING_KEY_ID: "hex:" + signing_key.hex()}} if signing_key else {},
         platform={"profile": profile, "base_url": sim_url, "client_id": config.client_id,
                   "client_secret": config.client_secret, "notifications": notifications},
         kafka=broker.service_kafka_settings(topics, group_id=group, partitions=3),
@@ -124,6 +137,7 @@ async def e2e(
     simulator: Simulator | None = None,
     start_service: bool = True,
     notifications: bool = True,
+    signing_key: bytes | None = None,
     **dispatch: Any,
 ) -> AsyncIterator[Run]:
     config = sim_config or SimulatorConfig(profile=profile, rate_clock="sim")  # type: ignore[arg-type]
@@ -134,11 +148,11 @@ async def e2e(
         async with run_simulator(simulator=sim) as (url, sim):
             settings = settings_for(broker, topics, group, url, sim.config, scale=scale, profile=profile,
                                     notifications=notifications, outbox_path=str(Path(outbox_dir) / "outbox.sqlite3"),
-                                    **dispatch)
+                                    signing_key=signing_key, **dispatch)
             service = Service(settings)
             producer = Producer(broker.kafka_config(topics=topics))
             await producer.start()
-            run = Run(sim, url, service, producer, topics, scale, settings)
+            run = Run(sim, url, service, producer, topics, scale, settings, signing_key=signing_key)
             wait_ms = broker.client_overrides.get("fetch_max_wait_ms", 100)
             stop = asyncio.Event()
             collector: asyncio.Task[None] | None = None
