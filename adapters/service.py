@@ -3,7 +3,9 @@
 Start-up, in order: topics exist; the producer and sink are up; the platform client and the
 notification channels start; the orchestrator restores `campaign.state` and reads the platform's
 truth for every campaign (drift becomes `reconcile` events) *before* any command is taken; then
-the command consumer starts and `/readyz` turns green.
+the command consumer starts and `/readyz` turns green. It stays green only while the command
+intake is healthy (its task runs and its fetches, batches and commits are not failing); `/healthz`
+is liveness alone.
 
 Shut-down is the reverse and is what SIGTERM triggers: stop taking commands (the batch in hand
 finishes and is committed), let the orchestrator finish its in-flight bookkeeping, stop the
@@ -48,7 +50,7 @@ from .kafka import (
     restore_latest,
 )
 from .notifications import NotificationChannels
-from .outbox import Outbox
+from .outbox import Outbox, OutboxError
 from .platform_client import ClientStats, PlatformClient
 from .settings import Settings
 
@@ -158,6 +160,7 @@ class Service:
                 task = asyncio.create_task(holder[0].on_notifications_state(up), name=f"notifications-{up}")
                 state_tasks.add(task)
                 task.add_done_callback(state_tasks.discard)
+                task.add_done_callback(_log_death)
 
         channels = NotificationChannels(client, on_notification, clock=clock, on_state_change=on_state_change)
         follow = settings.platform.notifications
@@ -172,7 +175,8 @@ class Service:
         ownership = _Ownership(self._kafka, orchestrator, sink)
         consumer = CommandConsumer(self._kafka, hooks=ownership)
         ownership.consumer = consumer
-        intake = CommandIntake(consumer, orchestrator, producer, self._kafka.topics.dead_letters)
+        intake = CommandIntake(consumer, orchestrator, producer, self._kafka.topics.dead_letters,
+                               owns=ownership.owns, sink_errors=(OutboxError,))
         parts = _Parts(orchestrator, client, channels, producer, consumer, intake, sink)
         parts.extra["ownership"] = ownership
         self.parts = parts
@@ -180,7 +184,9 @@ class Service:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if self._serve_http:
-                    app = build_app(alive=lambda: self._alive, ready=lambda: orchestrator.ready,
+                    # Ready means commands flow: the orchestrator has its campaigns and the intake is
+                    # taking records (a dead or failing intake must take the instance out of rotation).
+                    app = build_app(alive=lambda: self._alive, ready=lambda: orchestrator.ready and intake.healthy,
                                     metrics=self._metrics(parts))
                     parts.http_url = await stack.enter_async_context(
                         serve_asgi(app, host=settings.http.host, port=settings.http.port, name="metrics"))
@@ -268,6 +274,9 @@ class Service:
             "campaign_fsm_ready": ("1 once startup reconciliation is done", lambda: [({}, float(orch.ready))]),
             "campaign_fsm_commands_consumed": ("Command records consumed", lambda: [({}, float(intake.consumed))]),
             "campaign_fsm_commands_malformed": ("Malformed command records", lambda: [({}, float(intake.malformed))]),
+            "campaign_fsm_commands_misrouted": (
+                "Command records refused before the core: KEY_MISMATCH, WRONG_PARTITION, NOT_OWNED",
+                lambda: [({"reason": r}, float(n)) for r, n in sorted(intake.misrouted.items())]),
             "campaign_fsm_platform_requests": ("Platform requests by kind",
                                                lambda: [({"kind": k}, float(v)) for k, v in _counters(client_stats)]),
             "campaign_fsm_outbox_depth": ("Events and results waiting in the outbox", outbox),
@@ -344,6 +353,11 @@ class _Ownership:
         self.generation: int | None = None
         self.first_assignment = asyncio.Event()
         self.rebalances = 0
+        self._owns: Callable[[str], bool] = _nothing
+
+    def owns(self, campaign_id: str) -> bool:
+        """Whether this instance drives `campaign_id` under the assignment it holds or is taking."""
+        return self._owns(campaign_id)
 
     def _predicate(self, owned: frozenset[int], count: int) -> Callable[[str], bool]:
         return lambda campaign_id: partition_of(campaign_id, count) in owned
@@ -362,6 +376,9 @@ class _Ownership:
         self.generation = generation
         self.owned = frozenset(p.partition for p in partitions if p.topic == self.kafka.topics.commands)
         owns = self._predicate(self.owned, self.consumer.partition_count())
+        # At once, not after the acquisition: a command fetched meanwhile waits in the core (which is
+        # suspended) rather than being refused as not owned.
+        self._owns = owns
         gone = await self.orchestrator.release(owns)
         restored = await restore_latest(self.kafka, self.kafka.topics.state)
         await self.orchestrator.acquire(_records(r.value for r in restored.values()), owns)
@@ -374,6 +391,12 @@ class _Ownership:
 
 def _nothing(_: str) -> bool:
     return False
+
+
+def _log_death(task: asyncio.Task[Any]) -> None:
+    """A background task that ends by an exception says so, with its traceback, instead of vanishing."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        _log.error("background task %s died", task.get_name(), exc_info=error)
 
 
 async def _drained(sink: object, seconds: float) -> None:
