@@ -189,7 +189,8 @@ class Service:
                     app = build_app(alive=lambda: self._alive, ready=lambda: orchestrator.ready and intake.healthy,
                                     metrics=self._metrics(parts))
                     parts.http_url = await stack.enter_async_context(
-                        serve_asgi(app, host=settings.http.host, port=settings.http.port, name="metrics"))
+                        serve_asgi(app, host=settings.http.host, port=settings.http.port, name="metrics",
+                                   limits=settings.http.limits()))
                 if follow:
                     await channels.start()
                 # Joining the group assigns partitions; the ownership hooks acquire their campaigns
@@ -281,7 +282,14 @@ class Service:
                                                lambda: [({"kind": k}, float(v)) for k, v in _counters(client_stats)]),
             "campaign_fsm_outbox_depth": ("Events and results waiting in the outbox", outbox),
             "campaign_fsm_commands_refused_auth": ("Commands refused by signature, freshness, replay or policy",
-                                                   lambda: _auth_refusals(orch)),
+                                                   lambda: _by("reason", orch.auth_refusals)),
+            "campaign_fsm_state_quarantined": ("campaign.state records (or their held or scheduled commands) set "
+                                               "aside when restored", lambda: _by("what", orch.quarantined)),
+            "campaign_fsm_notifications_mismatched": ("Campaign bodies on another campaign's topic, ignored",
+                                                      lambda: [({}, float(parts.channels.mismatched))]),
+            "campaign_fsm_outbox_undeliverable": ("Outbox rows set aside as undeliverable (dead-lettered, kept in "
+                                                  "its undeliverable table)",
+                                                  lambda: [({}, float(getattr(parts.sink, "undeliverable", 0)))]),
         }
 
 
@@ -405,10 +413,8 @@ async def _drained(sink: object, seconds: float) -> None:
         _log.warning("the outbox did not drain within %.0f s (is the broker reachable?)", seconds)
 
 
-def _auth_refusals(orch: Orchestrator) -> list[tuple[dict[str, str], float]]:
-    if orch.authority is None:
-        return []
-    return [({"reason": str(reason)}, float(n)) for reason, n in sorted(orch.authority.refusals.items())]
+def _by(label: str, counts: Counter[Any]) -> list[tuple[dict[str, str], float]]:
+    return [({label: str(key)}, float(n)) for key, n in sorted(counts.items())]
 
 
 def _records(values: Iterable[bytes | None]) -> list[dict[str, Any]]:
