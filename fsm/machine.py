@@ -5,21 +5,22 @@ own state; it is never added to the machine (`Machine.add_model` is quadratic in
 models and binds a method per trigger on each, ~7 KB a campaign), so triggers are fired through the
 machine's `Event` objects with the campaign as the model. One process holds 100,000 campaigns.
 
-Commands are refused *by the machine*: an action with no edge from the current state raises
-`MachineError`, and the reason is read from the same table that built the edges
-(`table.refusal_reason`); a condition on an edge (the command's `expectedState`) names its own
-reason when it fails. Observations are never refused: every state has an `observe_<STATE>` edge
-from every other state, and an observation that skips states is adopted with the anomaly named.
+Commands are refused *by the machine*, asked before anything fires: the gate takes the edges the
+machine has for the action from the campaign's state (`Machine.get_transitions`) and checks their
+conditions, as `may_<trigger>` would on a bound model. No edge at all: the reason is read from the
+same table that built the edges (`table.refusal_reason`); an edge whose condition fails (the
+command's `expectedState`) refuses with the reason that condition stands for. Only a command the
+gate let through is fired. Observations are never refused: every state has an `observe_<STATE>`
+edge from every other state, and an observation that skips states is adopted with the anomaly named.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from transitions import EventData, Machine, MachineError, State
+from transitions import EventData, Machine, State, Transition
 
 from schemas.events import event_hash, state_changed_event
 from schemas.types import (
@@ -249,15 +250,6 @@ class Decision:
         return f"not allowed from {self.state}; legal now: {legal}"
 
 
-class _Verdict:
-    """Filled in by an edge's condition when it refuses, so the refusal names its own reason."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self) -> None:
-        self.reason: ReasonCode | None = None
-
-
 def _anomaly(source: CampaignState, dest: CampaignState) -> dict[str, Any] | None:
     expected = PLATFORM_EDGES[source]
     if dest in expected:
@@ -295,10 +287,6 @@ class CampaignMachine:
             auto_transitions=False,
             send_event=True,
         )
-        for action in ALL_ACTIONS:
-            # An action the platform lacks still exists as a trigger with no edges, so firing it
-            # raises MachineError like any other move the machine does not offer.
-            machine.events[action.value] = machine._create_event(action.value, machine)
         for edge in COMMAND_EDGES:
             if edge.action not in self.supported:
                 continue
@@ -317,7 +305,6 @@ class CampaignMachine:
         for state in CampaignState:
             others: list[str | Enum | State] = [s for s in _STATES if s != state.value]
             machine.add_transition(f"observe_{state.value}", others, state.value)
-            machine.add_transition(f"observe_{state.value}", state.value, None)  # already there: no change
         transitional: list[str | Enum | State] = [s.value for s in TRANSITIONAL_STATES]
         machine.add_transition("expire", transitional, S.FAILED.value)
         machine.add_transition("delay", transitional, None)
@@ -330,8 +317,12 @@ class CampaignMachine:
         self._window = {
             (d, s.value): self.windows.window(d, s) for d in DialerType for s in CampaignState
         }
-        self._refusals = {
-            (s, a): refusal_reason(s, a, self.supported) for s in CampaignState for a in ALL_ACTIONS
+        # The gate's question per (state, action), asked of the machine once: it is never changed after
+        # this, and a command then costs one dict lookup. An action the platform lacks has no edge
+        # (and no event) at all; the table's reason answers for it.
+        self._gate: dict[tuple[str, Action], tuple[list[Transition], ReasonCode]] = {
+            (s.value, a): (machine.get_transitions(a.value, s.value), refusal_reason(s, a, self.supported))
+            for s in CampaignState for a in ALL_ACTIONS
         }
 
     # --- creation ------------------------------------------------------------------------------
@@ -378,48 +369,35 @@ class CampaignMachine:
         A held command (accepted, not yet sent) is a transition in flight for the gate: every other
         command is refused TRANSITION_IN_FLIGHT, the no-op pairs included, so no command is told
         COMPLETED for a state the campaign is about to leave. A reset moves to `reported`, the state
-        the platform reports (read just before); without it a reset is only gated.
+        the platform reports (read just before); without it a reset is refused.
 
-        `dry_run` asks the same question of a copy, leaving the campaign untouched: the runtime
-        gates a command on arrival, then fires it for real once pre-flight and the dialer queue let
-        it go (the campaign is `hold`-ed in between, so nothing else gets through).
+        `dry_run` stops after the gate's question, leaving the campaign untouched: the runtime gates
+        a command on arrival, then fires it for real once pre-flight and the dialer queue let it go
+        (the campaign is `hold`-ed in between, so nothing else gets through).
         """
         before = campaign.current
         if campaign.held is not None and campaign.held != command_id:
             return Decision(False, before, ReasonCode.TRANSITION_IN_FLIGHT, self._legal[before])
-        if dry_run:
-            probe = copy.copy(campaign)
-            decision = self.command(probe, action, at=at, command_id=command_id, expected_state=expected_state,
-                                    reported=reported)
-            return Decision(decision.accepted, campaign.current, decision.reason, self._legal[campaign.current])
-        verdict = _Verdict()
-        try:
-            moved = self._events[action.value].trigger(
-                campaign, at=at, expected=expected_state, verdict=verdict, command_id=command_id,
-                reported=reported,
-            )
-        except MachineError:
-            moved = False
-            verdict.reason = self._refusals[(before, action)]
-        if not moved:
-            reason = verdict.reason or self._refusals[(before, action)]
+        edges, table = self._gate[(campaign.state, action)]
+        conditions = {"expected": expected_state, "reported": reported}
+        reason: ReasonCode | None = table
+        if edges:
+            asked = EventData(self.machine.states[campaign.state], self._events[action.value], self.machine,
+                              campaign, (), conditions)
+            reason = _refusal(edges, asked, table)
+        if reason is not None:
             return Decision(False, before, reason, self._legal[before])
-        self._entered(campaign, at)
-        campaign.sequence += 1
+        if dry_run:
+            return Decision(True, before, None, self._legal[before])
+        moved = self._events[action.value].trigger(campaign, **conditions)
+        assert moved, "the trigger checks the conditions the gate just passed"
+        campaign.held = None
         campaign.command_id = command_id
         campaign.action = action
-        after = campaign.current
-        campaign.held = None
-        change = StateChange(
-            campaign.id, campaign.sequence, before, after, Cause.COMMAND, at, campaign.dialer_type,
-            campaign.dialer_id, action, command_id, request=request,
-        )
-        if after in TERMINAL_STATES or action is Action.RESET:
-            # A reset is done once it adopted what the platform reports; a transition the platform
-            # is still in is the platform's own, followed like any observed one.
-            campaign.command_id = None
-            campaign.action = None
-        return Decision(True, after, None, self._legal[after], change)
+        # A reset is done once it adopted what the platform reports; a transition the platform is
+        # still in is the platform's own, followed like any observed one.
+        change = self._step(campaign, before, Cause.COMMAND, at, request=request, done=action is Action.RESET)
+        return Decision(True, change.to_state, None, self._legal[change.to_state], change)
 
     def hold(self, campaign: Campaign, command_id: str) -> None:
         """Reserve the campaign for an accepted command until it is fired or given up."""
@@ -445,25 +423,22 @@ class CampaignMachine:
         before = campaign.state
         if platform_status is not None:
             campaign.platform_status = platform_status
+        if state == before:
+            return None  # a re-seen state must not restart its clock, so there is nothing to fire
         self._observe[state].trigger(campaign)
-        if campaign.state == before:
-            return None
-        return self._finish(campaign, _STATE[before], cause, at, _ANOMALIES[(before, state)],
-                            None, errors, platform_status)
+        return self._step(campaign, _STATE[before], cause, at, anomaly=_ANOMALIES[(before, state)], errors=errors,
+                          platform_status=platform_status)
 
     def expire(self, campaign: Campaign, *, at: float, errors: list[dict[str, str]]) -> StateChange:
         """The tolerance window ran out and the platform named no lock: the transition FAILED."""
         before = campaign.current
         self._events["expire"].trigger(campaign)
-        return self._finish(campaign, before, Cause.TIMEOUT, at, None, ReasonCode.TOLERANCE_EXCEEDED,
-                            errors, None)
+        return self._step(campaign, before, Cause.TIMEOUT, at, reason=ReasonCode.TOLERANCE_EXCEEDED, errors=errors)
 
     def delay(self, campaign: Campaign, *, at: float, detail: str) -> StateChange:
         """The window ran out but a lock or compliance block explains it: keep waiting, say so."""
         state = campaign.current
         self._events["delay"].trigger(campaign)
-        campaign.deadline = self._deadline(campaign, state, at)  # a fresh window from now
-        campaign.sequence += 1
         anomaly = {
             "kind": Anomaly.TRANSITION_DELAYED.value,
             "expected": [s.value for s in PLATFORM_EDGES[state]],
@@ -471,16 +446,13 @@ class CampaignMachine:
             "skipped": [],
             "detail": detail,
         }
-        return StateChange(
-            campaign.id, campaign.sequence, state, state, Cause.TIMEOUT, at, campaign.dialer_type,
-            campaign.dialer_id, campaign.action, campaign.command_id, anomaly,
-        )
+        return self._step(campaign, state, Cause.TIMEOUT, at, anomaly=anomaly)
 
     def abort(self, campaign: Campaign, *, at: float, reason: ReasonCode) -> StateChange:
         """The platform did not take our request: back to the stable state the command left."""
         before = campaign.current
         self._events["abort"].trigger(campaign)
-        return self._finish(campaign, before, Cause.COMMAND, at, None, reason, None, None)
+        return self._step(campaign, before, Cause.COMMAND, at, reason=reason)
 
     # --- queries -------------------------------------------------------------------------------
 
@@ -489,28 +461,44 @@ class CampaignMachine:
 
     # --- internals -----------------------------------------------------------------------------
 
-    def _finish(
+    def _step(
         self,
         campaign: Campaign,
         before: CampaignState,
         cause: Cause,
         at: float,
-        anomaly: dict[str, Any] | None,
-        reason: ReasonCode | None,
-        errors: list[dict[str, str]] | None,
-        platform_status: str | None,
+        *,
+        anomaly: dict[str, Any] | None = None,
+        reason: ReasonCode | None = None,
+        errors: list[dict[str, str]] | None = None,
+        platform_status: str | None = None,
+        request: dict[str, Any] | None = None,
+        done: bool = False,
     ) -> StateChange:
-        self._entered(campaign, at)
-        campaign.sequence += 1
+        """The bookkeeping after every move (the campaign already in its new state), and its change.
+
+        The change names the command the campaign carries, so a caller sets that first. `done` ends
+        the command with this change even if the state is transitional.
+        """
         after = _STATE[campaign.state]
+        window = self._window[(campaign.dialer_type, campaign.state)]
+        campaign.deadline = None if window is None else at + window
+        if after is not before:
+            # Only a real move restarts the time in state: a delay keeps its state and its
+            # `entered_at`, with a fresh window from now (the audit rebuilds it the same way).
+            campaign.entered_at = at
+            if campaign.state in _STABLE:
+                # The state a reset or an abort returns to is the last stable one *before* a failure.
+                campaign.last_stable = after
+        campaign.sequence += 1
         if after is S.FAILED and reason is None:
             reason = ReasonCode.TRANSITION_FAILED
         change = StateChange(
             campaign.id, campaign.sequence, before, after, cause, at, campaign.dialer_type,
             campaign.dialer_id, campaign.action, campaign.command_id, anomaly, reason, errors,
-            platform_status,
+            platform_status, request,
         )
-        if after in TERMINAL_STATES:
+        if done or after in TERMINAL_STATES:
             campaign.command_id = None
             campaign.action = None
         return change
@@ -519,23 +507,23 @@ class CampaignMachine:
         window = self._window[(campaign.dialer_type, state.value)]
         return None if window is None else at + window
 
-    def _entered(self, campaign: Campaign, at: float) -> None:
-        """Bookkeeping after every move: when the state began, its deadline, the last stable state."""
-        campaign.entered_at = at
-        window = self._window[(campaign.dialer_type, campaign.state)]
-        campaign.deadline = None if window is None else at + window
-        # The state a reset or an abort returns to is the last stable one *before* the failure.
-        if campaign.state in _STABLE:
-            campaign.last_stable = _STATE[campaign.state]
+
+def _refusal(edges: list[Transition], event: EventData, table: ReasonCode) -> ReasonCode | None:
+    """None if one of `edges` would be taken for `event`, else why not. The question `may_<trigger>`
+    asks on a bound model, asked of the edges themselves: nothing fires, nothing is copied."""
+    named: ReasonCode | None = None
+    for edge in edges:
+        failed = next((c for c in edge.conditions if not c.check(event)), None)
+        if failed is None:
+            return None
+        named = named or _CONDITION_REFUSALS.get(failed.func)
+    return named or table
 
 
 def _expected_state_ok(event: EventData) -> bool:
     expected: CampaignState | None = event.kwargs.get("expected")
     campaign: Campaign = event.model  # type: ignore[assignment]  # transitions types the model as object
-    if expected is None or expected.value == campaign.state:
-        return True
-    event.kwargs["verdict"].reason = ReasonCode.EXPECTED_STATE_MISMATCH
-    return False
+    return expected is None or expected == campaign.state
 
 
 def _returns_to(stable: CampaignState) -> Any:
@@ -554,3 +542,8 @@ def _reports(state: CampaignState) -> Any:
 
     condition.__name__ = f"platform_reports_{state.value}"
     return condition
+
+
+# The reason a command is refused when this condition of its edge fails. A condition with no entry
+# here (a reset's "the platform reports X") leaves the answer to the table.
+_CONDITION_REFUSALS: dict[object, ReasonCode] = {_expected_state_ok: ReasonCode.EXPECTED_STATE_MISMATCH}

@@ -218,3 +218,115 @@ def test_unhold_frees_the_campaign(machine: CampaignMachine) -> None:
     assert campaign.held == "a"
     machine.unhold(campaign, "a")
     assert machine.command(campaign, A.START, at=1.0, command_id="b").accepted
+
+
+def _private_names_of_transitions() -> set[str]:
+    import transitions.core as core
+
+    names: set[str] = set()
+    for cls in (core.Machine, core.Event, core.Transition, core.EventData, core.State, core.Condition):
+        names |= {n for n in dir(cls) if n.startswith("_") and not n.startswith("__")}
+    built = core.Machine(model=None, states=["A"], initial=None)
+    return names | {n for n in vars(built) if n.startswith("_") and not n.startswith("__")}
+
+
+def test_the_core_uses_transitions_through_its_public_api_only() -> None:
+    import ast
+    from pathlib import Path
+
+    private = _private_names_of_transitions()
+    assert "_create_event" in private and "_can_trigger" in private  # the scan sees what it must forbid
+    offending: list[str] = []
+    for path in sorted((Path(__file__).parents[2] / "fsm").glob("**/*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        # A module's own private names (a `_queued` dict, a `_process` method) are not transitions'.
+        own = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
+        own |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)}
+        own |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load)}
+        offending += [f"{path.name}: {name}" for name in sorted((used & private) - own)]
+    assert offending == []
+
+
+def test_an_action_the_platform_lacks_needs_no_event_of_its_own() -> None:
+    genesys = CampaignMachine(frozenset({A.START, A.STOP}))
+    assert "pause" not in genesys.machine.events and "resume" not in genesys.machine.events
+    campaign, _ = genesys.adopt("c-1", S.RUNNING, DialerType.POWER, at=0.0)
+    for dry_run in (True, False):
+        refused = genesys.command(campaign, A.PAUSE, at=1.0, command_id="p", dry_run=dry_run)
+        assert refused.reason is ReasonCode.UNSUPPORTED_BY_PLATFORM and campaign.current is S.RUNNING
+
+
+def _every_question() -> list[tuple[CampaignState, Action, CampaignState | None, CampaignState | None]]:
+    return [(state, action, expected, reported)
+            for state in CampaignState for action in Action
+            for expected in (None, state, S.PAUSED if state is not S.PAUSED else S.RUNNING)
+            for reported in ((None, *CampaignState) if action is A.RESET else (None,))]
+
+
+@pytest.mark.parametrize("supported", [frozenset(Action), frozenset({A.START, A.STOP})], ids=["guide", "genesys"])
+def test_a_dry_run_answers_what_the_command_would_without_firing_or_copying(
+    supported: frozenset[Action], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import copy
+
+    import transitions
+
+    machine = CampaignMachine(supported)
+    real: dict[object, tuple[bool, ReasonCode | None]] = {}
+    for state, action, expected, reported in _every_question():
+        campaign = Campaign("c-1", state, DialerType.PREDICTIVE, sequence=1, last_stable=S.RUNNING)
+        decision = machine.command(campaign, action, at=5.0, command_id="x", expected_state=expected,
+                                   reported=reported)
+        real[(state, action, expected, reported)] = (decision.accepted, decision.reason)
+
+    def forbidden(*_: object, **__: object) -> bool:
+        raise AssertionError("a dry run fired a trigger or copied the campaign")
+
+    monkeypatch.setattr(transitions.Event, "trigger", forbidden)
+    monkeypatch.setattr(copy, "copy", forbidden)
+    for state, action, expected, reported in _every_question():
+        campaign = Campaign("c-1", state, DialerType.PREDICTIVE, sequence=1, last_stable=S.RUNNING)
+        before = campaign.snapshot()
+        dry = machine.command(campaign, action, at=5.0, command_id="x", expected_state=expected,
+                              reported=reported, dry_run=True)
+        assert (dry.accepted, dry.reason) == real[(state, action, expected, reported)], (state, action)
+        assert dry.state is state and dry.change is None and set(dry.legal) == set(machine.legal(campaign))
+        assert campaign.snapshot() == before, "a dry run leaves the campaign as it was"
+
+
+def test_expected_state_refuses_before_the_reset_report_is_looked_at(machine: CampaignMachine) -> None:
+    campaign = _adopt(machine, S.FAILED)
+    for reported in (None, S.STOPPED):
+        refused = machine.command(campaign, A.RESET, at=1.0, command_id="r", expected_state=S.RUNNING,
+                                  reported=reported)
+        assert refused.reason is ReasonCode.EXPECTED_STATE_MISMATCH and campaign.current is S.FAILED
+    # No report: the edge exists but none of its destinations was reported, so the table answers.
+    assert machine.command(campaign, A.RESET, at=1.0, command_id="r").reason is ReasonCode.ILLEGAL_TRANSITION
+    assert machine.command(campaign, A.RESET, at=1.0, command_id="r", reported=S.FAILED).reason is (
+        ReasonCode.ILLEGAL_TRANSITION), "FAILED is where a reset leaves from, never where it goes"
+
+
+def test_the_step_after_a_move_is_the_same_for_every_kind_of_move(machine: CampaignMachine) -> None:
+    campaign = _adopt(machine, S.RUNNING)  # predictive: stopping 180 s, starting 300 s
+    assert campaign.entered_at == 100.0 and campaign.last_stable is S.RUNNING
+    stop = machine.command(campaign, A.STOP, at=110.0, command_id="s")
+    assert stop.change is not None and stop.change.sequence == 2
+    assert (campaign.entered_at, campaign.deadline, campaign.last_stable) == (110.0, 290.0, S.RUNNING)
+    delayed = machine.delay(campaign, at=290.0, detail="locked")
+    assert delayed.sequence == 3 and delayed.command_id == "s" and delayed.action is A.STOP
+    assert (campaign.entered_at, campaign.deadline) == (110.0, 470.0), "a delay keeps the time in state"
+    failed = machine.expire(campaign, at=470.0, errors=[])
+    assert failed.sequence == 4 and failed.command_id == "s" and campaign.command_id is None
+    assert (campaign.entered_at, campaign.deadline, campaign.last_stable) == (470.0, None, S.RUNNING), (
+        "FAILED is not stable: the last stable state is still the one the stop left")
+    reset = machine.command(campaign, A.RESET, at=480.0, command_id="r", reported=S.STOPPED)
+    assert reset.change is not None and reset.change.sequence == 5 and reset.change.command_id == "r"
+    assert (campaign.entered_at, campaign.deadline, campaign.last_stable) == (480.0, None, S.STOPPED)
+    assert campaign.command_id is None and campaign.action is None
+    start = machine.command(campaign, A.START, at=490.0, command_id="go")
+    assert start.change is not None and campaign.deadline == 790.0
+    observed = machine.observe(campaign, S.FAILED, cause=Cause.POLL, at=500.0, platform_status="error")
+    assert observed is not None and observed.reason is ReasonCode.TRANSITION_FAILED
+    assert observed.platform_status == "error" and observed.command_id == "go" and campaign.command_id is None
+    assert campaign.sequence == 7 and campaign.entered_at == 500.0

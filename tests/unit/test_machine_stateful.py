@@ -71,6 +71,21 @@ class CampaignLife(RuleBasedStateMachine):
             assert decision.change is None
         self._record(decision.change)
 
+    @rule(action=st.sampled_from(Action), expected=st.none() | st.sampled_from(CampaignState),
+          reported=st.none() | st.sampled_from(CampaignState))
+    @precondition(lambda self: self.campaign is not None)
+    def dry_run_then_command(self, action: Action, expected: CampaignState | None,
+                             reported: CampaignState | None) -> None:
+        assert self.machine is not None and self.campaign is not None
+        snapshot = self.campaign.snapshot()
+        dry = self.machine.command(self.campaign, action, at=self.clock, expected_state=expected,
+                                   reported=reported, dry_run=True)
+        assert self.campaign.snapshot() == snapshot and dry.change is None, "a dry run moves nothing"
+        real = self.machine.command(self.campaign, action, at=self.clock, expected_state=expected,
+                                    reported=reported)
+        assert (dry.accepted, dry.reason) == (real.accepted, real.reason), "the dry run told the truth"
+        self._record(real.change)
+
     @rule(state=st.sampled_from(CampaignState), cause=st.sampled_from([Cause.NOTIFICATION, Cause.POLL,
                                                                         Cause.RECONCILE]),
           dt=st.floats(0, 500))

@@ -126,3 +126,13 @@ def test_resume_is_recorded_as_resume_but_enters_starting() -> None:
     assert decision.change is not None
     event = decision.change.event()["data"]
     assert (event["from"], event["to"], event["action"]) == ("PAUSED", "STARTING", "resume")
+
+
+@pytest.mark.parametrize("supported", [frozenset(Action), frozenset({A.START, A.STOP})], ids=["guide", "genesys"])
+def test_the_machine_has_an_edge_exactly_where_the_table_has_a_legal_action(supported: frozenset[Action]) -> None:
+    # The gate answers "no edge" from the table, so the two must never disagree about where edges are.
+    machine = CampaignMachine(supported)
+    for state in CampaignState:
+        with_edges = {a for a in Action if machine.machine.get_transitions(a.value, state.value)}
+        assert with_edges == LEGAL_NOW[state] & (supported | {A.RESET}), state
+        assert set(machine.legal(_campaign(state))) == with_edges
