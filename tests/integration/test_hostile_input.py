@@ -53,19 +53,33 @@ def _forged(run: Run, campaign_id: str, action: Action, n: int) -> Command:
 
 async def test_unsigned_and_forged_commands_at_load_never_reach_the_platform(
         broker: BrokerHandle, unique_name: Callable[[str], str]) -> None:
-    # Finding 1: while signed commands keep the campaign's looks busy, 1,500 unsigned or forged ones.
+    # Finding 1: while the campaign's looks are kept busy (signed commands, and a platform flipping
+    # it between RUNNING and PAUSED, each change a notification and an event to write), 3,000
+    # unsigned or forged commands at it.
     tenant = generate_tenant(1, 1, dialer_types=(DialerType.POWER,), state=S.RUNNING)
     async with e2e(broker, unique_name, tenant=tenant, signing_key=KEY) as run:
         cid = "campaign-0001"
         hostile: list[Command] = []
         signed: list[Command] = []
-        for n in range(1500):
+        flipping = asyncio.Event()
+
+        async def flip() -> None:
+            state = S.RUNNING
+            while not flipping.is_set():
+                state = S.PAUSED if state is S.RUNNING else S.RUNNING
+                run.sim.set_state(cid, state)
+                await asyncio.sleep(0.02)
+
+        flipper = asyncio.create_task(flip())
+        for n in range(3000):
             command = _forged(run, cid, (Action.STOP, Action.PAUSE, Action.START)[n % 3], n)
             hostile.append(command)
             await run.producer.send(run.topics.commands, cid, command)
             if n % 500 == 250:
                 signed.append(await run.send(cid, "pause" if len(signed) % 2 == 0 else "resume", Priority.HIGH))
         await run.until(lambda: all(run.outcomes(c) for c in hostile), timeout=120, what="every forgery answered")
+        flipping.set()
+        await flipper
         assert {tuple(run.reasons(c)) for c in hostile} <= {("UNSIGNED",), ("BAD_SIGNATURE",)}
         await run.until(lambda: all(run.outcomes(c) for c in signed), timeout=60, what="signed ones answered")
         signed_actions = {c.id for c in signed}
