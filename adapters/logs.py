@@ -1,7 +1,9 @@
 """Structured JSON logs: one object per line, with campaign and command ids when a record has them.
 
-Records carry ids through `extra={"campaign_id": ..., "command_id": ...}`; anything that looks like
-a credential is never passed to a logger in the first place (see adapters/oauth.py).
+Records carry ids through `extra={"campaign_id": ..., "command_id": ...}` or, for every line logged
+inside one look at a campaign, from the log context the orchestrator binds (`fsm/log_context.py`);
+anything that looks like a credential is never passed to a logger in the first place (see
+adapters/oauth.py).
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from datetime import UTC, datetime
 
 import orjson
 
+from fsm import log_context
+
 __all__ = ["configure_logging"]
 
-_FIELDS = ("campaign_id", "command_id", "dialer_id")
+_FIELDS = log_context.FIELDS
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,6 +39,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
+    log_context.install()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -1,0 +1,117 @@
+"""Admission: which commands may reach a campaign's state gate at all.
+
+Authentication happens as a command arrives, before it is queued for its campaign: what is
+queued is either admitted or already refused, so no later path (a look busy with other work, a
+command arriving meanwhile) can skip it, and nothing unauthenticated costs a platform read.
+
+Each command carries the origin of the record it came in (`topic:partition@offset`). The same
+record delivered again (a crash before its offset was committed) is a *redelivery*: acknowledged
+without acting. The same command id in any other record is a *replay*: refused REPLAYED. The ids
+of the commands a campaign took within the freshness window are kept in its `campaign.state`
+record (`Campaign.recent`), so a restart or a new owner refuses replays too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+
+from schemas.commands import Command, CommandResult
+from schemas.types import Outcome, ReasonCode
+
+from .core import Core, answer
+from .machine import Campaign
+from .record import Admitted
+
+__all__ = ["Admission"]
+
+_log = logging.getLogger("fsm.orchestrator")
+
+
+class Admission(Core):
+    def _admit(self, command: Command, origin: str | None,
+               future: asyncio.Future[CommandResult]) -> asyncio.Future[CommandResult]:
+        """Queue `command` for its campaign's look, admitted or refused; the future its intake waits on."""
+        command_id = str(command.id)
+        seen = self._seen.get(command_id)
+        if seen is not None and seen[0] == origin:
+            if seen[1] is not None and not seen[1].done():
+                return seen[1]  # its first delivery is still being handled: one answer serves both
+            _log.info("command %s for %s: a redelivery of a record already taken; nothing to do",
+                      command_id, command.campaign_id)
+            answer(future, self._result(command, Outcome.REFUSED, ReasonCode.REPLAYED,
+                                        "redelivery of a record already taken: nothing to do", None))
+            return future
+        refusal = self._authenticate(command, reused=seen is not None)
+        record = self._record(command.campaign_id)
+        if refusal is not None:
+            record.inbox.append((refusal, future))
+        else:
+            self._remember(command_id, origin, future)
+            future.add_done_callback(functools.partial(self._unless_taken, command_id, command.campaign_id))
+            record.inbox.append((Admitted(command, origin), future))
+        self._queue.hint(command.campaign_id)
+        return future
+
+    def _authenticate(self, command: Command, *, reused: bool) -> CommandResult | None:
+        """Signature, freshness and replay: the refusal, or None when the command is admitted."""
+        if self.authority is not None:
+            decision = self.authority.authenticate(command, self._auth_now())
+            if not decision.allowed:
+                assert decision.reason is not None
+                return self._refusal(command, decision.reason, decision.detail)
+        if reused:
+            return self._refusal(command, ReasonCode.REPLAYED,
+                                 f"command id {command.id} was already taken from another record")
+        record = self._records.get(command.campaign_id)
+        horizon = record.campaign.replay_horizon if record is not None and record.campaign is not None else None
+        if horizon is not None and command.issued_at.timestamp() <= horizon:
+            return self._refusal(command, ReasonCode.STALE_COMMAND,
+                                 "issued before this campaign's replay memory horizon (too many recent commands "
+                                 "to prove this one new); send it again with a new id and a fresh issuedAt")
+        return None
+
+    def _refusal(self, command: Command, reason: ReasonCode, detail: str) -> CommandResult:
+        self.auth_refusals[reason] += 1
+        return self._result(command, Outcome.REFUSED, reason, detail, None)
+
+    def _unless_taken(self, command_id: str, campaign_id: str, future: asyncio.Future[CommandResult]) -> None:
+        """Its first result is durable: keep the id, drop the future. Failed or cancelled (handed over
+        to another owner) before that: forget it, so the same record delivered again is new."""
+        seen = self._seen.get(command_id)
+        if seen is None or seen[1] is not future:
+            return
+        if not future.cancelled() and future.exception() is None:
+            self._seen[command_id] = (seen[0], None)
+            return
+        del self._seen[command_id]
+        if self.authority is not None:
+            self.authority.forget(command_id)
+        record = self._records.get(campaign_id)
+        if record is not None and record.campaign is not None:
+            record.campaign.recent.pop(command_id, None)
+
+    def _remember(self, command_id: str, origin: str | None,
+                  future: asyncio.Future[CommandResult] | None = None) -> None:
+        self._seen[command_id] = (origin, future)
+        self._seen.move_to_end(command_id)
+        while len(self._seen) > self.config.remembered_commands:
+            self._seen.popitem(last=False)
+
+    def _note_taken(self, campaign: Campaign, command: Command, origin: str | None) -> None:
+        """Put the command's id into the campaign's replay memory (durable with its first answer),
+        dropping ids past the freshness window; beyond the per-campaign bound the oldest goes and
+        its issuedAt becomes the horizon at or before which nothing can be proven new (fail closed)."""
+        recent = campaign.recent
+        recent[str(command.id)] = (command.issued_at.timestamp(), origin)
+        cutoff = self._auth_now() - self._replay_window()
+        for expired in [i for i, (issued, _) in recent.items() if issued < cutoff]:
+            del recent[expired]
+        while len(recent) > self.config.replay_memory:
+            oldest = min(recent, key=lambda i: recent[i][0])
+            issued = recent.pop(oldest)[0]
+            campaign.replay_horizon = max(campaign.replay_horizon or issued, issued)
+
+    def _replay_window(self) -> float:
+        return self.authority.max_age_s if self.authority is not None else self.config.replay_window

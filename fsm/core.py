@@ -1,0 +1,223 @@
+"""What the orchestrator's parts share: its configuration, its state, and its way out.
+
+The orchestrator is composed of one part per concern, each in its own module: admission
+(`fsm/admission.py`: authentication, redelivery, replay memory), the state gate for commands
+(`fsm/intake.py`), dispatch (`fsm/dispatch.py`: pre-flight, dialer queue, the POST), tracking
+(`fsm/tracking.py`: observations, polls, tolerance verdicts) and ownership (`fsm/ownership.py`:
+acquire, suspend, release). `Core` declares the state they share (one `CampaignRecord` per
+campaign) and the output every part uses: events chained and flushed in order, results published
+with the record change that decides them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from schemas.commands import Command, CommandResult
+from schemas.types import Action, CampaignState, Cause, Outcome, ReasonCode
+
+from .authorization import CommandAuthority
+from .backoff import PollPolicy, PollSchedule
+from .dialer_queue import DialerGate, DialerPolicy
+from .held import HeldCommand
+from .machine import Campaign, CampaignMachine, StateChange
+from .ports import CampaignSnapshot, Clock, ContactListSnapshot, DialerLoad, EventSink, Notifications, Platform
+from .preflight import PreflightPolicy
+from .record import CampaignRecord
+from .work_queue import WorkQueue
+
+__all__ = ["Campaigns", "Core", "OrchestratorConfig", "OrchestratorStats", "answer", "short"]
+
+_log = logging.getLogger("fsm.orchestrator")  # the parts log as the orchestrator they make up
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestratorConfig:
+    poll: PollPolicy = field(default_factory=PollPolicy)
+    preflight: PreflightPolicy = field(default_factory=PreflightPolicy)
+    dialer: DialerPolicy = field(default_factory=DialerPolicy)
+    # While notifications are up a tracked campaign is still read now and then: a dropped
+    # notification must not leave it unseen until its tolerance deadline.
+    safety_poll: float = 60.0
+    # How long a dialer's load reading is reused by other campaigns on the same dialer: one STANDARD
+    # stagger, since no more than one STANDARD transition starts per dialer in that time anyway.
+    load_ttl: float = 15.0
+    # A POST goes out only on a fresh view of the campaign: older than this, it is read first (a
+    # queued command, a restart, a takeover or a paused zombie instance all act on fresh truth).
+    fresh_for: float = 2.0
+    # Looks that wait on the tenant read limiter hold a slot while they wait; the cap must be well
+    # above the campaigns that can queue for reads at once (a shift-change storm), or a notification
+    # for a campaign already in flight waits behind them. Waiting coroutines cost next to nothing.
+    concurrency: int = 4096
+    remembered_commands: int = 100_000
+    # How long a revoked campaign's running look may take to finish before it is let go anyway.
+    release_grace: float = 30.0
+    # Limits on what one producer can make a campaign hold (each refusal names its reason): how far
+    # ahead `notBefore` may be (NOT_BEFORE_TOO_FAR), how many commands may wait for it (TOO_MANY_WAITING).
+    not_before_horizon: float = 86_400.0
+    max_scheduled: int = 16
+    # The replay memory stored with each campaign: ids within the freshness window (the authority's
+    # max_age_s, or `replay_window` without one), at most `replay_memory` of them per campaign.
+    replay_window: float = 300.0
+    replay_memory: int = 256
+    # At its POST a command's pre-flight facts (contact list, dialer load) are at most this old:
+    # read again if older (guide, edge cases 1 and 2 are judged before the transition, not before the queue).
+    preflight_fresh_for: float = 5.0
+    # A POST answered 429 was not executed: it is sent again after the platform's Retry-After, this often.
+    rate_limited_retries: int = 10
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestratorStats:
+    campaigns: int
+    tracking: int
+    pending: int
+    notifications_up: bool
+    ready: bool
+
+
+class Campaigns(Mapping[str, Campaign]):
+    """The campaigns known so far, read through their records (no second map to keep in step)."""
+
+    __slots__ = ("_records",)
+
+    def __init__(self, records: dict[str, CampaignRecord]) -> None:
+        self._records = records
+
+    def __getitem__(self, campaign_id: str) -> Campaign:
+        campaign = self._records[campaign_id].campaign
+        if campaign is None:
+            raise KeyError(campaign_id)
+        return campaign
+
+    def __iter__(self) -> Iterator[str]:
+        return (i for i, r in self._records.items() if r.campaign is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for r in self._records.values() if r.campaign is not None)
+
+
+class Core:
+    """The state the orchestrator's parts share, and their common output."""
+
+    machine: CampaignMachine
+    platform: Platform
+    sink: EventSink
+    clock: Clock
+    notifications: Notifications | None
+    config: OrchestratorConfig
+    authority: CommandAuthority | None
+    auth_refusals: Counter[ReasonCode]
+    quarantined: Counter[str]
+    _auth_now: Callable[[], float]
+    _rng: random.Random
+    _schedule: PollSchedule
+    _gate: DialerGate[str]
+    _queue: WorkQueue
+    _records: dict[str, CampaignRecord]
+    # Command id -> the record that carried it and, while it is being handled, its future.
+    _seen: OrderedDict[str, tuple[str | None, asyncio.Future[CommandResult] | None]]
+    _list_waiters: dict[str, set[str]]
+    _loads: dict[str, tuple[float, DialerLoad]]
+    _lists: dict[str, tuple[float, ContactListSnapshot]]
+    _owns: Callable[[str], bool]
+    _suspended: bool
+    _notifications_up: bool
+    _ready: bool
+    _closing: bool
+
+    # --- provided by the parts ------------------------------------------------------------------
+
+    async def _observe(self, record: CampaignRecord, snapshot: CampaignSnapshot,
+                       cause: Cause) -> StateChange | None:
+        raise NotImplementedError
+
+    def _track(self, record: CampaignRecord, command_id: str | None, action: Action | None, now: float) -> None:
+        raise NotImplementedError
+
+    async def _fire(self, record: CampaignRecord, held: HeldCommand, request: dict[str, Any] | None) -> None:
+        raise NotImplementedError
+
+    async def _discover(self, snapshot: CampaignSnapshot, cause: Cause) -> CampaignRecord:
+        raise NotImplementedError
+
+    # --- shared ------------------------------------------------------------------------------------
+
+    def _record(self, campaign_id: str) -> CampaignRecord:
+        record = self._records.get(campaign_id)
+        if record is None:
+            record = self._records[campaign_id] = CampaignRecord(campaign_id)
+        return record
+
+    def _fenced(self, record: CampaignRecord) -> bool:
+        """Suspended for a rebalance, or no longer the owner: act on nothing for this campaign."""
+        return self._suspended or record.leaving or not self._owns(record.id)
+
+    async def _emit(self, record: CampaignRecord, change: StateChange,
+                    results: tuple[CommandResult, ...] = ()) -> None:
+        """Chain the event to the campaign's previous one, then publish in sequence order.
+
+        The event is final (hash included) before the first attempt, so an event the sink could
+        not take is retried on the next look byte for byte, never rebuilt.
+        """
+        assert record.campaign is not None
+        record.unsent.append((record.campaign.chain(change), results))
+        await self._flush(record)
+
+    async def _flush(self, record: CampaignRecord) -> None:
+        if record.unsent and record.campaign is not None and not self._owns(record.id):
+            _log.warning("campaign %s: %d event(s) held back: no longer the owner", record.id, len(record.unsent))
+            return
+        while record.unsent and record.campaign is not None:
+            event, results = record.unsent[0]
+            await self.sink.state_changed(event, record.store(), results)
+            record.unsent.popleft()
+
+    async def _save(self, record: CampaignRecord, result: CommandResult,
+                    future: asyncio.Future[CommandResult] | None = None) -> None:
+        """The campaign's record and the result it decides, durable together; then the waiting intake."""
+        await self.sink.state_saved(record.store(), (result,))
+        answer(future, result)
+
+    async def _publish(self, result: CommandResult, future: asyncio.Future[CommandResult] | None = None) -> None:
+        await self.sink.command_result(result)
+        answer(future, result)
+
+    def _result(self, command: Command, outcome: Outcome, reason: ReasonCode | None, message: str,
+                state: CampaignState | None, *, legal: tuple[Action, ...] = (),
+                next_attempt: float | None = None) -> CommandResult:
+        return self._result_for(str(command.id), command.campaign_id, outcome, reason, message, state,
+                                legal=legal, next_attempt=next_attempt)
+
+    def _result_for(self, command_id: str, campaign_id: str, outcome: Outcome, reason: ReasonCode | None,
+                    message: str, state: CampaignState | None, *, legal: tuple[Action, ...] = (),
+                    next_attempt: float | None = None) -> CommandResult:
+        return CommandResult(
+            command_id=UUID(command_id), campaign_id=campaign_id, outcome=outcome, reason=reason,
+            message=message, state=state,
+            legal_actions=list(legal) if reason is ReasonCode.ILLEGAL_TRANSITION else None,
+            next_attempt_at=datetime.fromtimestamp(next_attempt, UTC) if next_attempt is not None else None,
+            at=datetime.fromtimestamp(self.clock.now(), UTC),
+        )
+
+
+def answer(future: asyncio.Future[CommandResult] | None, result: CommandResult) -> None:
+    """Hand a waiting intake its command's first result: the command's offset may then be committed."""
+    if future is not None and not future.done():
+        future.set_result(result)
+
+
+def short(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one bounded line: a hostile record's validation error can run to megabytes."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else f"{text[:limit]}... [{len(text)} characters in all]"
+

@@ -1,0 +1,208 @@
+"""Dispatch: a held command from acceptance to its one POST (guide, edge cases 1 and 2).
+
+Pre-flight (the contact list ready; for STANDARD, the dialer under 80 % of capacity), then the
+dialer's priority queue (a `SlotLease`: two in flight per dialer, HIGH at once, STANDARD 15 s apart
+as sent), then the POST. Right before the POST the campaign is read if its view is stale and the
+pre-flight is judged again on facts at most `preflight_fresh_for` old. A POST is sent once: after
+any failure the campaign is read before anything is decided, and a request the platform executed
+is never sent again. A 429 means nothing was done: the same POST goes again after Retry-After.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from schemas.commands import CommandResult
+from schemas.events import rfc3339
+from schemas.types import Cause, Outcome, Priority, ReasonCode
+
+from .core import Core
+from .held import HeldCommand, SlotLease, Stage
+from .ports import (
+    CampaignSnapshot,
+    ContactListSnapshot,
+    DialerLoad,
+    PlatformConflict,
+    PlatformError,
+    PlatformRateLimited,
+)
+from .preflight import GateVerdict, WaitFor, preflight
+from .record import CampaignRecord
+
+__all__ = ["Dispatch"]
+
+_log = logging.getLogger("fsm.orchestrator")
+
+
+class Dispatch(Core):
+    async def _advance(self, record: CampaignRecord) -> None:
+        held = record.held
+        if held is None or not held.due(self.clock.now()):
+            return
+        if held.stage is Stage.PREFLIGHT:
+            record.held = held.looked()
+            if await self._preflight(record, fresh_for=0.0):
+                self._queue_for_slot(record)
+            return
+        if held.stage in (Stage.GRANTED, Stage.SENT):
+            await self._send(record)
+
+    def _queue_for_slot(self, record: CampaignRecord) -> None:
+        assert record.held is not None and record.campaign is not None
+        record.held = record.held.proceed()
+        command_id = record.held.command_id
+
+        def granted() -> None:
+            if record.held is not None and record.held.command_id == command_id and record.held.stage is Stage.QUEUED:
+                record.held = record.held.granted()
+                self._queue.hint(record.id)
+
+        # Bound to the dialer the campaign is on now: the slot goes back there whatever changes.
+        record.lease = SlotLease(self._gate, record.campaign.dialer_id or record.id, record.id,
+                                 record.held.command.priority, granted)
+
+    async def _preflight(self, record: CampaignRecord, *, fresh_for: float) -> bool:
+        """Judge the contact list and the dialer's load on facts at most `fresh_for` old (0: read now;
+        the dialer's load may be shared for `load_ttl` among campaigns on one dialer). True: go on.
+        Otherwise the command is deferred (its DEFERRED published when the reason changes) or let go."""
+        held, campaign = record.held, record.campaign
+        assert held is not None and campaign is not None
+        command = held.command
+        now = self.clock.now()
+        contact_list = None
+        if campaign.contact_list_id:
+            contact_list = await self._contact_list(campaign.contact_list_id, fresh_for)
+        load = None
+        if command.priority is Priority.STANDARD and campaign.dialer_id:
+            load = await self._dialer_load(campaign.dialer_id, record.id,
+                                           min(fresh_for, self.config.load_ttl) if fresh_for else self.config.load_ttl)
+        decision = preflight(contact_list=contact_list, load=load, priority=command.priority, now=now,
+                             deferred_at=held.deferred_at, policy=self.config.preflight)
+        if decision.verdict is GateVerdict.PROCEED:
+            return True
+        if decision.verdict is GateVerdict.REFUSE:
+            await self._drop_held(record, self._result(command, Outcome.REFUSED, decision.reason, decision.detail,
+                                                       campaign.current))
+            return False
+        record.held = held.deferred(decision.reason, now, decision.retry_at)
+        if decision.wait_for is WaitFor.CONTACT_LIST and decision.wait_id:
+            self._list_waiters.setdefault(decision.wait_id, set()).add(record.id)
+        if decision.reason is not held.deferral:
+            await self._publish(self._result(command, Outcome.DEFERRED, decision.reason, decision.detail,
+                                             campaign.current, next_attempt=decision.retry_at))
+        return False
+
+    async def _contact_list(self, contact_list_id: str, max_age: float) -> ContactListSnapshot:
+        cached = self._lists.get(contact_list_id)
+        if cached is not None and max_age > 0 and self.clock.monotonic() - cached[0] <= max_age:
+            return cached[1]
+        snapshot = await self.platform.get_contact_list(contact_list_id)
+        self._lists[contact_list_id] = (self.clock.monotonic(), snapshot)
+        return snapshot
+
+    async def _dialer_load(self, dialer_id: str, campaign_id: str, max_age: float) -> DialerLoad:
+        cached = self._loads.get(dialer_id)
+        if cached is not None and self.clock.monotonic() - cached[0] <= max_age:
+            return cached[1]
+        load = await self.platform.get_dialer_load(dialer_id, campaign_id)
+        self._loads[dialer_id] = (self.clock.monotonic(), load)
+        return load
+
+    async def _send(self, record: CampaignRecord) -> None:
+        """One POST, or (after an unknown outcome) only reads until the truth is known."""
+        held, campaign = record.held, record.campaign
+        assert held is not None and campaign is not None
+        command = held.command
+        if held.stage is Stage.SENT:
+            await self._resolve(record, held, await self.platform.get_campaign(record.id), None)
+            return
+        if self._fenced(record):
+            return  # this instance may no longer own the campaign
+        if record.observed_at is None or self.clock.monotonic() - record.observed_at > self.config.fresh_for:
+            await self._observe(record, await self.platform.get_campaign(record.id), Cause.RECONCILE)
+            if record.held is not held:
+                return
+        check = self.machine.command(campaign, command.action, at=self.clock.now(), command_id=held.command_id,
+                                     dry_run=True)
+        if not check.accepted:  # an observation moved the campaign while the command queued
+            await self._drop_held(record, self._result(command, Outcome.REFUSED, check.reason, check.message,
+                                                       check.state, legal=check.legal))
+            return
+        if not await self._preflight(record, fresh_for=self.config.preflight_fresh_for):
+            if record.held is not None and record.held.command_id == held.command_id:
+                record.give_back_slot()  # deferred again: back to pre-flight, the slot to the next command
+            return
+        record.held = sending = held.sending()
+        # Durable before the request leaves: a process killed after the POST must find, on restart,
+        # that it may have gone out, and only read, never send it again or refuse what was executed.
+        await self.sink.state_saved(record.store())
+        lease = record.lease
+        try:
+            receipt = await self.platform.send_action(record.id, command.action)
+        except PlatformRateLimited as exc:
+            await self._rate_limited(record, sending, exc)
+            return
+        except PlatformError as exc:
+            if lease is not None:
+                lease.sent()
+            _log.warning("campaign %s: %s request failed (%s); reading the campaign before deciding",
+                         record.id, command.action, type(exc).__name__)
+            await self._resolve(record, sending, await self.platform.get_campaign(record.id), exc)
+            return
+        if lease is not None:
+            lease.sent()
+        request = {
+            "method": "POST", "path": f"campaigns/{record.id}/{command.action.value}",
+            "status": receipt.status, "sentAt": rfc3339(receipt.sent_at),
+            "answeredAt": rfc3339(receipt.answered_at),
+        }
+        await self._fire(record, sending, request)
+
+    async def _rate_limited(self, record: CampaignRecord, held: HeldCommand, exc: PlatformRateLimited) -> None:
+        """A 429 means the platform did nothing: the same POST goes again after its Retry-After,
+        keeping the command's slot, up to `rate_limited_retries` times."""
+        if held.rate_limited >= self.config.rate_limited_retries:
+            await self._resolve(record, held, await self.platform.get_campaign(record.id), exc)
+            return
+        delay = self.config.poll.jittered(max(exc.retry_after or 0.0, self.config.poll.initial), self._rng)
+        record.held = held.rate_limited_until(self.clock.now() + delay)
+        _log.warning("campaign %s: %s request answered 429 (not executed); sent again in %.1f s (%d of %d)",
+                     record.id, held.command.action, delay, held.rate_limited + 1, self.config.rate_limited_retries)
+        await self.sink.state_saved(record.store())
+
+    async def _resolve(self, record: CampaignRecord, held: HeldCommand, snapshot: CampaignSnapshot,
+                       failure: PlatformError | None) -> None:
+        """The outcome of a POST is unknown (it failed, or the process died before the answer): the
+        platform's state decides. Moved: it was executed, and `_observe` follows it. Not moved: FAILED."""
+        await self._observe(record, snapshot, Cause.RECONCILE)
+        if record.held is None or record.held.command_id != held.command_id:
+            return
+        assert record.campaign is not None
+        command = held.command
+        reason = ReasonCode.PLATFORM_CONFLICT if isinstance(failure, PlatformConflict) else ReasonCode.PLATFORM_ERROR
+        await self._drop_held(record, self._result(
+            command, Outcome.FAILED, reason,
+            f"the platform did not take the {command.action} request "
+            f"({type(failure).__name__ if failure else 'no answer'}); campaign still {record.campaign.current}",
+            record.campaign.current))
+
+    async def _fire(self, record: CampaignRecord, held: HeldCommand, request: dict[str, Any] | None) -> None:
+        """The POST was executed: the model enters the transitional state; the lease goes with it."""
+        assert record.campaign is not None
+        command = held.command
+        decision = self.machine.command(record.campaign, command.action, at=self.clock.now(),
+                                        command_id=held.command_id, request=request)
+        record.held = None
+        assert decision.accepted and decision.change is not None, decision
+        await self._emit(record, decision.change)
+        self._track(record, held.command_id, command.action, self.clock.now())
+
+    async def _drop_held(self, record: CampaignRecord, result: CommandResult) -> None:
+        """Let go of a held command; the record without it and the command's result are durable together."""
+        held = record.held
+        assert held is not None and record.campaign is not None
+        record.held = None
+        self.machine.unhold(record.campaign, held.command_id)
+        record.give_back_slot()
+        await self._save(record, result)

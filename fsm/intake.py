@@ -1,0 +1,182 @@
+"""The state gate for admitted commands: policy, `notBefore`, the machine's verdict, reset.
+
+Every answer is durable together with the campaign's record, whose replay memory then holds the
+command's id. An accepted command is *held* (`fsm/held.py`) and moves on in dispatch
+(`fsm/dispatch.py`); a held command is a transition in flight for the gate, so any other command
+for that campaign is refused TRANSITION_IN_FLIGHT, the no-op pairs included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from schemas.commands import Command, CommandResult
+from schemas.events import rfc3339
+from schemas.types import Action, CampaignState, Cause, Outcome, ReasonCode
+
+from .admission import Admission
+from .authorization import held_until
+from .core import answer
+from .held import HeldCommand
+from .ports import PlatformError, PlatformNotFound
+from .record import Admitted, CampaignRecord
+
+__all__ = ["Intake"]
+
+
+class Intake(Admission):
+    async def _intake(self, record: CampaignRecord, admitted: Admitted,
+                      future: asyncio.Future[CommandResult] | None, *, released: bool = False) -> None:
+        campaign = record.campaign
+        assert campaign is not None
+        command = admitted.command
+        command_id = str(command.id)
+        if not released:
+            self._note_taken(campaign, command, admitted.origin)
+            if self.authority is not None:
+                verdict = self.authority.authorise(command, dialer_id=campaign.dialer_id)
+                if not verdict.allowed:
+                    assert verdict.reason is not None
+                    self.auth_refusals[verdict.reason] += 1
+                    await self._save(record, self._result(command, Outcome.REFUSED, verdict.reason, verdict.detail,
+                                                          campaign.current), future)
+                    return
+            now = self.clock.now()
+            not_before = held_until(command, now)
+            if not_before is not None:
+                await self._schedule_command(record, command, not_before, now, future)
+                return
+        now = self.clock.now()
+        if command.action is Action.RESET:
+            await self._reset(record, command, future)
+            return
+        decision = self.machine.command(campaign, command.action, at=now, command_id=command_id,
+                                        expected_state=command.expected_state, dry_run=True)
+        if not decision.accepted:
+            outcome = Outcome.COMPLETED if decision.reason is ReasonCode.ALREADY_IN_STATE else Outcome.REFUSED
+            await self._save(record, self._result(command, outcome, decision.reason, decision.message,
+                                                  decision.state, legal=decision.legal), future)
+            return
+        self.machine.hold(campaign, command_id)
+        record.held = HeldCommand(command)
+        try:
+            # A restart must find the held command: it is durable before (and with) its ACCEPTED.
+            await self._save(record, self._result(command, Outcome.ACCEPTED, None,
+                                                  f"{command.action} accepted; pre-flight next", campaign.current),
+                             future)
+        except BaseException:
+            # Not durable, so not accepted: nothing may act on it (the intake answers the record).
+            record.held = None
+            self.machine.unhold(campaign, command_id)
+            raise
+
+    async def _schedule_command(self, record: CampaignRecord, command: Command, not_before: float, now: float,
+                                future: asyncio.Future[CommandResult] | None) -> None:
+        assert record.campaign is not None
+        state = record.campaign.current
+        waiting = record.scheduled
+        if not_before - now > self.config.not_before_horizon:
+            result = self._result(command, Outcome.REFUSED, ReasonCode.NOT_BEFORE_TOO_FAR,
+                                  f"notBefore {rfc3339(not_before)} is more than "
+                                  f"{self.config.not_before_horizon:g} s ahead", state)
+        elif len(waiting) >= self.config.max_scheduled:
+            result = self._result(command, Outcome.REFUSED, ReasonCode.TOO_MANY_WAITING,
+                                  f"{len(waiting)} commands already wait for their notBefore on this campaign "
+                                  f"(at most {self.config.max_scheduled})", state)
+        else:
+            waiting.append(command)
+            result = self._result(command, Outcome.DEFERRED, ReasonCode.SCHEDULED, f"held until {rfc3339(not_before)}",
+                                  state, next_attempt=not_before)
+        try:
+            await self._save(record, result, future)
+        except BaseException:
+            if command in waiting:
+                waiting.remove(command)
+            raise
+
+    async def _release_scheduled(self, record: CampaignRecord) -> None:
+        """Commands whose `notBefore` has come go through intake now: the state gate applies *now*."""
+        if not record.scheduled:
+            return
+        now = self.clock.now()
+        due = [c for c in record.scheduled if held_until(c, now) is None]
+        if not due:
+            return
+        record.scheduled = [c for c in record.scheduled if c not in due]
+        for command in due:
+            await self._intake(record, Admitted(command, None), None, released=True)
+        if not record.scheduled:
+            await self.sink.state_saved(record.store())
+
+    async def _reset(self, record: CampaignRecord, command: Command,
+                     future: asyncio.Future[CommandResult] | None) -> None:
+        """Leave FAILED for the state the platform reports, read now: never for one it has not reported.
+
+        A campaign no longer FAILED (an observation cleared it, as when the runbook's "fix it on the
+        platform, then reset" is followed) makes the reset an idempotent success.
+        """
+        campaign = record.campaign
+        assert campaign is not None
+        command_id = str(command.id)
+        check = self.machine.command(campaign, Action.RESET, at=self.clock.now(), command_id=command_id,
+                                     expected_state=command.expected_state, dry_run=True)
+        if not check.accepted and check.reason is not ReasonCode.ILLEGAL_TRANSITION:
+            outcome = Outcome.COMPLETED if check.reason is ReasonCode.ALREADY_IN_STATE else Outcome.REFUSED
+            message = (f"campaign is {check.state}, not FAILED: nothing to reset"
+                       if check.reason is ReasonCode.ALREADY_IN_STATE else check.message)
+            await self._save(record, self._result(command, outcome, check.reason, message, check.state,
+                                                  legal=check.legal), future)
+            return
+        # The platform's word first: the reset's result then rides with its event (a kill between
+        # the two would otherwise leave a reset done and, redelivered, refused as illegal).
+        try:
+            snapshot = await self.platform.get_campaign(campaign.id)
+        except PlatformError as exc:
+            await self._save(record, self._result(command, Outcome.FAILED, ReasonCode.PLATFORM_ERROR,
+                                                  f"the campaign could not be read ({type(exc).__name__}); "
+                                                  "nothing reset", campaign.current), future)
+            return
+        reported = snapshot.state
+        if reported is None or reported is CampaignState.FAILED:
+            said = snapshot.platform_status if reported is None else "FAILED"
+            await self._observe(record, snapshot, Cause.RECONCILE)
+            await self._save(record, self._result(
+                command, Outcome.FAILED, ReasonCode.TRANSITION_FAILED,
+                f"the platform still reports {said}: fix the campaign on the platform, then reset (runbook)",
+                campaign.current), future)
+            return
+        campaign.dialer_id = snapshot.dialer_id or campaign.dialer_id
+        campaign.contact_list_id = snapshot.contact_list_id or campaign.contact_list_id
+        record.observed_at = self.clock.monotonic()
+        decision = self.machine.command(campaign, Action.RESET, at=self.clock.now(), command_id=command_id,
+                                        expected_state=command.expected_state, reported=reported)
+        assert decision.accepted and decision.change is not None, decision
+        decision.change.platform_status = snapshot.platform_status
+        campaign.platform_status = snapshot.platform_status
+        result = self._result(command, Outcome.COMPLETED, None, f"reset: the platform reports {reported}", reported)
+        await self._emit(record, decision.change, (result,))
+        answer(future, result)
+        if campaign.in_flight:  # the platform is itself in a transition: followed like any observed one
+            self._track(record, None, None, self.clock.now())
+
+    async def _discover_for_command(self, record: CampaignRecord) -> bool:
+        """Read a campaign a command names for the first time. False: the platform has no such campaign."""
+        try:
+            snapshot = await self.platform.get_campaign(record.id)
+        except PlatformNotFound:
+            return False
+        await self._discover(snapshot, Cause.RECONCILE)
+        if self.notifications is not None:
+            await self.notifications.subscribe_campaigns([record.id])
+            if record.campaign is not None and record.campaign.contact_list_id:
+                await self.notifications.subscribe_contact_lists([record.campaign.contact_list_id])
+        return True
+
+    async def _refuse_unknown(self, record: CampaignRecord) -> None:
+        while record.inbox:
+            item, future = record.inbox.popleft()
+            if isinstance(item, CommandResult):
+                await self._publish(item, future)
+            else:
+                await self._publish(self._result(item.command, Outcome.REFUSED, ReasonCode.UNKNOWN_CAMPAIGN,
+                                                 "the platform has no such campaign", None), future)
