@@ -44,15 +44,28 @@ class Admission(Core):
                                         "redelivery of a record already taken: nothing to do", None))
             return future
         refusal = self._authenticate(command, reused=seen is not None)
-        record = self._record(command.campaign_id)
         if refusal is not None:
-            record.inbox.append((refusal, future))
-        else:
-            self._remember(command_id, origin, future)
-            future.add_done_callback(functools.partial(self._unless_taken, command_id, command.campaign_id))
-            record.inbox.append((Admitted(command, origin), future))
+            # Published at once, beside the campaign's looks rather than queued behind them: a flood
+            # of forgeries at one campaign neither waits on its reads nor delays its real commands,
+            # and the sink takes the refusals together.
+            task = asyncio.create_task(self._publish(refusal, future), name=f"refusal:{command_id}")
+            self._answering.add(task)
+            task.add_done_callback(functools.partial(self._answered, future))
+            return future
+        self._remember(command_id, origin, future)
+        future.add_done_callback(functools.partial(self._unless_taken, command_id, command.campaign_id))
+        self._record(command.campaign_id).inbox.append((Admitted(command, origin), future))
         self._queue.hint(command.campaign_id)
         return future
+
+    def _answered(self, future: asyncio.Future[CommandResult], task: asyncio.Task[None]) -> None:
+        self._answering.discard(task)
+        if task.cancelled():
+            future.cancel()
+        elif (exc := task.exception()) is not None:
+            _log.error("%s could not be published: %r", task.get_name(), exc)
+            if not future.done():
+                future.set_exception(exc)  # the intake answers or redelivers that record
 
     def _authenticate(self, command: Command, *, reused: bool) -> CommandResult | None:
         """Signature, freshness and replay: the refusal, or None when the command is admitted."""

@@ -126,6 +126,7 @@ class Core:
     _records: dict[str, CampaignRecord]
     # Command id -> the record that carried it and, while it is being handled, its future.
     _seen: OrderedDict[str, tuple[str | None, asyncio.Future[CommandResult] | None]]
+    _answering: set[asyncio.Task[None]]  # refusals being published
     _list_waiters: dict[str, set[str]]
     _loads: dict[str, tuple[float, DialerLoad]]
     _lists: dict[str, tuple[float, ContactListSnapshot]]

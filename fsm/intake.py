@@ -175,8 +175,5 @@ class Intake(Admission):
     async def _refuse_unknown(self, record: CampaignRecord) -> None:
         while record.inbox:
             item, future = record.inbox.popleft()
-            if isinstance(item, CommandResult):
-                await self._publish(item, future)
-            else:
-                await self._publish(self._result(item.command, Outcome.REFUSED, ReasonCode.UNKNOWN_CAMPAIGN,
-                                                 "the platform has no such campaign", None), future)
+            await self._publish(self._result(item.command, Outcome.REFUSED, ReasonCode.UNKNOWN_CAMPAIGN,
+                                             "the platform has no such campaign", None), future)

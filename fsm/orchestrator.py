@@ -83,6 +83,7 @@ class Orchestrator(Ownership, Intake, Dispatch, Tracker):
         self._records: dict[str, CampaignRecord] = {}
         self._campaigns = Campaigns(self._records)
         self._seen = OrderedDict()
+        self._answering = set()
         self._list_waiters = {}
         self._loads = {}
         self._lists = {}
@@ -131,6 +132,7 @@ class Orchestrator(Ownership, Intake, Dispatch, Tracker):
         self._closing = True
         self._ready = False
         await self._queue.close(grace=grace)
+        await asyncio.gather(*self._answering, return_exceptions=True)
         await self._gate.close()
         await asyncio.gather(*(r.lease.wait_closed() for r in self._records.values() if r.lease is not None))
 
@@ -196,10 +198,6 @@ class Orchestrator(Ownership, Intake, Dispatch, Tracker):
         await self._apply_latest(record)
         while record.inbox:
             item, future = record.inbox[0]
-            if isinstance(item, CommandResult):
-                record.inbox.popleft()
-                await self._publish(item, future)  # refused on arrival: nothing read, nothing touched
-                continue
             if record.campaign is None:
                 # A platform error here leaves the command queued: the look is retried with backoff.
                 if not await self._discover_for_command(record):
@@ -220,6 +218,7 @@ class Orchestrator(Ownership, Intake, Dispatch, Tracker):
             if not record.inbox and self._records.get(record.id) is record:
                 del self._records[record.id]  # only refusals ever named it: nothing to keep
             return
+        await self._confirm(record)
         await self._release_scheduled(record)
         await self._advance(record)
         await self._follow(record)
@@ -234,6 +233,8 @@ class Orchestrator(Ownership, Intake, Dispatch, Tracker):
             wake.append(record.tracking.next_poll)
             if record.campaign is not None and record.campaign.deadline is not None:
                 wake.append(record.campaign.deadline)
+        if record.confirm_at is not None:
+            wake.append(record.confirm_at)
         wake.extend(c.not_before.timestamp() for c in record.scheduled if c.not_before is not None)
         if wake:
             self._queue.schedule(record.id, delay=max(0.0, min(wake) - self.clock.now()))

@@ -34,8 +34,8 @@ class Admitted:
     origin: str | None
 
 
-# A command waiting for its campaign's look: admitted, or the refusal decided when it arrived.
-Inbound = tuple[Admitted | CommandResult, asyncio.Future[CommandResult]]
+# An admitted command waiting for its campaign's look, and the future its intake waits on.
+Inbound = tuple[Admitted, asyncio.Future[CommandResult]]
 
 
 @dataclass(slots=True)
@@ -60,6 +60,8 @@ class CampaignRecord:
     scheduled: list[Command] = field(default_factory=list)
     unsent: deque[tuple[dict[str, Any], tuple[CommandResult, ...]]] = field(default_factory=deque)
     observed_at: float | None = None  # monotonic time of the last observation
+    confirm_at: float | None = None  # when to read the platform to confirm an anomalous notification
+    confirmed_at: float | None = None  # when that was last done (confirmations are at most `fresh_for` apart)
     leaving: bool = False  # being handed over: no new look starts
 
     def give_back_slot(self) -> None:

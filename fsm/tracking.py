@@ -90,10 +90,18 @@ class Tracker(Core):
             return
         change = await self._observe(record, latest, Cause.NOTIFICATION)
         if change is not None and change.anomaly is not None:
-            # A notification that skips states or contradicts the table is confirmed by one read
+            # A notification that skips states or contradicts the table is confirmed by a read
             # before the model rests on it: a dropped, reordered or forged message must not stick
-            # on a campaign nothing else would read again.
-            await self._observe(record, await self.platform.get_campaign(record.id), Cause.RECONCILE)
+            # on a campaign nothing else would read again. One read per `fresh_for` at most per
+            # campaign, however many such notifications come: the read budget is the tenant's.
+            earliest = (record.confirmed_at or float("-inf")) + self.config.fresh_for
+            record.confirm_at = max(self.clock.now(), earliest)
+
+    async def _confirm(self, record: CampaignRecord) -> None:
+        if record.confirm_at is None or self.clock.now() < record.confirm_at or record.campaign is None:
+            return
+        record.confirm_at, record.confirmed_at = None, self.clock.now()
+        await self._observe(record, await self.platform.get_campaign(record.id), Cause.RECONCILE)
 
     def _settle(self, record: CampaignRecord, tracking: Tracking, change: StateChange) -> tuple[CommandResult, ...]:
         """A transition reached a terminal state: free its dialer slot; the command's result, if any,

@@ -68,7 +68,7 @@ async def test_unsigned_and_forged_commands_at_load_never_reach_the_platform(
             while not flipping.is_set():
                 state = S.PAUSED if state is S.RUNNING else S.RUNNING
                 run.sim.set_state(cid, state)
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.1)
 
         flipper = asyncio.create_task(flip())
         for n in range(3000):
