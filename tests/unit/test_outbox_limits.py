@@ -23,8 +23,8 @@ import pytest
 from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError, TopicAuthorizationFailedError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from adapters import kafka as kafka_module
 from adapters.kafka import KafkaConfig, OutgoingRecord, ProduceFailed, Producer, TopicNames
+from adapters.kafka import producer as producer_module
 from adapters.kafka_sink import KafkaSink
 from adapters.outbox import Outbox
 from schemas import ContractError, decode, encode
@@ -102,7 +102,7 @@ class FakeClient:
 @pytest.fixture
 def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeClient]:
     fake = FakeClient()
-    monkeypatch.setattr(kafka_module, "AIOKafkaProducer", lambda **_: fake)
+    monkeypatch.setattr(producer_module, "AIOKafkaProducer", lambda **_: fake)
     yield fake
 
 
