@@ -93,8 +93,8 @@ from fsm.ports import Clock
 from schemas.base import encode, truncate_text
 from schemas.commands import CommandResult
 
-from .clock import SystemClock
-from .kafka import Delivery, OutgoingRecord, ProduceFailed, TopicNames
+from ..clock import SystemClock
+from ..kafka import Delivery, OutgoingRecord, ProduceFailed, TopicNames
 
 __all__ = [
     "EVENT_CONTENT_TYPE",
