@@ -23,7 +23,7 @@ from schemas.generate import write_schemas
 
 from .config_doc import CONFIG_DOC, render_configuration_doc
 from .intake import DEAD_LETTER_CONTENT_TYPE
-from .outbox import EVENT_CONTENT_TYPE, RESULT_TYPE, STATE_TYPE, result_id
+from .kafka import EVENT_CONTENT_TYPE, RESULT_TYPE, STATE_TYPE, result_id
 from .send_cli import COMMAND_TYPE
 from .settings import KafkaSettings
 

@@ -22,8 +22,17 @@ import orjson
 from schemas.base import encode, truncate_text
 from schemas.commands import CommandResult
 
-from .kafka import OutgoingRecord, ProduceFailed, Producer, TopicNames
-from .outbox import EVENT_CONTENT_TYPE, RESULT_TYPE, STATE_TYPE, dead_letter_stand_in, result_id
+from .kafka import (
+    EVENT_CONTENT_TYPE,
+    RESULT_TYPE,
+    STATE_TYPE,
+    OutgoingRecord,
+    ProduceFailed,
+    Producer,
+    TopicNames,
+    dead_letter_stand_in,
+    result_id,
+)
 
 __all__ = ["KafkaSink"]
 

@@ -23,7 +23,8 @@ import orjson
 from fsm.audit import CampaignHistory, EventLog, LogReplay, rebuild_state
 from fsm.windows import ToleranceWindows
 
-from .kafka import (
+from .kafka import (  # STATE_TYPE: the state records' type, as the service itself publishes them
+    STATE_TYPE,
     KafkaConfig,
     OutgoingRecord,
     Producer,
@@ -33,7 +34,6 @@ from .kafka import (
     open_admin,
     restore_latest,
 )
-from .outbox import STATE_TYPE  # the state records' type, as the service itself publishes them
 
 __all__ = [
     "read_events",

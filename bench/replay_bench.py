@@ -32,8 +32,15 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from adapters.brokers import BrokerHandle, broker_from_env
-from adapters.kafka import KafkaConfig, OutgoingRecord, Producer, TopicSpec, ensure_topics, open_admin
-from adapters.outbox import EVENT_CONTENT_TYPE
+from adapters.kafka import (
+    EVENT_CONTENT_TYPE,
+    KafkaConfig,
+    OutgoingRecord,
+    Producer,
+    TopicSpec,
+    ensure_topics,
+    open_admin,
+)
 from adapters.replay import read_events, timelines_json
 from fsm.audit_history import HistoryGenerator
 from schemas.events import STATE_CHANGED_TYPE

@@ -7,7 +7,8 @@ local emulators (see `adapters.brokers`):
 - `config`: `KafkaConfig` (everything the edge needs) and `KafkaSecurity` (TLS/SASL);
 - `topics`: `TopicNames` / `ensure_topics`: the five topics, created idempotently; ``campaign.state``
   is compacted (brokers that refuse or ignore the config still get the topic); `partition_of`;
-- `records`: `Record`, `OutgoingRecord`, `Partition`, `Delivery`;
+- `records`: `Record`, `OutgoingRecord`, `Partition`, `Delivery`, and what the service's own records
+  carry (`RESULT_TYPE`, `STATE_TYPE`, `EVENT_CONTENT_TYPE`, `result_id`, `dead_letter_stand_in`);
 - `producer`: `Producer`: acks=all, idempotent where the broker supports it
   (`KafkaConfig.enable_idempotence`, default True; tansu needs False because aiokafka's
   InitProducerId fails there), key = campaign id, orjson values, CloudEvents-style headers, `send`
@@ -39,10 +40,27 @@ from .consumer import CommandConsumer, RebalanceHooks
 from .errors import CommitRejected, KafkaEdgeError, NotStarted, ProduceFailed, ReaderStalled, TopicSetupError
 from .producer import Producer
 from .reader import TopicReader, read_topic, restore_latest
-from .records import Delivery, OutgoingRecord, Partition, Record
+from .records import (
+    EVENT_CONTENT_TYPE,
+    RESULT_TYPE,
+    STAND_IN_CONTENT_TYPE,
+    STAND_IN_VALUE_BYTES,
+    STATE_TYPE,
+    Delivery,
+    OutgoingRecord,
+    Partition,
+    Record,
+    dead_letter_stand_in,
+    result_id,
+)
 from .topics import TopicNames, TopicSpec, ensure_topics, open_admin, partition_of
 
 __all__ = [
+    "EVENT_CONTENT_TYPE",
+    "RESULT_TYPE",
+    "STAND_IN_CONTENT_TYPE",
+    "STAND_IN_VALUE_BYTES",
+    "STATE_TYPE",
     "CommandConsumer",
     "CommitRejected",
     "Delivery",
@@ -61,9 +79,11 @@ __all__ = [
     "TopicReader",
     "TopicSetupError",
     "TopicSpec",
+    "dead_letter_stand_in",
     "ensure_topics",
     "open_admin",
     "partition_of",
     "read_topic",
     "restore_latest",
+    "result_id",
 ]

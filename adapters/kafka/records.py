@@ -1,13 +1,35 @@
 """The values that cross the Kafka edge: a consumed `Record`, an `OutgoingRecord` to produce, the
-`Partition` a record is on and the `Delivery` (partition, offset) of an acknowledged one."""
+`Partition` a record is on and the `Delivery` (partition, offset) of an acknowledged one.
+
+Also what the service's own records carry, wherever they are produced from (the outbox, the direct
+`KafkaSink`): the record types of results and state records, the content type of events, a result's
+record id, and the dead-letter stand-in for a record the broker refuses for good.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["Delivery", "OutgoingRecord", "Partition", "Record", "to_record"]
+from schemas.base import truncate_text
+from schemas.commands import CommandResult
+
+__all__ = [
+    "EVENT_CONTENT_TYPE",
+    "RESULT_TYPE",
+    "STAND_IN_CONTENT_TYPE",
+    "STAND_IN_VALUE_BYTES",
+    "STATE_TYPE",
+    "Delivery",
+    "OutgoingRecord",
+    "Partition",
+    "Record",
+    "dead_letter_stand_in",
+    "result_id",
+    "to_record",
+]
 
 
 class Partition(NamedTuple):
@@ -71,3 +93,42 @@ def to_record(raw: Any) -> Record:
     return Record(raw.topic, raw.partition, raw.offset,
                   None if key_bytes is None else key_bytes.decode("utf-8", "replace"),
                   raw.value, tuple(raw.headers or ()), raw.timestamp, key_bytes)
+
+
+# --- the service's records ------------------------------------------------------------------------
+
+RESULT_TYPE = "com.campaign-fsm.command.result.v1"
+STATE_TYPE = "com.campaign-fsm.campaign.state.v1"
+EVENT_CONTENT_TYPE = "application/cloudevents+json"
+
+
+def result_id(result: CommandResult, value: bytes) -> str:
+    """A result's record id: stable across re-deliveries, distinct for each result of one command
+    (several DEFERRED results of one command differ in content, hence the digest)."""
+    return f"{result.command_id}:{result.outcome.value}:{hashlib.blake2b(value, digest_size=6).hexdigest()}"
+
+# A stand-in is small whatever it stands for: enough of the value to recognise it, never the
+# size that got the original refused.
+STAND_IN_VALUE_BYTES = 1024
+STAND_IN_CONTENT_TYPE = "application/octet-stream"  # the head of a value, cut at any byte
+_STAND_IN_ERROR_CHARS = 500
+
+
+def dead_letter_stand_in(record: OutgoingRecord, value: bytes, error: str, dead_letters: str,
+                         extra: Mapping[str, str] | None = None) -> OutgoingRecord:
+    """What goes to the dead-letter topic for `record` (whose encoded value is `value`) when the
+    broker refuses it for good: the same key, the head of the value, and headers saying what it was."""
+    headers: dict[str, str] = {
+        "error": truncate_text(error, _STAND_IN_ERROR_CHARS),
+        "original-topic": record.topic,
+        "original-size": str(len(value)),
+    }
+    if record.key is not None:
+        headers["original-key"] = truncate_text(record.key, 200)
+    if record.ce_type is not None:
+        headers["original-ce-type"] = record.ce_type
+    if record.ce_id is not None:
+        headers["original-ce-id"] = record.ce_id
+    headers.update(extra or {})
+    return OutgoingRecord(dead_letters, record.key, value[:STAND_IN_VALUE_BYTES], headers=headers,
+                          content_type=STAND_IN_CONTENT_TYPE)

@@ -19,6 +19,8 @@ import pytest
 from adapters.brokers import BrokerHandle
 from adapters.cli import main
 from adapters.kafka import (
+    EVENT_CONTENT_TYPE,
+    STATE_TYPE,
     KafkaConfig,
     OutgoingRecord,
     Producer,
@@ -27,7 +29,6 @@ from adapters.kafka import (
     open_admin,
     read_topic,
 )
-from adapters.outbox import EVENT_CONTENT_TYPE, STATE_TYPE
 from fsm.audit_history import HistoryGenerator
 from schemas.events import STATE_CHANGED_TYPE
 

@@ -25,6 +25,9 @@ import pytest
 
 from adapters.brokers import BROKER_ENV_VAR, BrokerHandle, parse_broker_choice, running_broker
 from adapters.kafka import (
+    EVENT_CONTENT_TYPE,
+    RESULT_TYPE,
+    STATE_TYPE,
     KafkaConfig,
     Producer,
     Record,
@@ -33,7 +36,7 @@ from adapters.kafka import (
     open_admin,
     read_topic,
 )
-from adapters.outbox import EVENT_CONTENT_TYPE, RESULT_TYPE, STATE_TYPE, Outbox
+from adapters.outbox import Outbox
 from schemas.commands import CommandResult
 from schemas.events import STATE_CHANGED_TYPE, state_changed_event
 from schemas.types import Outcome

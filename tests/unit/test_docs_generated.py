@@ -23,7 +23,7 @@ import pytest
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
-from adapters import config_doc, outbox
+from adapters import config_doc, kafka
 from adapters.cli import main
 from adapters.config_doc import CONFIG_DOC, config_rows, render_configuration_doc
 from adapters.docs_cli import ASYNCAPI_DOC, kafka_contract, render_asyncapi_doc
@@ -179,10 +179,10 @@ def test_asyncapi_examples_parse_with_the_services_models() -> None:
 
 def test_asyncapi_wire_constants_are_those_the_sinks_write() -> None:
     contract = kafka_contract()
-    assert contract.result_type == outbox.RESULT_TYPE
-    assert contract.state_type == outbox.STATE_TYPE
+    assert contract.result_type == kafka.RESULT_TYPE
+    assert contract.state_type == kafka.STATE_TYPE
     assert contract.event_type == STATE_CHANGED_TYPE
-    assert contract.event_content_type == outbox.EVENT_CONTENT_TYPE
+    assert contract.event_content_type == kafka.EVENT_CONTENT_TYPE
     messages = _asyncapi()["components"]["messages"]
     assert messages["CampaignStateChanged"]["headers"]["properties"]["ce_type"]["const"] == STATE_CHANGED_TYPE
     assert messages["CampaignStateChanged"]["contentType"] == "application/cloudevents+json"

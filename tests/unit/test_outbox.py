@@ -15,15 +15,16 @@ from typing import Any
 import orjson
 import pytest
 
-from adapters.kafka import Delivery, OutgoingRecord, ProduceFailed, TopicNames
-from adapters.outbox import (
+from adapters.kafka import (
     EVENT_CONTENT_TYPE,
     RESULT_TYPE,
     STATE_TYPE,
-    Outbox,
-    OutboxClosed,
-    OutboxUnavailable,
+    Delivery,
+    OutgoingRecord,
+    ProduceFailed,
+    TopicNames,
 )
+from adapters.outbox import Outbox, OutboxClosed, OutboxUnavailable
 from fsm.testing import FakeClock
 from schemas.base import encode
 from schemas.commands import CommandResult
@@ -409,6 +410,7 @@ async def test_depth_and_oldest_age_follow_the_injected_clock(tmp_path: Path) ->
 async def test_a_writer_failure_answers_every_caller_and_closes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
     from adapters import outbox as module
+    from adapters.outbox import store
 
     def broken(self: object, ops: list[object]) -> list[object]:
         raise RuntimeError("bug")
@@ -416,7 +418,7 @@ async def test_a_writer_failure_answers_every_caller_and_closes(tmp_path: Path, 
     box = outbox(tmp_path, FakeBroker())
     await box.open()
     await box.state_saved(snapshot("c-1", 1))
-    monkeypatch.setattr(module._Store, "commit_appends", broken)
+    monkeypatch.setattr(store.Store, "commit_appends", broken)
     with caplog.at_level(logging.ERROR, logger="adapters.outbox"):
         with pytest.raises(module.OutboxWriteFailed, match="internal error"):
             await box.state_saved(snapshot("c-1", 2))
