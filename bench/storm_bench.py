@@ -101,8 +101,7 @@ from _storm_naive import NaiveResult, run_naive
 from aiokafka import AIOKafkaConsumer
 
 from adapters.brokers import BrokerError, BrokerHandle, broker_from_env
-from adapters.kafka import OutgoingRecord, Producer, TopicNames
-from adapters.kafka_sink import KafkaSink
+from adapters.kafka import KafkaSink, OutgoingRecord, Producer, TopicNames
 from adapters.service import Service
 from adapters.settings import Settings
 from adapters.simulator.traffic import peak_in_window

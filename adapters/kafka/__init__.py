@@ -19,6 +19,7 @@ local emulators (see `adapters.brokers`):
 - `reader`: `TopicReader` / `read_topic` / `restore_latest`: read a topic from the beginning (or a
   time) to its end as of the start, for restoring ``campaign.state`` and for replay (its docstring
   says why one end-offset snapshot is not trusted);
+- `sink`: `KafkaSink`, an `EventSink` that produces straight to Kafka, without the outbox;
 - `errors`: what is raised here.
 
 Errors (everything raised here is a `KafkaEdgeError`; `retriable` says whether trying again may
@@ -53,6 +54,7 @@ from .records import (
     dead_letter_stand_in,
     result_id,
 )
+from .sink import KafkaSink
 from .topics import TopicNames, TopicSpec, ensure_topics, open_admin, partition_of
 
 __all__ = [
@@ -67,6 +69,7 @@ __all__ = [
     "KafkaConfig",
     "KafkaEdgeError",
     "KafkaSecurity",
+    "KafkaSink",
     "NotStarted",
     "OutgoingRecord",
     "Partition",

@@ -72,7 +72,7 @@ the publisher's error.
 Modules: `outbox` (`Outbox`, the sink and its drainer; `Publisher`, the port it publishes
 through), `writer` (the writer thread and its group commit), `store` (the SQLite schema, rows and
 operations), `errors`. The records' types, ids and dead-letter stand-ins are the Kafka edge's
-(`adapters.kafka.records`), shared with the direct `adapters.kafka_sink.KafkaSink`.
+(`adapters.kafka.records`), shared with the direct `adapters.kafka.KafkaSink`.
 """
 
 from .errors import OutboxClosed, OutboxError, OutboxUnavailable, OutboxWriteFailed

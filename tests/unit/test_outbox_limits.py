@@ -23,9 +23,8 @@ import pytest
 from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError, TopicAuthorizationFailedError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from adapters.kafka import KafkaConfig, OutgoingRecord, ProduceFailed, Producer, TopicNames
+from adapters.kafka import KafkaConfig, KafkaSink, OutgoingRecord, ProduceFailed, Producer, TopicNames
 from adapters.kafka import producer as producer_module
-from adapters.kafka_sink import KafkaSink
 from adapters.outbox import Outbox
 from schemas import ContractError, decode, encode
 from schemas.commands import Command, CommandResult

@@ -22,17 +22,10 @@ import orjson
 from schemas.base import encode, truncate_text
 from schemas.commands import CommandResult
 
-from .kafka import (
-    EVENT_CONTENT_TYPE,
-    RESULT_TYPE,
-    STATE_TYPE,
-    OutgoingRecord,
-    ProduceFailed,
-    Producer,
-    TopicNames,
-    dead_letter_stand_in,
-    result_id,
-)
+from .errors import ProduceFailed
+from .producer import Producer
+from .records import EVENT_CONTENT_TYPE, RESULT_TYPE, STATE_TYPE, OutgoingRecord, dead_letter_stand_in, result_id
+from .topics import TopicNames
 
 __all__ = ["KafkaSink"]
 
