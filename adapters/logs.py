@@ -3,7 +3,7 @@
 Records carry ids through `extra={"campaign_id": ..., "command_id": ...}` or, for every line logged
 inside one look at a campaign, from the log context the orchestrator binds (`fsm/log_context.py`);
 anything that looks like a credential is never passed to a logger in the first place (see
-adapters/oauth.py).
+adapters/platform/oauth.py).
 """
 
 from __future__ import annotations

@@ -49,9 +49,8 @@ from .kafka import (
     partition_of,
     restore_latest,
 )
-from .notifications import NotificationChannels
 from .outbox import Outbox, OutboxError
-from .platform_client import ClientStats, PlatformClient
+from .platform import ClientStats, NotificationChannels, PlatformClient
 from .settings import Settings
 
 __all__ = ["Service", "kafka_config_from"]

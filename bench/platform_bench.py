@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 from adapters.clock import SystemClock
-from adapters.platform_client import PlatformClient
+from adapters.platform import PlatformClient
 from adapters.simulator.app import SimulatorConfig
 from adapters.simulator.server import run_simulator
 from adapters.simulator.tenant import generate_tenant

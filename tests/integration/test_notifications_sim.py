@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from adapters.clock import SystemClock
-from adapters.notifications import NotificationChannels
-from adapters.platform_client import PlatformClient
+from adapters.platform import NotificationChannels, PlatformClient
 from adapters.simulator.app import Simulator, SimulatorConfig
 from adapters.simulator.faults import FaultConfig
 from adapters.simulator.server import run_simulator

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from adapters.clock import SystemClock
-from adapters.platform_client import PlatformClient
+from adapters.platform import PlatformClient
 from adapters.simulator.app import Simulator, SimulatorConfig
 from adapters.simulator.faults import FaultConfig
 from adapters.simulator.server import run_simulator

@@ -13,8 +13,7 @@ import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from adapters.clock import SystemClock
-from adapters.notifications import NotificationChannels
-from adapters.platform_client import PlatformClient
+from adapters.platform import NotificationChannels, PlatformClient
 from fsm.ports import Notification
 from schemas.types import CampaignState
 

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from adapters.oauth import TokenManager
+from adapters.platform.oauth import TokenManager
 from fsm.ports import PlatformAuthError, PlatformUnavailable
 from fsm.testing import FakeClock
 

@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from adapters.platform_client import PlatformClient
+from adapters.platform import PlatformClient
 from fsm.ports import (
     Platform,
     PlatformAuthError,

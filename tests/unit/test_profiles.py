@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from adapters.profiles import (
+from adapters.platform.profiles import (
     SUPPORTED_ACTIONS,
     UNKNOWN_DIALER_ID,
     Profile,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from adapters.config_doc import config_rows
-from adapters.platform_client import ClientStats
+from adapters.platform import ClientStats
 from schemas.types import Action, Anomaly, CampaignState, DialerType, Outcome, Priority, ReasonCode
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@
 
 Built on `httpx.AsyncClient`; the constructor takes an optional `httpx.AsyncBaseTransport`, so unit
 tests hand it an `httpx.MockTransport` and integration tests nothing (real sockets). Payloads are
-translated by `adapters/profiles.py`; this module only moves them and maps failures.
+translated by `adapters/platform/profiles.py`; this module only moves them and maps failures.
 
 Reads (GET) are safe to repeat. Every GET is sent inside a grant of the tenant's `ReadLimiter`
 (key = the campaign, contact list or dialer it is about), held until its answer is back so the
@@ -71,7 +71,7 @@ from schemas.base import ContractError
 from schemas.platform import NotificationChannel
 from schemas.types import Action
 
-from .clock import SystemClock
+from ..clock import SystemClock
 from .oauth import TokenManager
 from .profiles import (
     SUPPORTED_ACTIONS,
@@ -298,7 +298,7 @@ class PlatformClient:
         updated = _json_object(resp, f"PUT {path}")
         return self._translate(campaign_from_payload, updated, f"campaign {campaign_id!r}")
 
-    # --- notification channel REST calls (used by adapters/notifications.py) ---------------------
+    # --- notification channel REST calls (used by adapters/platform/notifications.py) ------------
 
     async def create_notification_channel(self) -> NotificationChannel:
         """POST /api/v2/notifications/channels. A lost answer only leaks a channel that expires."""

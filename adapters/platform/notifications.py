@@ -4,7 +4,7 @@ A channel is created with `POST /api/v2/notifications/channels`, which answers a
 topics are set with `PUT .../channels/{id}/subscriptions`. One channel holds at most 1,000 topics,
 so `NotificationChannels` opens as many channels as the topics need, filling each before opening
 the next. Topics: `v2.outbound.campaigns.{id}` (the body is the campaign in the profile's format,
-translated by adapters/profiles.py into a `CampaignSnapshot`) and `v2.outbound.contactlists.{id}`
+translated by adapters/platform/profiles.py into a `CampaignSnapshot`) and `v2.outbound.contactlists.{id}`
 (delivered with `contact_list_id` and the raw body).
 
 Delivery: every notification is handed to one async listener callback (`NotificationListener`),
@@ -54,7 +54,7 @@ from fsm.ports import Clock, Notification, NotificationListener, PlatformNotFoun
 from schemas.base import ContractError, decode
 from schemas.platform import NotificationChannel, NotificationEnvelope
 
-from .platform_client import PlatformClient
+from .client import PlatformClient
 from .profiles import campaign_from_payload
 
 __all__ = [
