@@ -35,8 +35,8 @@ from fsm.windows import ToleranceWindows, WindowSpec
 from schemas.commands import KeyId
 from schemas.types import DialerType
 
-from .asgi_server import HttpLimits
 from .kafka import TopicNames
+from .service.http import HttpLimits
 from .signing import load_keys
 
 _KEY_ID: TypeAdapter[str] = TypeAdapter(KeyId)

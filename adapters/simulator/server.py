@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from ..asgi_server import ServerStartError, serve_asgi
+from ..service.http import ServerStartError, serve_asgi
 from .app import Simulator, SimulatorConfig
 from .clock import SimClock
 from .tenant import Tenant

@@ -24,8 +24,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect as ws_connect
 
-from adapters.asgi_server import HttpLimits, serve_asgi
-from adapters.http_api import build_app
+from adapters.service.http import HttpLimits, build_app, serve_asgi
 
 pytestmark = pytest.mark.integration
 

@@ -393,8 +393,7 @@ async def test_the_dockerfile_healthcheck_asks_healthz(alive: bool) -> None:
     import os
     import sys
 
-    from adapters.asgi_server import serve_asgi
-    from adapters.http_api import build_app
+    from adapters.service.http import build_app, serve_asgi
 
     argv = _healthcheck_argv()
     assert argv[0] == "python"

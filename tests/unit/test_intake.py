@@ -15,9 +15,9 @@ from uuid import UUID
 import orjson
 import pytest
 
-from adapters.intake import DEAD_LETTER_CONTENT_TYPE, CommandIntake
 from adapters.kafka import Delivery, KafkaEdgeError, Partition, Record, partition_of
 from adapters.outbox import OutboxError
+from adapters.service.intake import DEAD_LETTER_CONTENT_TYPE, CommandIntake
 from fsm import CampaignMachine
 from fsm.backoff import PollPolicy
 from fsm.orchestrator import Orchestrator, OrchestratorConfig
@@ -362,7 +362,7 @@ async def test_a_dead_intake_task_is_logged_and_restarted(parts: Parts, caplog: 
     intake.start()
     await until(lambda: intake.healthy)
     task = next(t for t in asyncio.all_tasks() if t.get_name() == "command-intake")
-    with caplog.at_level(logging.ERROR, logger="adapters.intake"):
+    with caplog.at_level(logging.ERROR, logger="adapters.service.intake"):
         task.cancel()
         await asyncio.sleep(0)
         await asyncio.sleep(0)
@@ -377,7 +377,7 @@ async def test_a_dead_intake_task_is_logged_and_restarted(parts: Parts, caplog: 
     boom = iter([_Boom("escaped every handler")])
     consumer.fail_fetch = lambda: next(boom, None)
     caplog.clear()
-    with caplog.at_level(logging.ERROR, logger="adapters.intake"):
+    with caplog.at_level(logging.ERROR, logger="adapters.service.intake"):
         await until(lambda: intake.restarts == 2, what="second death")
         await until(lambda: intake.healthy, what="restarted again")
     (death,) = [r for r in caplog.records if "command-intake" in r.getMessage()]

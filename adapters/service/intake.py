@@ -53,7 +53,7 @@ from schemas import Command, ContractError, decode
 from schemas.commands import CAMPAIGN_ID_PATTERN, CommandResult
 from schemas.types import ReasonCode
 
-from .kafka import Delivery, KafkaEdgeError, Partition, Record, partition_of
+from ..kafka import Delivery, KafkaEdgeError, Partition, Record, partition_of
 
 __all__ = ["DEAD_LETTER_CONTENT_TYPE", "CommandCore", "CommandIntake", "CommandSource", "DeadLetterProducer"]
 

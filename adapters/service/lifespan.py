@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
@@ -33,11 +33,8 @@ from fsm.ports import Clock, EventSink, Notification
 from schemas.commands import CommandResult
 from schemas.types import TRANSITIONAL_STATES
 
-from .asgi_server import serve_asgi
-from .clock import SystemClock
-from .http_api import MetricsSource, build_app
-from .intake import CommandIntake
-from .kafka import (
+from ..clock import SystemClock
+from ..kafka import (
     CommandConsumer,
     KafkaConfig,
     KafkaSecurity,
@@ -49,9 +46,15 @@ from .kafka import (
     partition_of,
     restore_latest,
 )
-from .outbox import Outbox, OutboxError
-from .platform import ClientStats, NotificationChannels, PlatformClient
-from .settings import Settings
+from ..outbox import Outbox, OutboxError
+from ..platform import ClientStats, NotificationChannels, PlatformClient
+from .http import MetricsSource, build_app, serve_asgi
+from .intake import CommandIntake
+
+if TYPE_CHECKING:
+    # Only a type here: adapters.settings imports this package (for HttpLimits), so importing it at
+    # run time would be a cycle.
+    from ..settings import Settings
 
 __all__ = ["Service", "kafka_config_from"]
 

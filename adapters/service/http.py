@@ -1,6 +1,10 @@
-"""Serving an ASGI app over a real socket with uvicorn, in-process, as an async context manager.
+"""The operator's HTTP endpoint, `/healthz`, `/readyz`, `/metrics` (`build_app`), and serving an
+ASGI app over a real socket with uvicorn, in-process, as an async context manager (`serve_asgi`).
 
-Used by the simulator and by the service's health/metrics endpoint::
+The endpoint's gauges are read from the running parts at scrape time (pull, not push), so the core
+never imports a metrics library and a scrape always sees the current truth (Prometheus text format).
+
+`serve_asgi` is used by the simulator and by the service's health/metrics endpoint::
 
     async with serve_asgi(app, host="127.0.0.1", port=0, name="metrics") as url:
         ...  # url == "http://127.0.0.1:<port>"
@@ -33,16 +37,23 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import h11
 import uvicorn
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
-__all__ = ["HttpLimits", "ServerStartError", "serve_asgi"]
+__all__ = ["HttpLimits", "MetricsSource", "ServerStartError", "build_app", "serve_asgi"]
 
 _log = logging.getLogger(__name__)
 
@@ -349,3 +360,42 @@ async def _force_stop(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
+
+
+# --- the operator's endpoint ---------------------------------------------------------------------
+
+# name -> (help, callable returning [(labels, value)])
+MetricsSource = dict[str, tuple[str, Callable[[], Iterable[tuple[dict[str, str], float]]]]]
+
+
+class _PullCollector(Collector):
+    def __init__(self, source: MetricsSource) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Metric]:
+        for name, (help_text, read) in self._source.items():
+            samples = list(read())
+            labels = sorted({k for sample_labels, _ in samples for k in sample_labels})
+            family = GaugeMetricFamily(name, help_text, labels=labels)
+            for sample_labels, value in samples:
+                family.add_metric([sample_labels.get(k, "") for k in labels], value)
+            yield family
+
+
+def build_app(*, alive: Callable[[], bool], ready: Callable[[], bool], metrics: MetricsSource) -> Starlette:
+    registry = CollectorRegistry()
+    registry.register(_PullCollector(metrics))
+
+    async def healthz(_: Request) -> Response:
+        ok = alive()
+        return JSONResponse({"status": "ok" if ok else "down"}, status_code=200 if ok else 503)
+
+    async def readyz(_: Request) -> Response:
+        ok = ready()
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    async def metrics_route(_: Request) -> Response:
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz),
+                             Route("/metrics", metrics_route)])

@@ -1,0 +1,10 @@
+"""The service, `campaign-fsm run`: the composition root that wires every edge to the core.
+
+- `lifespan`: `Service`, one lifespan that starts everything in order and stops it in reverse;
+- `intake`: `CommandIntake`, the commands topic into the orchestrator, dead letters;
+- `http`: the `/healthz`, `/readyz`, `/metrics` endpoint and the in-process server (`serve_asgi`).
+"""
+
+from .lifespan import Service, kafka_config_from
+
+__all__ = ["Service", "kafka_config_from"]
