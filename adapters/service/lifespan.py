@@ -16,40 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import orjson
 
 from fsm.machine import CampaignMachine
 from fsm.orchestrator import Orchestrator
 from fsm.ports import Clock, EventSink, Notification
-from schemas.commands import CommandResult
-from schemas.types import TRANSITIONAL_STATES
 
 from ..clock import SystemClock
-from ..kafka import (
-    CommandConsumer,
-    KafkaConfig,
-    KafkaSecurity,
-    Partition,
-    Producer,
-    TopicNames,
-    ensure_topics,
-    open_admin,
-    partition_of,
-    restore_latest,
-)
+from ..kafka import CommandConsumer, KafkaConfig, KafkaSecurity, Producer, TopicNames, ensure_topics, open_admin
 from ..outbox import Outbox, OutboxError
-from ..platform import ClientStats, NotificationChannels, PlatformClient
-from .http import MetricsSource, build_app, serve_asgi
+from ..platform import NotificationChannels, PlatformClient
+from .http import build_app, serve_asgi
 from .intake import CommandIntake
+from .metrics import CountingSink, metrics_table
+from .ownership import Ownership, drained, owns_nothing
 
 if TYPE_CHECKING:
     # Only a type here: adapters.settings imports this package (for HttpLimits), so importing it at
@@ -93,7 +79,7 @@ class _Parts:
     producer: Producer
     consumer: CommandConsumer
     intake: CommandIntake
-    sink: _CountingSink
+    sink: CountingSink
     http_url: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -134,12 +120,12 @@ class Service:
                                 replication_factor=self._kafka.replication_factor)
         producer = Producer(self._kafka)
         await producer.start()
-        sink = _CountingSink(self._sink_factory(producer, self._kafka.topics) if self._sink_factory else Outbox(
+        sink = CountingSink(self._sink_factory(producer, self._kafka.topics) if self._sink_factory else Outbox(
             settings.outbox_path, producer, topics=self._kafka.topics))
         await _start(sink)
         # Rows a previous run left undelivered go out before this instance joins the group, so a
         # new owner never reads a campaign.state that is missing this instance's last word.
-        await _drained(sink, 30.0)
+        await drained(sink, 30.0)
         client = PlatformClient(
             settings.platform.url, settings.platform.client_id, settings.platform.client_secret.get_secret_value(),
             profile=settings.platform.profile, clock=clock, transport=self._transport,
@@ -172,9 +158,9 @@ class Service:
         orchestrator = Orchestrator(machine=machine, platform=client, sink=sink, clock=clock,
                                     notifications=channels if follow else None,
                                     config=settings.orchestrator_config(), authority=authority,
-                                    auth_clock=time.time, owns=_nothing)
+                                    auth_clock=time.time, owns=owns_nothing)
         holder.append(orchestrator)
-        ownership = _Ownership(self._kafka, orchestrator, sink)
+        ownership = Ownership(self._kafka, orchestrator, sink)
         consumer = CommandConsumer(self._kafka, hooks=ownership)
         ownership.consumer = consumer
         intake = CommandIntake(consumer, orchestrator, producer, self._kafka.topics.dead_letters,
@@ -189,7 +175,7 @@ class Service:
                     # Ready means commands flow: the orchestrator has its campaigns and the intake is
                     # taking records (a dead or failing intake must take the instance out of rotation).
                     app = build_app(alive=lambda: self._alive, ready=lambda: orchestrator.ready and intake.healthy,
-                                    metrics=self._metrics(parts))
+                                    metrics=metrics_table(orchestrator, client, channels, consumer, intake, sink))
                     parts.http_url = await stack.enter_async_context(
                         serve_asgi(app, host=settings.http.host, port=settings.http.port, name="metrics",
                                    limits=settings.http.limits()))
@@ -217,221 +203,11 @@ class Service:
             await producer.stop()
             await client.aclose()
 
-    def _metrics(self, parts: _Parts) -> MetricsSource:
-        orch, intake = parts.orchestrator, parts.intake
-
-        def dialers() -> Iterable[tuple[dict[str, str], float]]:
-            for stats in orch.gate.stats():
-                yield {"dialer": stats.dialer_id}, float(stats.in_flight)
-
-        def queue_depth() -> Iterable[tuple[dict[str, str], float]]:
-            for stats in orch.gate.stats():
-                yield {"dialer": stats.dialer_id}, float(stats.depth)
-
-        def states() -> Iterable[tuple[dict[str, str], float]]:
-            counts: dict[str, int] = {}
-            for campaign in orch.campaigns.values():
-                counts[campaign.state] = counts.get(campaign.state, 0) + 1
-            for state, n in sorted(counts.items()):
-                yield {"state": state}, float(n)
-
-        def outbox() -> Iterable[tuple[dict[str, str], float]]:
-            depth = getattr(parts.sink, "depth", None)
-            if depth is not None:
-                yield {}, float(depth)
-
-        client_stats = parts.client.stats
-        sink = parts.sink
-
-        def results() -> Iterable[tuple[dict[str, str], float]]:
-            for (outcome, reason), n in sorted(sink.results.items()):
-                yield {"outcome": outcome, "reason": reason}, float(n)
-
-        def transitions() -> Iterable[tuple[dict[str, str], float]]:
-            for (source, dest), n in sorted(sink.transitions.items()):
-                yield {"from": source, "to": dest}, float(n)
-
-        def durations(index: int) -> Callable[[], Iterable[tuple[dict[str, str], float]]]:
-            return lambda: [({"transition": k}, v[index]) for k, v in sorted(sink.durations.items())]
-
-        def lag() -> Iterable[tuple[dict[str, str], float]]:
-            if parts.consumer.assignment:
-                for partition, n in sorted(parts.consumer.lag(intake.positions).items()):
-                    yield {"partition": str(partition.partition)}, float(n)
-
-        return {
-            "campaign_fsm_command_results": ("Command results published, by outcome and reason", results),
-            "campaign_fsm_state_changes": ("State changes published, by from and to state", transitions),
-            "campaign_fsm_transition_seconds_count": ("Transitions finished, by type (for the mean duration)",
-                                                      durations(0)),
-            "campaign_fsm_transition_seconds_sum": ("Seconds spent in finished transitions, by type",
-                                                    durations(1)),
-            "campaign_fsm_reads_per_second": ("Platform reads in the last second (the limit is read_limit_per_s)",
-                                              lambda: [({}, float(parts.client.limiter.recent(1.0)))]),
-            "campaign_fsm_consumer_lag": ("Commands not yet fetched, per partition of the commands topic", lag),
-            "campaign_fsm_campaigns": ("Campaigns by state", states),
-            "campaign_fsm_in_flight": ("Transitions in flight per dialer", dialers),
-            "campaign_fsm_dialer_queue_depth": ("Commands queued per dialer", queue_depth),
-            "campaign_fsm_notifications_up": ("1 when the notification channel is up",
-                                              lambda: [({}, 1.0 if parts.channels.up else 0.0)]),
-            "campaign_fsm_ready": ("1 once startup reconciliation is done", lambda: [({}, float(orch.ready))]),
-            "campaign_fsm_commands_consumed": ("Command records consumed", lambda: [({}, float(intake.consumed))]),
-            "campaign_fsm_commands_malformed": ("Malformed command records", lambda: [({}, float(intake.malformed))]),
-            "campaign_fsm_commands_misrouted": (
-                "Command records refused before the core: KEY_MISMATCH, WRONG_PARTITION, NOT_OWNED",
-                lambda: [({"reason": r}, float(n)) for r, n in sorted(intake.misrouted.items())]),
-            "campaign_fsm_platform_requests": ("Platform requests by kind",
-                                               lambda: [({"kind": k}, float(v)) for k, v in _counters(client_stats)]),
-            "campaign_fsm_outbox_depth": ("Events and results waiting in the outbox", outbox),
-            "campaign_fsm_commands_refused_auth": ("Commands refused by signature, freshness, replay or policy",
-                                                   lambda: _by("reason", orch.auth_refusals)),
-            "campaign_fsm_state_quarantined": ("campaign.state records (or their held or scheduled commands) set "
-                                               "aside when restored", lambda: _by("what", orch.quarantined)),
-            "campaign_fsm_notifications_mismatched": ("Campaign bodies on another campaign's topic, ignored",
-                                                      lambda: [({}, float(parts.channels.mismatched))]),
-            "campaign_fsm_outbox_undeliverable": ("Outbox rows set aside as undeliverable (dead-lettered, kept in "
-                                                  "its undeliverable table)",
-                                                  lambda: [({}, float(getattr(parts.sink, "undeliverable", 0)))]),
-        }
-
-
-def _counters(stats: ClientStats) -> list[tuple[str, float]]:
-    return [(name, float(value)) for name, value in dataclasses.asdict(stats).items()]
-
-
-class _CountingSink:
-    """Counts what goes through the sink for /metrics: results by outcome and reason, state changes
-    by type, and how long transitions took (from entering a transitional state to leaving it)."""
-
-    def __init__(self, inner: EventSink) -> None:
-        self.inner = inner
-        self.results: Counter[tuple[str, str]] = Counter()
-        self.transitions: Counter[tuple[str, str]] = Counter()
-        self.durations: dict[str, list[float]] = {}  # "FROM->TO" -> [count, sum of seconds]
-        self._started: dict[str, tuple[str, float]] = {}
-
-    def __getattr__(self, name: str) -> Any:  # start, stop, wait_drained, depth: the outbox's own
-        return getattr(self.inner, name)
-
-    async def state_changed(self, event: dict[str, Any], snapshot: dict[str, Any],
-                            results: Sequence[CommandResult] = ()) -> None:
-        await self.inner.state_changed(event, snapshot, results)
-        self._count(results)
-        data = event["data"]
-        source, dest = str(data.get("from")), str(data["to"])
-        self.transitions[(source, dest)] += 1
-        at = float(snapshot.get("enteredAt") or 0.0)
-        if dest in TRANSITIONAL_STATES and source != dest:  # StrEnum members equal their values
-            self._started[event["subject"]] = (dest, at)
-        elif dest not in TRANSITIONAL_STATES:
-            began = self._started.pop(event["subject"], None)
-            if began is not None:
-                stats = self.durations.setdefault(f"{began[0]}->{dest}", [0.0, 0.0])
-                stats[0] += 1
-                stats[1] += max(0.0, at - began[1])
-
-    async def state_saved(self, snapshot: dict[str, Any], results: Sequence[CommandResult] = ()) -> None:
-        await self.inner.state_saved(snapshot, results)
-        self._count(results)
-
-    async def command_result(self, result: CommandResult) -> None:
-        await self.inner.command_result(result)
-        self._count((result,))
-
-    def _count(self, results: Sequence[CommandResult]) -> None:
-        for result in results:
-            self.results[(result.outcome.value, result.reason.value if result.reason else "")] += 1
-
-
-class _Ownership:
-    """The consumer group decides which campaigns this instance drives: those whose campaign id
-    hashes (murmur2) to one of its partitions of the commands topic.
-
-    The protocol is eager: every member gives up everything (`on_revoked`), then receives its new
-    share (`on_assigned`). So on revoke the orchestrator suspends (running looks finish, nothing
-    new is sent or published) and the outbox drains; on assign it lets go of what moved away,
-    restores and reconciles what arrived, and resumes. aiokafka awaits both hooks before the
-    group moves on, which is what keeps two instances from driving one campaign.
-    """
-
-    def __init__(self, kafka: KafkaConfig, orchestrator: Orchestrator, sink: EventSink) -> None:
-        self.kafka = kafka
-        self.orchestrator = orchestrator
-        self.sink = sink
-        self.consumer: CommandConsumer | None = None
-        self.owned: frozenset[int] = frozenset()
-        self.generation: int | None = None
-        self.first_assignment = asyncio.Event()
-        self.rebalances = 0
-        self._owns: Callable[[str], bool] = _nothing
-
-    def owns(self, campaign_id: str) -> bool:
-        """Whether this instance drives `campaign_id` under the assignment it holds or is taking."""
-        return self._owns(campaign_id)
-
-    def _predicate(self, owned: frozenset[int], count: int) -> Callable[[str], bool]:
-        return lambda campaign_id: partition_of(campaign_id, count) in owned
-
-    async def on_revoked(self, partitions: frozenset[Partition], generation: int | None) -> None:
-        await self.orchestrator.suspend()
-        await _drained(self.sink, 10.0)
-
-    async def on_assigned(self, partitions: frozenset[Partition], generation: int | None) -> None:
-        assert self.consumer is not None
-        # Suspended until the new share is acquired, the first assignment included (no revoke comes
-        # before it): a command fetched meanwhile must not adopt a campaign whose record is still
-        # being restored (it would start a second sequence at 1).
-        await self.orchestrator.suspend()
-        self.rebalances += 1
-        self.generation = generation
-        self.owned = frozenset(p.partition for p in partitions if p.topic == self.kafka.topics.commands)
-        owns = self._predicate(self.owned, self.consumer.partition_count())
-        # At once, not after the acquisition: a command fetched meanwhile waits in the core (which is
-        # suspended) rather than being refused as not owned.
-        self._owns = owns
-        gone = await self.orchestrator.release(owns)
-        restored = await restore_latest(self.kafka, self.kafka.topics.state)
-        await self.orchestrator.acquire(_records(r.value for r in restored.values()), owns)
-        self.orchestrator.resume()
-        self.orchestrator.mark_ready()
-        self.first_assignment.set()
-        _log.info("assignment generation %s: partitions %s, %d campaigns (%d handed over)", generation,
-                  sorted(self.owned), len(self.orchestrator.campaigns), len(gone))
-
-
-def _nothing(_: str) -> bool:
-    return False
-
 
 def _log_death(task: asyncio.Task[Any]) -> None:
     """A background task that ends by an exception says so, with its traceback, instead of vanishing."""
     if not task.cancelled() and (error := task.exception()) is not None:
         _log.error("background task %s died", task.get_name(), exc_info=error)
-
-
-async def _drained(sink: object, seconds: float) -> None:
-    wait = getattr(sink, "wait_drained", None)
-    if wait is not None and not await wait(seconds):
-        _log.warning("the outbox did not drain within %.0f s (is the broker reachable?)", seconds)
-
-
-def _by(label: str, counts: Counter[Any]) -> list[tuple[dict[str, str], float]]:
-    return [({label: str(key)}, float(n)) for key, n in sorted(counts.items())]
-
-
-def _records(values: Iterable[bytes | None]) -> list[dict[str, Any]]:
-    records = []
-    for value in values:
-        if value is None:
-            continue
-        try:
-            record = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            _log.warning("unreadable record on the state topic skipped")
-            continue
-        if isinstance(record, dict) and "campaignId" in record:
-            records.append(record)
-    return records
 
 
 async def _start(sink: object) -> None:

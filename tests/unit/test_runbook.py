@@ -57,7 +57,7 @@ def _sections() -> dict[str, str]:
 
 
 def _defined_metrics() -> set[str]:
-    source = (ROOT / "adapters" / "service" / "lifespan.py").read_text()
+    source = (ROOT / "adapters" / "service" / "metrics.py").read_text()
     return set(re.findall(r"[\"'](campaign_fsm_[a-z0-9_]+)[\"']", source))
 
 
@@ -81,7 +81,7 @@ def test_each_section_says_what_is_seen_and_what_to_do(title: str) -> None:
 
 def test_every_metric_named_exists() -> None:
     defined = _defined_metrics()
-    assert len(defined) >= 8, "could not read the metric names from adapters/service/lifespan.py"
+    assert len(defined) >= 8, "could not read the metric names from adapters/service/metrics.py"
     named = set(re.findall(r"campaign_fsm_[a-z0-9_]+", RUNBOOK.read_text()))
     assert named, "the runbook names no metric"
     assert named <= defined, f"the runbook names metrics the service does not export: {sorted(named - defined)}"
