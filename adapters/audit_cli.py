@@ -26,18 +26,19 @@ from aiokafka.errors import KafkaError
 
 from fsm.audit import check_state_records
 
-from .audit import build_report, render_text
-from .kafka import KafkaConfig, KafkaEdgeError, TopicNames, TopicSetupError
-from .replay import (
+from .audit import (
+    build_report,
     read_events,
     read_requesters,
     read_state_records,
     rebuilt_state_records,
+    render_html,
+    render_text,
     render_timelines,
     timelines_json,
     write_state_records,
 )
-from .report_html import render_html
+from .kafka import KafkaConfig, KafkaEdgeError, TopicNames, TopicSetupError
 from .send_cli import BOOTSTRAP_ENV
 
 __all__ = ["BOOTSTRAP_ENV", "register"]

@@ -58,12 +58,10 @@ from fsm.windows import DEFAULT_WINDOWS
 from schemas.commands import Command
 from schemas.types import Action, CampaignState, DialerType, Priority
 
-from .audit import build_report, render_text
+from .audit import build_report, read_events, read_requesters, read_state_records, render_html, render_text
 from .brokers import BrokerError, BrokerHandle, parse_broker_choice, probe_kafka, start_broker
 from .kafka import KafkaConfig, Producer, TopicNames, read_topic
 from .logs import JsonFormatter
-from .replay import read_events, read_requesters, read_state_records
-from .report_html import render_html
 from .send_cli import publish_command
 from .service import Service
 from .settings import Settings

@@ -6,7 +6,7 @@
    keyed by campaign id with the CloudEvents headers, produced in batches (acks=all).
 3. Times, alternately and `--rounds` times each (best round counts, the machine is shared):
    - raw: an `AIOKafkaConsumer` (no group) assigned every partition, counting records to the end;
-   - replay: `adapters.replay.read_events(strict=False)`, which is what `campaign-fsm replay` runs
+   - replay: `adapters.audit.read_events(strict=False)`, which is what `campaign-fsm replay` runs
      before printing: read through `TopicReader`, decode, check shape, de-duplicate by id, and
      order every campaign's timeline by sequence. Printing is timed separately (`render_s`:
      the JSON document of every timeline, encoded and discarded).
@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from adapters.audit import read_events, timelines_json
 from adapters.brokers import BrokerHandle, broker_from_env
 from adapters.kafka import (
     EVENT_CONTENT_TYPE,
@@ -41,7 +42,6 @@ from adapters.kafka import (
     ensure_topics,
     open_admin,
 )
-from adapters.replay import read_events, timelines_json
 from fsm.audit_history import HistoryGenerator
 from schemas.events import STATE_CHANGED_TYPE
 

@@ -32,10 +32,10 @@ import orjson
 import psutil
 import pytest
 
+from adapters.audit import read_events
 from adapters.brokers import BrokerHandle
 from adapters.demo import SITUATIONS, DemoOptions, check_situations, run_demo
 from adapters.kafka import read_topic
-from adapters.replay import read_events
 
 pytestmark = pytest.mark.integration
 

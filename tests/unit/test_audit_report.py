@@ -8,12 +8,12 @@ from typing import Any
 import orjson
 import pytest
 
-from adapters.audit import build_report, format_duration, render_text
+from adapters.audit.replay import rebuilt_state_records, render_timelines, timelines_json
+from adapters.audit.report import build_report, format_duration, render_text
+from adapters.audit.report_html import render_html
 from adapters.audit_cli import BOOTSTRAP_ENV
 from adapters.cli import main
 from adapters.kafka import Record
-from adapters.replay import rebuilt_state_records, render_timelines, timelines_json
-from adapters.report_html import render_html
 from fsm.audit import EventLog, LogReplay
 from fsm.audit_history import HistoryGenerator
 from schemas.events import STATE_CHANGED_TYPE

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from html import escape
 from typing import Any
 
-from .audit import format_duration
+from .report import format_duration
 
 __all__ = ["STATE_COLOURS", "render_html"]
 

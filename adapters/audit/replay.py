@@ -23,7 +23,7 @@ import orjson
 from fsm.audit import CampaignHistory, EventLog, LogReplay, rebuild_state
 from fsm.windows import ToleranceWindows
 
-from .kafka import (  # STATE_TYPE: the state records' type, as the service itself publishes them
+from ..kafka import (  # STATE_TYPE: the state records' type, as the service itself publishes them
     STATE_TYPE,
     KafkaConfig,
     OutgoingRecord,

@@ -4,7 +4,7 @@
 JSON-ready document: per campaign its transitions and who commanded them, the time spent in each
 state, the anomalies the model noted (`data.anomaly`), the failures (`to` FAILED, with reason and
 platform errors), and the findings; then the totals. The same document feeds `render_text` and
-`adapters.report_html.render_html`, so the three outputs never disagree.
+`adapters.audit.report_html.render_html`, so the three outputs never disagree.
 
 Events do not carry `requestedBy`; a command's requester is known only when the commands topic
 was read alongside (`requesters`), otherwise the report says so.
