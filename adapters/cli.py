@@ -16,7 +16,7 @@ __all__ = ["build_parser", "main"]
 
 _SUBCOMMANDS: tuple[str, ...] = (
     "adapters.docs_cli",
-    "adapters.simulator.cli",
+    "adapters.devtools.simulator.cli",
     "adapters.send_cli",
     "adapters.schedule_cli",
     "adapters.run_cli",

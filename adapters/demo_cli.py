@@ -1,4 +1,4 @@
-"""`campaign-fsm demo`: the one-command tour of the product (see `adapters.demo` for the scenario).
+"""`campaign-fsm demo`: the one-command tour of the product (see `adapters.devtools.demo` for the scenario).
 
 ::
 
@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .brokers import BROKER_ENV_VAR
-from .demo import DEFAULT_SPEED, DemoOptions, main
+from .devtools.brokers import BROKER_ENV_VAR
+from .devtools.demo import DEFAULT_SPEED, DemoOptions, main
 
 __all__ = ["register"]
 

@@ -24,12 +24,12 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
-from adapters.brokers import start_broker
+from adapters.devtools.brokers import start_broker
+from adapters.devtools.simulator import Simulator, SimulatorConfig, run_simulator
+from adapters.devtools.simulator.tenant import generate_tenant
 from adapters.kafka import OutgoingRecord, Producer, TopicNames
 from adapters.service import Service
 from adapters.settings import Settings
-from adapters.simulator import Simulator, SimulatorConfig, run_simulator
-from adapters.simulator.tenant import generate_tenant
 from schemas.commands import Command
 from schemas.types import Action, CampaignState
 

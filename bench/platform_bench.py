@@ -30,10 +30,10 @@ import time
 from typing import Any
 
 from adapters.clock import SystemClock
+from adapters.devtools.simulator.app import SimulatorConfig
+from adapters.devtools.simulator.server import run_simulator
+from adapters.devtools.simulator.tenant import generate_tenant
 from adapters.platform import PlatformClient
-from adapters.simulator.app import SimulatorConfig
-from adapters.simulator.server import run_simulator
-from adapters.simulator.tenant import generate_tenant
 from fsm.ports import PlatformError
 from fsm.read_limiter import ReadLimiter
 

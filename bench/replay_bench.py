@@ -32,7 +32,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from adapters.audit import read_events, timelines_json
-from adapters.brokers import BrokerHandle, broker_from_env
+from adapters.devtools.brokers import BrokerHandle, broker_from_env
 from adapters.kafka import (
     EVENT_CONTENT_TYPE,
     KafkaConfig,

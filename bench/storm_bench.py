@@ -20,7 +20,7 @@ would only hold STANDARD stops back). One campaign per dialer (`--high`, 20) is 
 rest STANDARD. The simulator keeps the guide's platform limits: 409/500 above 3 transitions in
 flight per dialer, 429 above 10 reads per *simulated* second (`--rate-clock sim`).
 
-Why the simulator runs as a subprocess (`python -m adapters.simulator.cli`): it is the platform,
+Why the simulator runs as a subprocess (`python -m adapters.devtools.simulator.cli`): it is the platform,
 not part of us. In-process it would share the service's event loop and GIL, so its HTTP and
 WebSocket work would delay the service's and inflate (or hide) the detection latency; on its own
 process it runs on the other core as a real platform would. What the bench needs from it comes
@@ -100,11 +100,11 @@ import orjson
 from _storm_naive import NaiveResult, run_naive
 from aiokafka import AIOKafkaConsumer
 
-from adapters.brokers import BrokerError, BrokerHandle, broker_from_env
+from adapters.devtools.brokers import BrokerError, BrokerHandle, broker_from_env
+from adapters.devtools.simulator.traffic import peak_in_window
 from adapters.kafka import KafkaSink, OutgoingRecord, Producer, TopicNames
 from adapters.service import Service
 from adapters.settings import Settings
-from adapters.simulator.traffic import peak_in_window
 from schemas.commands import Command, CommandResult
 from schemas.types import Action, Priority
 
@@ -153,7 +153,7 @@ def _die_with_parent() -> None:
 # stall over 20 ms: what a read waiting in its socket meanwhile is stamped late by.
 _SIM_DIAG = """
 import asyncio, gc, sys, time
-from adapters.simulator.app import Simulator
+from adapters.devtools.simulator.app import Simulator
 
 _gc_started = [0.0]
 def _gc(phase, info):
@@ -177,17 +177,17 @@ async def _start_with_lag(self):
     self._diag_task = asyncio.create_task(_lag(), name="simdiag-lag")
     await _start(self)
 Simulator.start = _start_with_lag
-from adapters.simulator.cli import main
+from adapters.devtools.simulator.cli import main
 sys.exit(main())
 """
 
 
 class SimProcess:
-    """`python -m adapters.simulator.cli` on a free port; stopped (TERM, then KILL) on the way out."""
+    """`python -m adapters.devtools.simulator.cli` on a free port; stopped (TERM, then KILL) on the way out."""
 
     def __init__(self, tenant_file: Path, scale: float, secret: str, log_file: Path, seed: int, *,
                  diag: bool = False) -> None:
-        entry = ["-c", _SIM_DIAG] if diag else ["-m", "adapters.simulator.cli"]
+        entry = ["-c", _SIM_DIAG] if diag else ["-m", "adapters.devtools.simulator.cli"]
         self._argv = [sys.executable, *entry, "--tenant", str(tenant_file),
                       "--time-scale", f"{scale:g}", "--rate-clock", "sim", "--client-id", _CLIENT_ID,
                       "--seed", str(seed), "--port", "0"]

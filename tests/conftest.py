@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
-from adapters.brokers import BrokerError, BrokerHandle, broker_from_env
+from adapters.devtools.brokers import BrokerError, BrokerHandle, broker_from_env
 from adapters.kafka import KafkaConfig, TopicNames
 
 

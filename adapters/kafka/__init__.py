@@ -2,7 +2,7 @@
 
 No business rule lives here; the orchestrator decides what to send, when to commit and what a
 record means. This package only makes the Kafka side behave the same on real Kafka and on the two
-local emulators (see `adapters.brokers`):
+local emulators (see `adapters.devtools.brokers`):
 
 - `config`: `KafkaConfig` (everything the edge needs) and `KafkaSecurity` (TLS/SASL);
 - `topics`: `TopicNames` / `ensure_topics`: the five topics, created idempotently; ``campaign.state``

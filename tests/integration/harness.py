@@ -24,13 +24,13 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from adapters.brokers import BrokerHandle
+from adapters.devtools.brokers import BrokerHandle
+from adapters.devtools.simulator import Simulator, SimulatorConfig, run_simulator
+from adapters.devtools.simulator.clock import ScaledClock
+from adapters.devtools.simulator.tenant import Tenant
 from adapters.kafka import Producer, TopicNames, ensure_topics, open_admin
 from adapters.service import Service
 from adapters.settings import Settings
-from adapters.simulator import Simulator, SimulatorConfig, run_simulator
-from adapters.simulator.clock import ScaledClock
-from adapters.simulator.tenant import Tenant
 from fsm.authorization import canonical_body, sign_body
 from schemas.commands import Command
 from schemas.types import Action, Priority

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
-from adapters.brokers import BrokerHandle
 from adapters.cli import main
+from adapters.devtools.brokers import BrokerHandle
 from adapters.kafka import (
     EVENT_CONTENT_TYPE,
     STATE_TYPE,

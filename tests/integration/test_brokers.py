@@ -9,7 +9,7 @@ from typing import Literal
 import psutil
 import pytest
 
-from adapters.brokers import (
+from adapters.devtools.brokers import (
     BrokerError,
     BrokerHandle,
     parse_broker_choice,

@@ -76,11 +76,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient, ConnectionGroup
 from aiokafka.protocol.group import LeaveGroupRequest
 
-from adapters.brokers import BrokerHandle
+from adapters.devtools.brokers import BrokerHandle
+from adapters.devtools.simulator import FaultConfig, Simulator, SimulatorConfig, run_simulator
+from adapters.devtools.simulator.clock import ScaledClock
+from adapters.devtools.simulator.tenant import generate_tenant
 from adapters.kafka import Producer, TopicNames, ensure_topics, open_admin, read_topic
-from adapters.simulator import FaultConfig, Simulator, SimulatorConfig, run_simulator
-from adapters.simulator.clock import ScaledClock
-from adapters.simulator.tenant import generate_tenant
 from schemas.commands import Command
 from schemas.types import TRANSITIONAL_STATES, Action, CampaignState, DialerType, Priority
 

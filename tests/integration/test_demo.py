@@ -33,8 +33,8 @@ import psutil
 import pytest
 
 from adapters.audit import read_events
-from adapters.brokers import BrokerHandle
-from adapters.demo import SITUATIONS, DemoOptions, check_situations, run_demo
+from adapters.devtools.brokers import BrokerHandle
+from adapters.devtools.demo import SITUATIONS, DemoOptions, check_situations, run_demo
 from adapters.kafka import read_topic
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from adapters.brokers import BrokerHandle
-from adapters.simulator.tenant import generate_tenant
+from adapters.devtools.brokers import BrokerHandle
+from adapters.devtools.simulator.tenant import generate_tenant
 from schemas.types import CampaignState, DialerType, Priority
 from tests.integration.harness import Run, e2e
 

@@ -18,10 +18,10 @@ import psutil
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from adapters.brokers import BrokerHandle
+from adapters.devtools.brokers import BrokerHandle
+from adapters.devtools.simulator.tenant import generate_tenant
 from adapters.kafka import partition_of
 from adapters.service import Service
-from adapters.simulator.tenant import generate_tenant
 from fsm.authorization import canonical_body, sign_body
 from schemas.commands import Command
 from schemas.types import Action, CampaignState, DialerType, Priority, ReasonCode

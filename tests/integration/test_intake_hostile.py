@@ -14,12 +14,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from adapters.brokers import BrokerHandle
+from adapters.devtools.brokers import BrokerHandle
+from adapters.devtools.simulator.tenant import generate_tenant
 from adapters.kafka import KafkaEdgeError, OutgoingRecord, Partition, partition_of
 from adapters.service import Service
 from adapters.settings import AuthSettings, Settings
 from adapters.signing import Signer
-from adapters.simulator.tenant import generate_tenant
 from schemas.base import encode
 from schemas.commands import Command
 from schemas.types import Action, CampaignState

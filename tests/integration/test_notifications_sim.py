@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from adapters.clock import SystemClock
+from adapters.devtools.simulator.app import Simulator, SimulatorConfig
+from adapters.devtools.simulator.faults import FaultConfig
+from adapters.devtools.simulator.server import run_simulator
+from adapters.devtools.simulator.tenant import generate_tenant
 from adapters.platform import NotificationChannels, PlatformClient
-from adapters.simulator.app import Simulator, SimulatorConfig
-from adapters.simulator.faults import FaultConfig
-from adapters.simulator.server import run_simulator
-from adapters.simulator.tenant import generate_tenant
 from fsm.ports import Notification
 from fsm.read_limiter import ReadLimiter
 from schemas.types import Action, CampaignState, DialerType

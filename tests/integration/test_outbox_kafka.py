@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import pytest
 
-from adapters.brokers import BROKER_ENV_VAR, BrokerHandle, parse_broker_choice, running_broker
+from adapters.devtools.brokers import BROKER_ENV_VAR, BrokerHandle, parse_broker_choice, running_broker
 from adapters.kafka import (
     EVENT_CONTENT_TYPE,
     RESULT_TYPE,

@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.brokers import BrokerHandle
+from adapters.devtools.brokers import BrokerHandle
+from adapters.devtools.simulator import Simulator, SimulatorConfig, run_simulator
+from adapters.devtools.simulator.tenant import generate_tenant
 from adapters.kafka import TopicNames
-from adapters.simulator import Simulator, SimulatorConfig, run_simulator
-from adapters.simulator.tenant import generate_tenant
 
 pytestmark = pytest.mark.integration
 

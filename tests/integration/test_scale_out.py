@@ -24,11 +24,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from adapters.brokers import BrokerHandle, start_broker
+from adapters.devtools.brokers import BrokerHandle, start_broker
+from adapters.devtools.simulator import Simulator, SimulatorConfig, run_simulator
+from adapters.devtools.simulator.clock import ScaledClock
+from adapters.devtools.simulator.tenant import generate_tenant
 from adapters.kafka import Producer, TopicNames, ensure_topics, open_admin
-from adapters.simulator import Simulator, SimulatorConfig, run_simulator
-from adapters.simulator.clock import ScaledClock
-from adapters.simulator.tenant import generate_tenant
 from schemas.commands import Command
 from schemas.types import Action, CampaignState, DialerType
 

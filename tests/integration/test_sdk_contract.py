@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from adapters.simulator import SimulatorConfig, parse_tenant, run_simulator
+from adapters.devtools.simulator import SimulatorConfig, parse_tenant, run_simulator
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,11 @@ from collections.abc import Callable
 
 import pytest
 
-from adapters.brokers import BrokerHandle
+from adapters.devtools.brokers import BrokerHandle
+from adapters.devtools.simulator import SimulatorConfig
+from adapters.devtools.simulator.faults import FaultConfig
+from adapters.devtools.simulator.tenant import generate_tenant
 from adapters.service import Service
-from adapters.simulator import SimulatorConfig
-from adapters.simulator.faults import FaultConfig
-from adapters.simulator.tenant import generate_tenant
 from fsm.backoff import PollPolicy
 from schemas.types import CampaignState, DialerType, Priority
 from tests.integration.harness import e2e

@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from adapters.simulator import Simulator, SimulatorConfig, SimulatorServerError, generate_tenant, run_simulator
+from adapters.devtools.simulator import Simulator, SimulatorConfig, SimulatorServerError, generate_tenant, run_simulator
 from schemas.platform import GenesysCampaign, GuideCampaign, NotificationChannel, NotificationEnvelope, OAuthToken
 from schemas.types import CampaignState, DialerType
 
@@ -219,7 +219,7 @@ async def test_run_simulator_releases_its_port() -> None:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "adapters.simulator.cli", *args]
+    return [sys.executable, "-m", "adapters.devtools.simulator.cli", *args]
 
 
 def test_simulate_help_documents_the_tenant_file_and_fault_switches() -> None:

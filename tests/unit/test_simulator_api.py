@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from adapters.simulator import FaultConfig, ManualClock, Simulator, SimulatorConfig, parse_tenant
+from adapters.devtools.simulator import FaultConfig, ManualClock, Simulator, SimulatorConfig, parse_tenant
 from schemas.platform import (
     DialerStats,
     GenesysCampaign,

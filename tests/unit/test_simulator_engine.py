@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.simulator import (
+from adapters.devtools.simulator import (
     FaultConfig,
     ManualClock,
     Scheduler,
@@ -19,7 +19,7 @@ from adapters.simulator import (
     load_tenant,
     parse_tenant,
 )
-from adapters.simulator.engine import DialerOverloaded, InvalidTransition, UnknownCampaign
+from adapters.devtools.simulator.engine import DialerOverloaded, InvalidTransition, UnknownCampaign
 from schemas.types import Action, CampaignState, DialerType
 
 S = CampaignState

@@ -6,7 +6,7 @@ import asyncio
 import io
 import re
 
-from adapters.tui import CampaignRow, DialerRow, LiveView, Snapshot, StreamLine, format_seconds, render
+from adapters.devtools.tui import CampaignRow, DialerRow, LiveView, Snapshot, StreamLine, format_seconds, render
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

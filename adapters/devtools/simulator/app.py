@@ -4,7 +4,7 @@
 and exposes them to Python tests; `Simulator.app` is the Starlette application serving the
 profile's API, the notification WebSockets and the admin API. Mount it in unit tests with
 `httpx.ASGITransport(sim.app)` (no socket; drive time with a `ManualClock` and `sim.advance`), or
-serve it over TCP with `adapters.simulator.server.run_simulator`.
+serve it over TCP with `adapters.devtools.simulator.server.run_simulator`.
 
 Two kinds of time: campaign physics, heartbeats, socket closing and channel lifetime run on the
 simulated `clock` (scaled); the token lifetime and the 10 reads/s window run on `wall` (real

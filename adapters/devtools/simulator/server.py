@@ -16,7 +16,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from ..service.http import ServerStartError, serve_asgi
+from adapters.service.http import ServerStartError, serve_asgi
+
 from .app import Simulator, SimulatorConfig
 from .clock import SimClock
 from .tenant import Tenant

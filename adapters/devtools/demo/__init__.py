@@ -52,24 +52,24 @@ from typing import Any, TextIO
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from adapters.audit import build_report, read_events, read_requesters, read_state_records, render_html, render_text
+from adapters.kafka import KafkaConfig, Producer, TopicNames, read_topic
+from adapters.logs import JsonFormatter
+from adapters.send_cli import publish_command
+from adapters.service import Service
+from adapters.settings import Settings
+from adapters.signing import Signer
 from fsm.audit import check_state_records
 from fsm.orchestrator import Orchestrator
 from fsm.windows import DEFAULT_WINDOWS
 from schemas.commands import Command
 from schemas.types import Action, CampaignState, DialerType, Priority
 
-from .audit import build_report, read_events, read_requesters, read_state_records, render_html, render_text
-from .brokers import BrokerError, BrokerHandle, parse_broker_choice, probe_kafka, start_broker
-from .kafka import KafkaConfig, Producer, TopicNames, read_topic
-from .logs import JsonFormatter
-from .send_cli import publish_command
-from .service import Service
-from .settings import Settings
-from .signing import Signer
-from .simulator import Simulator, SimulatorConfig, run_simulator
-from .simulator.clock import ScaledClock
-from .simulator.tenant import Tenant, parse_tenant
-from .tui import CampaignRow, DialerRow, LiveView, Snapshot, StreamLine, plain_frame
+from ..brokers import BrokerError, BrokerHandle, parse_broker_choice, probe_kafka, start_broker
+from ..simulator import Simulator, SimulatorConfig, run_simulator
+from ..simulator.clock import ScaledClock
+from ..simulator.tenant import Tenant, parse_tenant
+from ..tui import CampaignRow, DialerRow, LiveView, Snapshot, StreamLine, plain_frame
 
 __all__ = [
     "DEFAULT_SPEED",

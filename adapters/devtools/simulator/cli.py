@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the subcommand alone: `python -m adapters.simulator.cli [options]`."""
+    """Run the subcommand alone: `python -m adapters.devtools.simulator.cli [options]`."""
     parser = argparse.ArgumentParser(prog="campaign-fsm")
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["simulate", *(sys.argv[1:] if argv is None else argv)])
