@@ -23,7 +23,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from .send_cli import BOOTSTRAP_ENV, PRINCIPAL_ENV
+from .cli.send import BOOTSTRAP_ENV, PRINCIPAL_ENV
 from .settings import CONFIG_ENV, ENV_PREFIX, Settings
 from .signing import DEFAULT_KEY_ENV, DEFAULT_KEY_ID_ENV
 

@@ -23,10 +23,7 @@ from typing import Any
 
 from schemas.commands import Command
 
-from .clock import SystemClock
-from .kafka import KafkaEdgeError, Producer
-from .schedule import Occurrence, PlanError, Scheduler, load_plan, occurrences
-from .send_cli import (
+from .cli.send import (
     EXIT_NOT_SENT,
     SendError,
     add_connection_arguments,
@@ -34,6 +31,9 @@ from .send_cli import (
     connection_from_args,
     publish_command,
 )
+from .clock import SystemClock
+from .kafka import KafkaEdgeError, Producer
+from .schedule import Occurrence, PlanError, Scheduler, load_plan, occurrences
 from .signing import SigningKeyError
 
 __all__ = ["register"]

@@ -20,7 +20,7 @@ would only hold STANDARD stops back). One campaign per dialer (`--high`, 20) is 
 rest STANDARD. The simulator keeps the guide's platform limits: 409/500 above 3 transitions in
 flight per dialer, 429 above 10 reads per *simulated* second (`--rate-clock sim`).
 
-Why the simulator runs as a subprocess (`python -m adapters.devtools.simulator.cli`): it is the platform,
+Why the simulator runs as a subprocess (`python -m adapters.cli.simulate`): it is the platform,
 not part of us. In-process it would share the service's event loop and GIL, so its HTTP and
 WebSocket work would delay the service's and inflate (or hide) the detection latency; on its own
 process it runs on the other core as a real platform would. What the bench needs from it comes
@@ -177,17 +177,17 @@ async def _start_with_lag(self):
     self._diag_task = asyncio.create_task(_lag(), name="simdiag-lag")
     await _start(self)
 Simulator.start = _start_with_lag
-from adapters.devtools.simulator.cli import main
+from adapters.cli.simulate import main
 sys.exit(main())
 """
 
 
 class SimProcess:
-    """`python -m adapters.devtools.simulator.cli` on a free port; stopped (TERM, then KILL) on the way out."""
+    """`python -m adapters.cli.simulate` on a free port; stopped (TERM, then KILL) on the way out."""
 
     def __init__(self, tenant_file: Path, scale: float, secret: str, log_file: Path, seed: int, *,
                  diag: bool = False) -> None:
-        entry = ["-c", _SIM_DIAG] if diag else ["-m", "adapters.devtools.simulator.cli"]
+        entry = ["-c", _SIM_DIAG] if diag else ["-m", "adapters.cli.simulate"]
         self._argv = [sys.executable, *entry, "--tenant", str(tenant_file),
                       "--time-scale", f"{scale:g}", "--rate-clock", "sim", "--client-id", _CLIENT_ID,
                       "--seed", str(seed), "--port", "0"]

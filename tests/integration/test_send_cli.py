@@ -20,8 +20,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from adapters.cli.send import COMMAND_TYPE, exit_code, send_and_follow, send_config
 from adapters.kafka import CommandConsumer, KafkaConfig, Producer, ensure_topics, open_admin
-from adapters.send_cli import COMMAND_TYPE, exit_code, send_and_follow, send_config
 from adapters.signing import Signer
 from fsm.authorization import AuthDecision, CommandAuthority, Policy
 from schemas.base import decode

@@ -219,7 +219,7 @@ async def test_run_simulator_releases_its_port() -> None:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "adapters.devtools.simulator.cli", *args]
+    return [sys.executable, "-m", "adapters.cli.simulate", *args]
 
 
 def test_simulate_help_documents_the_tenant_file_and_fault_switches() -> None:

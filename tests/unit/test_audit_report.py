@@ -11,8 +11,8 @@ import pytest
 from adapters.audit.replay import rebuilt_state_records, render_timelines, timelines_json
 from adapters.audit.report import build_report, format_duration, render_text
 from adapters.audit.report_html import render_html
-from adapters.audit_cli import BOOTSTRAP_ENV
 from adapters.cli import main
+from adapters.cli.audit import BOOTSTRAP_ENV
 from adapters.kafka import Record
 from fsm.audit import EventLog, LogReplay
 from fsm.audit_history import HistoryGenerator

@@ -25,8 +25,8 @@ from pydantic.fields import FieldInfo
 
 from adapters import config_doc, kafka
 from adapters.cli import main
+from adapters.cli.docs import ASYNCAPI_DOC, kafka_contract, render_asyncapi_doc
 from adapters.config_doc import CONFIG_DOC, config_rows, render_configuration_doc
-from adapters.docs_cli import ASYNCAPI_DOC, kafka_contract, render_asyncapi_doc
 from adapters.kafka import TopicNames
 from adapters.settings import ENV_PREFIX, KafkaSettings, Settings, load_settings
 from fsm.machine import CampaignMachine

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from adapters.cli import main
-from adapters.docs_cli import DIAGRAM_DOC, render_diagram_doc
+from adapters.cli.docs import DIAGRAM_DOC, render_diagram_doc
 from schemas.generate import render_schemas
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from adapters.cli import build_parser, main
+from adapters.cli.simulate import build_simulator
 from adapters.devtools.simulator import ScaledClock
-from adapters.devtools.simulator.cli import build_simulator
 from schemas.types import CampaignState, DialerType
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -53,9 +53,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from adapters.audit import build_report, read_events, read_requesters, read_state_records, render_html, render_text
+from adapters.cli.send import publish_command
 from adapters.kafka import KafkaConfig, Producer, TopicNames, read_topic
 from adapters.logs import JsonFormatter
-from adapters.send_cli import publish_command
 from adapters.service import Service
 from adapters.settings import Settings
 from adapters.signing import Signer

@@ -26,7 +26,7 @@ from aiokafka.errors import KafkaError
 
 from fsm.audit import check_state_records
 
-from .audit import (
+from ..audit import (
     build_report,
     read_events,
     read_requesters,
@@ -38,8 +38,8 @@ from .audit import (
     timelines_json,
     write_state_records,
 )
-from .kafka import KafkaConfig, KafkaEdgeError, TopicNames, TopicSetupError
-from .send_cli import BOOTSTRAP_ENV
+from ..kafka import KafkaConfig, KafkaEdgeError, TopicNames, TopicSetupError
+from .send import BOOTSTRAP_ENV
 
 __all__ = ["BOOTSTRAP_ENV", "register"]
 

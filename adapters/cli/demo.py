@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .devtools.brokers import BROKER_ENV_VAR
-from .devtools.demo import DEFAULT_SPEED, DemoOptions, main
+from ..devtools.brokers import BROKER_ENV_VAR
+from ..devtools.demo import DEFAULT_SPEED, DemoOptions, main
 
 __all__ = ["register"]
 

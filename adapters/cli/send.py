@@ -40,8 +40,8 @@ from schemas.base import ContractError, decode
 from schemas.commands import Command, CommandResult
 from schemas.types import Action, CampaignState, Outcome, Priority, ReasonCode
 
-from .kafka import Delivery, KafkaConfig, KafkaEdgeError, Producer, TopicNames
-from .signing import DEFAULT_KEY_ENV, DEFAULT_KEY_ID_ENV, Signer, SigningKeyError, signer_from_env
+from ..kafka import Delivery, KafkaConfig, KafkaEdgeError, Producer, TopicNames
+from ..signing import DEFAULT_KEY_ENV, DEFAULT_KEY_ID_ENV, Signer, SigningKeyError, signer_from_env
 
 __all__ = [
     "BOOTSTRAP_ENV",

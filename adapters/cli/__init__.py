@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from collections.abc import Sequence
 
 __all__ = ["build_parser", "main"]
 
 _SUBCOMMANDS: tuple[str, ...] = (
-    "adapters.docs_cli",
-    "adapters.devtools.simulator.cli",
-    "adapters.send_cli",
+    "adapters.cli.docs",
+    "adapters.cli.simulate",
+    "adapters.cli.send",
     "adapters.schedule_cli",
-    "adapters.run_cli",
-    "adapters.audit_cli",
-    "adapters.demo_cli",
+    "adapters.cli.run",
+    "adapters.cli.audit",
+    "adapters.cli.demo",
 )
 
 
@@ -46,7 +45,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return code
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -17,10 +17,10 @@ import orjson
 
 from schemas.types import CampaignState, DialerType
 
-from .app import Simulator, SimulatorConfig
-from .faults import FaultConfig
-from .server import SimulatorServerError, run_simulator
-from .tenant import Tenant, TenantError, generate_tenant, load_tenant
+from ..devtools.simulator.app import Simulator, SimulatorConfig
+from ..devtools.simulator.faults import FaultConfig
+from ..devtools.simulator.server import SimulatorServerError, run_simulator
+from ..devtools.simulator.tenant import Tenant, TenantError, generate_tenant, load_tenant
 
 __all__ = ["build_simulator", "main", "register", "run"]
 
@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the subcommand alone: `python -m adapters.devtools.simulator.cli [options]`."""
+    """Run the subcommand alone: `python -m adapters.cli.simulate [options]`."""
     parser = argparse.ArgumentParser(prog="campaign-fsm")
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["simulate", *(sys.argv[1:] if argv is None else argv)])

@@ -21,11 +21,11 @@ from schemas.asyncapi import KafkaContract, Topic, render_asyncapi
 from schemas.events import STATE_CHANGED_TYPE
 from schemas.generate import write_schemas
 
-from .config_doc import CONFIG_DOC, render_configuration_doc
-from .kafka import EVENT_CONTENT_TYPE, RESULT_TYPE, STATE_TYPE, result_id
-from .send_cli import COMMAND_TYPE
-from .service.intake import DEAD_LETTER_CONTENT_TYPE
-from .settings import KafkaSettings
+from ..config_doc import CONFIG_DOC, render_configuration_doc
+from ..kafka import EVENT_CONTENT_TYPE, RESULT_TYPE, STATE_TYPE, result_id
+from ..service.intake import DEAD_LETTER_CONTENT_TYPE
+from ..settings import KafkaSettings
+from .send import COMMAND_TYPE
 
 __all__ = ["ASYNCAPI_DOC", "DIAGRAM_DOC", "kafka_contract", "register", "render_asyncapi_doc", "render_diagram_doc"]
 

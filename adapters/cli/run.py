@@ -8,8 +8,8 @@ import signal
 import sys
 from typing import Any
 
-from .logs import configure_logging
-from .settings import ConfigFileError, Settings, load_settings
+from ..logs import configure_logging
+from ..settings import ConfigFileError, Settings, load_settings
 
 __all__ = ["register"]
 
@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: Settings) -> int:
-    from .service import Service
+    from ..service import Service
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
