@@ -17,7 +17,7 @@ _SUBCOMMANDS: tuple[str, ...] = (
     "adapters.cli.docs",
     "adapters.cli.simulate",
     "adapters.cli.send",
-    "adapters.schedule_cli",
+    "adapters.cli.schedule",
     "adapters.cli.run",
     "adapters.cli.audit",
     "adapters.cli.demo",

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from adapters.cli import main
-from adapters.schedule import (
+from adapters.cli.schedule import (
     DEFAULT_PRINCIPAL,
     Occurrence,
     Plan,
