@@ -1,4 +1,6 @@
-"""`campaign-fsm`: the one command line. Each subcommand lives in its own module.
+"""`campaign-fsm`: the one command line. Each subcommand lives in its own module, named after it:
+`run`, `config`, `send`, `schedule`, `replay`, `audit`, `simulate`, `demo` and `docs` (which also
+registers `schema` and `diagram`, the two parts of what it writes that can be written alone).
 
 A subcommand module exposes `register(subparsers)`, which adds its parser and sets
 `func=<callable(args) -> int>` as the parser default. Adding a subcommand is one line in
@@ -19,6 +21,8 @@ _SUBCOMMANDS: tuple[str, ...] = (
     "adapters.cli.send",
     "adapters.cli.schedule",
     "adapters.cli.run",
+    "adapters.cli.config",
+    "adapters.cli.replay",
     "adapters.cli.audit",
     "adapters.cli.demo",
 )

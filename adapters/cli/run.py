@@ -1,29 +1,21 @@
-"""`campaign-fsm run` (the service) and `campaign-fsm config check` (validate a configuration)."""
+"""`campaign-fsm run`: the service, until SIGTERM or SIGINT (a second signal forces the exit)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import signal
-import sys
 from typing import Any
 
 from ..logs import configure_logging
-from ..settings import ConfigFileError, Settings, load_settings
+from ..settings import Settings
+from .config import load_or_report
 
 __all__ = ["register"]
 
 
-def _load(args: argparse.Namespace) -> Settings | None:
-    try:
-        return load_settings(args.config)
-    except ConfigFileError as exc:
-        print(f"campaign-fsm: {exc}", file=sys.stderr)
-        return None
-
-
 def _run(args: argparse.Namespace) -> int:
-    settings = _load(args)
+    settings = load_or_report(args)
     if settings is None:
         return 2
     configure_logging(settings.log_level)
@@ -50,28 +42,6 @@ async def _serve(settings: Settings) -> int:
     return await Service(settings).run(stop)
 
 
-def _check(args: argparse.Namespace) -> int:
-    settings = _load(args)
-    if settings is None:
-        return 1
-    problems = []
-    try:
-        settings.platform.url  # noqa: B018  # raises when neither base_url nor region is set
-    except ValueError as exc:
-        problems.append(f"platform: {exc}")
-    if not settings.platform.client_id:
-        problems.append("platform.client_id is empty")
-    if not settings.platform.client_secret.get_secret_value():
-        problems.append("platform.client_secret is empty")
-    if problems:
-        print("campaign-fsm: invalid configuration:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
-        return 1
-    print(f"configuration ok: profile {settings.platform.profile} at {settings.platform.url}, "
-          f"kafka {settings.kafka.bootstrap} (group {settings.kafka.group_id}), "
-          f"{settings.platform.read_limit_per_s} reads/s")
-    return 0
-
-
 def register(subparsers: Any) -> None:
     run = subparsers.add_parser(
         "run", help="run the service (configuration from CAMPAIGN_FSM_* variables and --config)",
@@ -80,9 +50,3 @@ def register(subparsers: Any) -> None:
         "CAMPAIGN_FSM_PLATFORM__BASE_URL) over an optional JSON/TOML file. See docs/configuration.md.")
     run.add_argument("--config", help="a JSON or TOML configuration file (default: $CAMPAIGN_FSM_CONFIG)")
     run.set_defaults(func=_run)
-    config = subparsers.add_parser("config", help="configuration tools")
-    config_sub = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
-    config_sub.required = True
-    check = config_sub.add_parser("check", help="validate a configuration and say exactly what is wrong")
-    check.add_argument("--config", help="a JSON or TOML configuration file (default: $CAMPAIGN_FSM_CONFIG)")
-    check.set_defaults(func=_check)
