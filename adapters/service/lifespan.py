@@ -118,90 +118,92 @@ class Service:
         async with open_admin(self._kafka) as admin:
             await ensure_topics(admin, self._kafka.topics, self._kafka.partitions,
                                 replication_factor=self._kafka.replication_factor)
-        producer = Producer(self._kafka)
-        await producer.start()
-        sink = CountingSink(self._sink_factory(producer, self._kafka.topics) if self._sink_factory else Outbox(
-            settings.outbox_path, producer, topics=self._kafka.topics))
-        await _start(sink)
-        # Rows a previous run left undelivered go out before this instance joins the group, so a
-        # new owner never reads a campaign.state that is missing this instance's last word.
-        await drained(sink, 30.0)
-        client = PlatformClient(
-            settings.platform.url, settings.platform.client_id, settings.platform.client_secret.get_secret_value(),
-            profile=settings.platform.profile, clock=clock, transport=self._transport,
-            timeout=settings.platform.timeout_s, read_rate=settings.read_rate(),
-            read_margin=settings.read_margin(),
-            dialer_capacity=settings.platform.dialer_capacity,
-            genesys_status_via_put=settings.platform.genesys_status_via_put,
-        )
-        machine = CampaignMachine(client.supported_actions, settings.tolerance_windows())
-        holder: list[Orchestrator] = []
+        # One exit stack from the first part started: whatever fails during start-up, every part
+        # already up is stopped again, in reverse order (no producer, socket or task left behind).
+        async with contextlib.AsyncExitStack() as stack:
+            producer = Producer(self._kafka)
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+            sink = CountingSink(self._sink_factory(producer, self._kafka.topics) if self._sink_factory else Outbox(
+                settings.outbox_path, producer, topics=self._kafka.topics))
+            await _start(sink)
+            stack.push_async_callback(_stop, sink)
+            # Rows a previous run left undelivered go out before this instance joins the group, so a
+            # new owner never reads a campaign.state that is missing this instance's last word.
+            await drained(sink, 30.0)
+            client = PlatformClient(
+                settings.platform.url, settings.platform.client_id, settings.platform.client_secret.get_secret_value(),
+                profile=settings.platform.profile, clock=clock, transport=self._transport,
+                timeout=settings.platform.timeout_s, read_rate=settings.read_rate(),
+                read_margin=settings.read_margin(),
+                dialer_capacity=settings.platform.dialer_capacity,
+                genesys_status_via_put=settings.platform.genesys_status_via_put,
+            )
+            stack.push_async_callback(client.aclose)
+            machine = CampaignMachine(client.supported_actions, settings.tolerance_windows())
+            holder: list[Orchestrator] = []
 
-        async def on_notification(note: Notification) -> None:
-            if holder:
-                await holder[0].on_notification(note)
+            async def on_notification(note: Notification) -> None:
+                if holder:
+                    await holder[0].on_notification(note)
 
-        state_tasks: set[asyncio.Task[None]] = set()
+            state_tasks: set[asyncio.Task[None]] = set()
 
-        def on_state_change(up: bool) -> None:
-            if holder:
-                task = asyncio.create_task(holder[0].on_notifications_state(up), name=f"notifications-{up}")
-                state_tasks.add(task)
-                task.add_done_callback(state_tasks.discard)
-                task.add_done_callback(_log_death)
+            def on_state_change(up: bool) -> None:
+                if holder:
+                    task = asyncio.create_task(holder[0].on_notifications_state(up), name=f"notifications-{up}")
+                    state_tasks.add(task)
+                    task.add_done_callback(state_tasks.discard)
+                    task.add_done_callback(_log_death)
 
-        channels = NotificationChannels(client, on_notification, clock=clock, on_state_change=on_state_change)
-        follow = settings.platform.notifications
-        authority = settings.command_authority()
-        if authority is None:
-            _log.warning("no auth.keys configured: commands are NOT authenticated; configure keys in production")
-        orchestrator = Orchestrator(machine=machine, platform=client, sink=sink, clock=clock,
-                                    notifications=channels if follow else None,
-                                    config=settings.orchestrator_config(), authority=authority,
-                                    auth_clock=time.time, owns=owns_nothing)
-        holder.append(orchestrator)
-        ownership = Ownership(self._kafka, orchestrator, sink)
-        consumer = CommandConsumer(self._kafka, hooks=ownership)
-        ownership.consumer = consumer
-        intake = CommandIntake(consumer, orchestrator, producer, self._kafka.topics.dead_letters,
-                               owns=ownership.owns, sink_errors=(OutboxError,))
-        parts = _Parts(orchestrator, client, channels, producer, consumer, intake, sink)
-        parts.extra["ownership"] = ownership
-        self.parts = parts
-        self._alive = True
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                if self._serve_http:
-                    # Ready means commands flow: the orchestrator has its campaigns and the intake is
-                    # taking records (a dead or failing intake must take the instance out of rotation).
-                    app = build_app(alive=lambda: self._alive, ready=lambda: orchestrator.ready and intake.healthy,
-                                    metrics=metrics_table(orchestrator, client, channels, consumer, intake, sink))
-                    parts.http_url = await stack.enter_async_context(
-                        serve_asgi(app, host=settings.http.host, port=settings.http.port, name="metrics",
-                                   limits=settings.http.limits()))
-                if follow:
-                    await channels.start()
-                # Joining the group assigns partitions; the ownership hooks acquire their campaigns
-                # (restore, read the platform, resume tracking) and only then mark the service ready.
-                await consumer.start()
-                intake.start()
-                await ownership.first_assignment.wait()
-                _log.info("ready: %d campaigns on partitions %s of %s", len(orchestrator.campaigns),
-                          sorted(ownership.owned), self._kafka.topics.commands)
-                try:
-                    yield parts
-                finally:
-                    await intake.stop()
-                    await consumer.stop()
-                    await orchestrator.close()
-                    await channels.stop()
-                    for task in list(state_tasks):
-                        task.cancel()
-        finally:
-            self._alive = False
-            await _stop(sink)
-            await producer.stop()
-            await client.aclose()
+            channels = NotificationChannels(client, on_notification, clock=clock, on_state_change=on_state_change)
+            follow = settings.platform.notifications
+            authority = settings.command_authority()
+            if authority is None:
+                _log.warning("no auth.keys configured: commands are NOT authenticated; configure keys in production")
+            orchestrator = Orchestrator(machine=machine, platform=client, sink=sink, clock=clock,
+                                        notifications=channels if follow else None,
+                                        config=settings.orchestrator_config(), authority=authority,
+                                        auth_clock=time.time, owns=owns_nothing)
+            holder.append(orchestrator)
+            ownership = Ownership(self._kafka, orchestrator, sink)
+            consumer = CommandConsumer(self._kafka, hooks=ownership)
+            ownership.consumer = consumer
+            intake = CommandIntake(consumer, orchestrator, producer, self._kafka.topics.dead_letters,
+                                   owns=ownership.owns, sink_errors=(OutboxError,))
+            parts = _Parts(orchestrator, client, channels, producer, consumer, intake, sink)
+            parts.extra["ownership"] = ownership
+            self.parts = parts
+            self._alive = True
+            stack.callback(setattr, self, "_alive", False)
+            if self._serve_http:
+                # Ready means commands flow: the orchestrator has its campaigns and the intake is
+                # taking records (a dead or failing intake must take the instance out of rotation).
+                app = build_app(alive=lambda: self._alive, ready=lambda: orchestrator.ready and intake.healthy,
+                                metrics=metrics_table(orchestrator, client, channels, consumer, intake, sink))
+                parts.http_url = await stack.enter_async_context(
+                    serve_asgi(app, host=settings.http.host, port=settings.http.port, name="metrics",
+                               limits=settings.http.limits()))
+            stack.callback(_cancel_all, state_tasks)
+            if follow:
+                await channels.start()
+                stack.push_async_callback(channels.stop)
+            stack.push_async_callback(orchestrator.close)
+            # Joining the group assigns partitions; the ownership hooks acquire their campaigns
+            # (restore, read the platform, resume tracking) and only then mark the service ready.
+            await consumer.start()
+            stack.push_async_callback(consumer.stop)
+            intake.start()
+            stack.push_async_callback(intake.stop)
+            await ownership.first_assignment.wait()
+            _log.info("ready: %d campaigns on partitions %s of %s", len(orchestrator.campaigns),
+                      sorted(ownership.owned), self._kafka.topics.commands)
+            yield parts
+
+
+def _cancel_all(tasks: set[asyncio.Task[None]]) -> None:
+    for task in list(tasks):
+        task.cancel()
 
 
 def _log_death(task: asyncio.Task[Any]) -> None:

@@ -1,0 +1,67 @@
+"""Start-up that fails part-way leaves nothing running (issue 12: one lifespan, exception-safe)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import httpx
+import psutil
+import pytest
+
+from adapters.devtools.brokers import BrokerHandle
+from adapters.devtools.simulator.tenant import generate_tenant
+from adapters.kafka import CommandConsumer
+from adapters.outbox import Outbox
+from adapters.platform import NotificationChannels
+from adapters.service import Service
+from schemas.types import CampaignState
+from tests.integration.harness import e2e
+
+pytestmark = pytest.mark.integration
+
+
+def _broker_connections(port: int) -> int:
+    return sum(1 for c in psutil.Process().net_connections(kind="tcp")
+               if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+
+
+@pytest.mark.parametrize("failing", ["outbox", "consumer"], ids=["right-after-the-producer", "joining-the-group"])
+async def test_a_failure_during_start_up_leaves_no_task_or_socket_behind(
+        broker: BrokerHandle, unique_name: Callable[[str], str], monkeypatch: pytest.MonkeyPatch,
+        failing: str) -> None:
+    tenant = generate_tenant(1, 1, state=CampaignState.RUNNING)
+    async with e2e(broker, unique_name, tenant=tenant, start_service=False) as run:
+        port = int(broker.bootstrap.rsplit(":", 1)[1])
+        await asyncio.sleep(0.5)  # the harness's own clients settle
+        tasks_before = set(asyncio.all_tasks())
+        connections_before = _broker_connections(port)
+        channels_started: list[NotificationChannels] = []
+        original_start = NotificationChannels.start
+
+        async def start_channels(self: NotificationChannels) -> None:
+            channels_started.append(self)
+            await original_start(self)
+
+        async def fail(self: object) -> None:
+            raise RuntimeError(f"{failing} failed to start (injected)")
+
+        monkeypatch.setattr(NotificationChannels, "start", start_channels)
+        monkeypatch.setattr(Outbox if failing == "outbox" else CommandConsumer, "start", fail)
+        service = Service(run.settings)
+        with pytest.raises(RuntimeError, match="injected"):
+            async with service.running():
+                pytest.fail("started although a part failed")
+        await asyncio.sleep(1.0)
+        # The harness's own collector (a consumer) starts short-lived fetch tasks all along; the
+        # service never got a consumer running in either case, so those are not its.
+        left = [f"{t.get_name()} {t.get_coro()!r}" for t in asyncio.all_tasks() - tasks_before
+                if not t.done() and "Fetcher._proc_fetch_request" not in repr(t.get_coro())]
+        assert left == [], f"tasks left running: {left}"
+        assert _broker_connections(port) <= connections_before, "the service's Kafka connections are closed"
+        if service.parts is not None and service.parts.http_url is not None:
+            with pytest.raises(httpx.ConnectError):
+                async with httpx.AsyncClient() as http:
+                    await http.get(f"{service.parts.http_url}/healthz", timeout=2.0)
+        if failing == "consumer":
+            assert channels_started and not channels_started[0].up, "the notification channels were stopped"
