@@ -287,13 +287,9 @@ class CommandAuthority:
         an age bound, `max_age_s`, so a long-dead command planted in a record is refused
         (STALE_COMMAND). Neither remembered nor counted: the caller names what it quarantined.
         """
-        signed = command.signature is not None or command.key_id is not None
-        if signed:
-            bad = self._verify(command)
-            if bad is not None:
-                return AuthDecision.refuse(ReasonCode.BAD_SIGNATURE, bad)
-        elif self._require:
-            return AuthDecision.refuse(ReasonCode.UNSIGNED, "restored command carries no keyId/signature")
+        refused = self._signature(command, "restored command carries no keyId/signature")
+        if refused is not None:
+            return refused
         age = now - command.issued_at.timestamp()
         if age > max_age_s:
             return AuthDecision.refuse(ReasonCode.STALE_COMMAND,
@@ -335,15 +331,17 @@ class CommandAuthority:
             assert decision.reason is not None
             self.refusals[decision.reason] += 1
 
-    def _authenticate(self, command: Command, now: float) -> AuthDecision:
-        signed = command.signature is not None or command.key_id is not None
-        if signed:
+    def _signature(self, command: Command, unsigned: str) -> AuthDecision | None:
+        """UNSIGNED or BAD_SIGNATURE, or None when the command may go on to the other checks."""
+        if command.signature is not None or command.key_id is not None:
             bad = self._verify(command)
-            if bad is not None:
-                return AuthDecision.refuse(ReasonCode.BAD_SIGNATURE, bad)
-        elif self._require:
-            return AuthDecision.refuse(ReasonCode.UNSIGNED, "command carries no keyId/signature; "
-                                       "signatures are required")
+            return AuthDecision.refuse(ReasonCode.BAD_SIGNATURE, bad) if bad is not None else None
+        return AuthDecision.refuse(ReasonCode.UNSIGNED, unsigned) if self._require else None
+
+    def _authenticate(self, command: Command, now: float) -> AuthDecision:
+        refused = self._signature(command, "command carries no keyId/signature; signatures are required")
+        if refused is not None:
+            return refused
         issued = command.issued_at.timestamp()
         if issued < now - self._max_age:
             return AuthDecision.refuse(ReasonCode.STALE_COMMAND,
