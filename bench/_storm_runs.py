@@ -58,6 +58,23 @@ class _TimedSink:
     async def command_result(self, result: CommandResult) -> None:
         await self._inner.command_result(result)
 
+    @property
+    def depth(self) -> int:
+        return self._inner.depth
+
+    @property
+    def undeliverable(self) -> int:
+        return self._inner.undeliverable
+
+    async def start(self) -> None:
+        await self._inner.start()
+
+    async def stop(self) -> None:
+        await self._inner.stop()
+
+    async def wait_drained(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        return await self._inner.wait_drained(timeout)
+
 
 class _StampingTransport(httpx.AsyncBaseTransport):
     """The service's HTTP transport, noting when each request left and when its answer came back."""

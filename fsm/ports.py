@@ -31,6 +31,7 @@ __all__ = [
     "ContactListSnapshot",
     "DialerLoad",
     "EventSink",
+    "ManagedSink",
     "Notification",
     "NotificationListener",
     "Notifications",
@@ -229,3 +230,23 @@ class EventSink(Protocol):
         ...
 
     async def command_result(self, result: CommandResult) -> None: ...
+
+
+class ManagedSink(EventSink, Protocol):
+    """An `EventSink` the service runs: started before the core, stopped after it.
+
+    `wait_drained` is True once everything taken so far is delivered (False if `timeout` ran out);
+    `depth` counts what waits for delivery, `undeliverable` what was set aside for good (alarms).
+    """
+
+    @property
+    def depth(self) -> int: ...
+
+    @property
+    def undeliverable(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def wait_drained(self, timeout: float | None = None) -> bool: ...  # noqa: ASYNC109

@@ -40,6 +40,18 @@ class KafkaSink:
         self.results = 0
         self.undeliverable = 0
 
+    # No store of its own: it is up once the producer is, and drained whenever a call returned.
+    depth = 0
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def wait_drained(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        return True
+
     async def state_changed(self, event: dict[str, Any], snapshot: dict[str, Any],
                             results: Sequence[CommandResult] = ()) -> None:
         key = event["subject"]

@@ -26,7 +26,7 @@ import httpx
 
 from fsm.machine import CampaignMachine
 from fsm.orchestrator import Orchestrator
-from fsm.ports import Clock, EventSink, Notification
+from fsm.ports import Clock, ManagedSink, Notification
 
 from ..clock import SystemClock
 from ..kafka import CommandConsumer, KafkaConfig, KafkaSecurity, Producer, TopicNames, ensure_topics, open_admin
@@ -93,7 +93,7 @@ class Service:
         *,
         clock: Clock | None = None,
         platform_transport: httpx.AsyncBaseTransport | None = None,
-        sink_factory: Callable[[Producer, TopicNames], EventSink] | None = None,  # default: the outbox
+        sink_factory: Callable[[Producer, TopicNames], ManagedSink] | None = None,  # default: the outbox
         kafka_overrides: dict[str, Any] | None = None,
         serve_http: bool = True,
     ) -> None:
@@ -126,8 +126,8 @@ class Service:
             stack.push_async_callback(producer.stop)
             sink = CountingSink(self._sink_factory(producer, self._kafka.topics) if self._sink_factory else Outbox(
                 settings.outbox_path, producer, topics=self._kafka.topics))
-            await _start(sink)
-            stack.push_async_callback(_stop, sink)
+            await sink.start()
+            stack.push_async_callback(sink.stop)
             # Rows a previous run left undelivered go out before this instance joins the group, so a
             # new owner never reads a campaign.state that is missing this instance's last word.
             await drained(sink, 30.0)
@@ -141,22 +141,14 @@ class Service:
             )
             stack.push_async_callback(client.aclose)
             machine = CampaignMachine(client.supported_actions, settings.tolerance_windows())
-            holder: list[Orchestrator] = []
+            # Notifications (and the channel going down or up) reach the core through a queue that
+            # one supervised task drains in order: no construction cycle between channels and core.
+            relay: asyncio.Queue[Notification | bool] = asyncio.Queue()
 
             async def on_notification(note: Notification) -> None:
-                if holder:
-                    await holder[0].on_notification(note)
+                relay.put_nowait(note)
 
-            state_tasks: set[asyncio.Task[None]] = set()
-
-            def on_state_change(up: bool) -> None:
-                if holder:
-                    task = asyncio.create_task(holder[0].on_notifications_state(up), name=f"notifications-{up}")
-                    state_tasks.add(task)
-                    task.add_done_callback(state_tasks.discard)
-                    task.add_done_callback(_log_death)
-
-            channels = NotificationChannels(client, on_notification, clock=clock, on_state_change=on_state_change)
+            channels = NotificationChannels(client, on_notification, clock=clock, on_state_change=relay.put_nowait)
             follow = settings.platform.notifications
             authority = settings.command_authority()
             if authority is None:
@@ -165,7 +157,6 @@ class Service:
                                         notifications=channels if follow else None,
                                         config=settings.orchestrator_config(), authority=authority,
                                         auth_clock=time.time, owns=owns_nothing)
-            holder.append(orchestrator)
             ownership = Ownership(self._kafka, orchestrator, sink)
             consumer = CommandConsumer(self._kafka, hooks=ownership)
             ownership.consumer = consumer
@@ -184,7 +175,9 @@ class Service:
                 parts.http_url = await stack.enter_async_context(
                     serve_asgi(app, host=settings.http.host, port=settings.http.port, name="metrics",
                                limits=settings.http.limits()))
-            stack.callback(_cancel_all, state_tasks)
+            relaying = asyncio.create_task(_relay(relay, orchestrator), name="notifications-relay")
+            relaying.add_done_callback(_log_death)
+            stack.push_async_callback(_cancelled, relaying)
             if follow:
                 await channels.start()
                 stack.push_async_callback(channels.stop)
@@ -201,28 +194,24 @@ class Service:
             yield parts
 
 
-def _cancel_all(tasks: set[asyncio.Task[None]]) -> None:
-    for task in list(tasks):
-        task.cancel()
+async def _relay(queue: asyncio.Queue[Notification | bool], orchestrator: Orchestrator) -> None:
+    while True:
+        item = await queue.get()
+        try:
+            if isinstance(item, bool):
+                await orchestrator.on_notifications_state(item)
+            else:
+                await orchestrator.on_notification(item)
+        except Exception:
+            _log.exception("a notification could not be handed to the core")  # the next one still is
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def _log_death(task: asyncio.Task[Any]) -> None:
     """A background task that ends by an exception says so, with its traceback, instead of vanishing."""
     if not task.cancelled() and (error := task.exception()) is not None:
         _log.error("background task %s died", task.get_name(), exc_info=error)
-
-
-async def _start(sink: object) -> None:
-    start = getattr(sink, "start", None)
-    if start is not None:
-        result = start()
-        if asyncio.iscoroutine(result):
-            await result
-
-
-async def _stop(sink: object) -> None:
-    stop = getattr(sink, "stop", None)
-    if stop is not None:
-        result = stop()
-        if asyncio.iscoroutine(result):
-            await result

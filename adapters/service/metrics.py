@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from fsm.orchestrator import Orchestrator
-from fsm.ports import EventSink
+from fsm.ports import ManagedSink
 from schemas.commands import CommandResult
 from schemas.types import TRANSITIONAL_STATES
 
@@ -41,9 +41,7 @@ def metrics_table(orch: Orchestrator, client: PlatformClient, channels: Notifica
             yield {"state": state}, float(n)
 
     def outbox() -> Iterable[tuple[dict[str, str], float]]:
-        depth = getattr(sink, "depth", None)
-        if depth is not None:
-            yield {}, float(depth)
+        yield {}, float(sink.depth)
 
     client_stats = client.stats
 
@@ -95,7 +93,7 @@ def metrics_table(orch: Orchestrator, client: PlatformClient, channels: Notifica
                                                   lambda: [({}, float(channels.mismatched))]),
         "campaign_fsm_outbox_undeliverable": ("Outbox rows set aside as undeliverable (dead-lettered, kept in "
                                               "its undeliverable table)",
-                                              lambda: [({}, float(getattr(sink, "undeliverable", 0)))]),
+                                              lambda: [({}, float(sink.undeliverable))]),
     }
 
 
@@ -111,15 +109,29 @@ class CountingSink:
     """Counts what goes through the sink for /metrics: results by outcome and reason, state changes
     by type, and how long transitions took (from entering a transitional state to leaving it)."""
 
-    def __init__(self, inner: EventSink) -> None:
+    def __init__(self, inner: ManagedSink) -> None:
         self.inner = inner
         self.results: Counter[tuple[str, str]] = Counter()
         self.transitions: Counter[tuple[str, str]] = Counter()
         self.durations: dict[str, list[float]] = {}  # "FROM->TO" -> [count, sum of seconds]
         self._started: dict[str, tuple[str, float]] = {}
 
-    def __getattr__(self, name: str) -> Any:  # start, stop, wait_drained, depth: the outbox's own
-        return getattr(self.inner, name)
+    @property
+    def depth(self) -> int:
+        return self.inner.depth
+
+    @property
+    def undeliverable(self) -> int:
+        return self.inner.undeliverable
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def stop(self) -> None:
+        await self.inner.stop()
+
+    async def wait_drained(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        return await self.inner.wait_drained(timeout)
 
     async def state_changed(self, event: dict[str, Any], snapshot: dict[str, Any],
                             results: Sequence[CommandResult] = ()) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from fsm.orchestrator import Orchestrator
-from fsm.ports import EventSink
+from fsm.ports import ManagedSink
 
 from ..kafka import CommandConsumer, KafkaConfig, Partition, partition_of, restore_latest
 
@@ -31,7 +31,7 @@ class Ownership:
     group moves on, which is what keeps two instances from driving one campaign.
     """
 
-    def __init__(self, kafka: KafkaConfig, orchestrator: Orchestrator, sink: EventSink) -> None:
+    def __init__(self, kafka: KafkaConfig, orchestrator: Orchestrator, sink: ManagedSink) -> None:
         self.kafka = kafka
         self.orchestrator = orchestrator
         self.sink = sink
@@ -81,10 +81,9 @@ def owns_nothing(_: str) -> bool:
     return False
 
 
-async def drained(sink: object, seconds: float) -> None:
-    """Wait up to `seconds` for the sink to have delivered what it holds (if it can say so)."""
-    wait = getattr(sink, "wait_drained", None)
-    if wait is not None and not await wait(seconds):
+async def drained(sink: ManagedSink, seconds: float) -> None:
+    """Wait up to `seconds` for the sink to have delivered what it holds."""
+    if not await sink.wait_drained(seconds):
         _log.warning("the outbox did not drain within %.0f s (is the broker reachable?)", seconds)
 
 
