@@ -9,7 +9,7 @@ models, so an example that no longer fits its schema fails to render.
 
 What the wire looks like beyond the payload (topic names, partition counts, topic configs, the
 CloudEvents `ce_type` values, content types) is decided by the Kafka adapter; the caller passes it
-in as a `KafkaContract` (`adapters/docs_cli.py` builds one from the adapter's own constants), so
+in as a `KafkaContract` (`adapters/cli/docs.py` builds one from the adapter's own constants), so
 this module stays inside the contract layer. `campaign-fsm schema` writes the document to
 `docs/asyncapi.json`; a test regenerates it in memory and fails when the file is stale.
 """
