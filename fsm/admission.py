@@ -105,13 +105,6 @@ class Admission(Core):
         if record is not None and record.campaign is not None:
             record.campaign.recent.pop(command_id, None)
 
-    def _remember(self, command_id: str, origin: str | None,
-                  future: asyncio.Future[CommandResult] | None = None) -> None:
-        self._seen[command_id] = (origin, future)
-        self._seen.move_to_end(command_id)
-        while len(self._seen) > self.config.remembered_commands:
-            self._seen.popitem(last=False)
-
     def _note_taken(self, campaign: Campaign, command: Command, origin: str | None) -> None:
         """Put the command's id into the campaign's replay memory (durable with its first answer),
         dropping ids past the freshness window; beyond the per-campaign bound the oldest goes and

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from schemas.base import truncate_text
 from schemas.commands import Command, CommandResult
 from schemas.types import Action, CampaignState, Cause, Outcome, ReasonCode
 
@@ -153,6 +154,14 @@ class Core:
 
     # --- shared ------------------------------------------------------------------------------------
 
+    def _remember(self, command_id: str, origin: str | None,
+                  future: asyncio.Future[CommandResult] | None = None) -> None:
+        """Note a taken command's id and its record's origin (redelivery memory, bounded)."""
+        self._seen[command_id] = (origin, future)
+        self._seen.move_to_end(command_id)
+        while len(self._seen) > self.config.remembered_commands:
+            self._seen.popitem(last=False)
+
     def _record(self, campaign_id: str) -> CampaignRecord:
         record = self._records.get(campaign_id)
         if record is None:
@@ -219,6 +228,5 @@ def answer(future: asyncio.Future[CommandResult] | None, result: CommandResult) 
 
 def short(exc: BaseException, limit: int = 300) -> str:
     """An exception as one bounded line: a hostile record's validation error can run to megabytes."""
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else f"{text[:limit]}... [{len(text)} characters in all]"
+    return truncate_text(" ".join(str(exc).split()), limit)
 

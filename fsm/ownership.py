@@ -92,14 +92,14 @@ class Ownership(Core):
         for command_id, (issued, origin) in campaign.recent.items():
             # A redelivered record (its offset not committed when the process died) is recognised
             # as one; a re-sent command id is refused as a replay, here and by the authority.
-            self._seen[command_id] = (origin, None)
+            self._remember(command_id, origin)
             if self.authority is not None:
                 self.authority.remember(command_id, issued)
         for raw in stored.get("scheduledCommands") or ():
             command = self._verified(campaign_id, "scheduled", raw)
             if command is not None:
                 record.scheduled.append(command)
-                self._seen[str(command.id)] = (campaign.recent.get(str(command.id), (0.0, None))[1], None)
+                self._remember(str(command.id), campaign.recent.get(str(command.id), (0.0, None))[1])
         held = stored.get("heldCommand")
         command = self._verified(campaign_id, "held", held) if held else None
         if command is None or campaign.held != str(command.id):
@@ -107,7 +107,7 @@ class Ownership(Core):
                 self._quarantine("held", campaign_id, "heldCommand does not match the record's held id")
             campaign.held = None
         else:
-            self._seen[campaign.held] = (campaign.recent.get(campaign.held, (0.0, None))[1], None)
+            self._remember(campaign.held, campaign.recent.get(campaign.held, (0.0, None))[1])
             # Its POST may have gone out before the process died: then only reading is allowed
             # (the platform read below, or the next look, finds out whether it was executed).
             sent = stored.get("heldCommandSent") is True
