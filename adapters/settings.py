@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fsm.authorization import CommandAuthority, Policy, PolicyError
-from fsm.backoff import PollPolicy
+from fsm.backoff import Backoff
 from fsm.dialer_queue import DialerPolicy
 from fsm.orchestrator import OrchestratorConfig
 from fsm.preflight import PreflightPolicy
@@ -280,7 +280,7 @@ class Settings(BaseSettings):
     def orchestrator_config(self) -> OrchestratorConfig:
         d = self.dispatch
         return OrchestratorConfig(
-            poll=PollPolicy(d.poll_initial_s, d.poll_multiplier, d.poll_cap_s, d.poll_max_tries, d.poll_jitter),
+            poll=Backoff(d.poll_initial_s, d.poll_multiplier, d.poll_cap_s, d.poll_max_tries, d.poll_jitter),
             preflight=PreflightPolicy(capacity_ratio=d.capacity_ratio, deferral_ttl=d.deferral_ttl_s),
             dialer=DialerPolicy(d.max_in_flight_per_dialer, d.standard_spacing_s),
             safety_poll=d.safety_poll_s,

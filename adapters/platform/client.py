@@ -53,6 +53,7 @@ from urllib.parse import quote
 
 import httpx
 
+from fsm.backoff import Backoff
 from fsm.ports import (
     ActionReceipt,
     CampaignSnapshot,
@@ -157,8 +158,8 @@ class PlatformClient:
         self._max_get_attempts = max_get_attempts
         self._max_rate_limit_waits = max_rate_limit_waits
         self._max_retry_after = max_retry_after
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
+        # +-20 % after the cap, so many readers never retry in lockstep.
+        self._retry = Backoff(backoff_base, 2.0, backoff_cap, max_tries=None, jitter=0.2)
         self._capacity = dict(dialer_capacity or {})
         self._via_put = genesys_status_via_put and self._profile is Profile.GENESYS
         self._page_size = page_size
@@ -378,9 +379,8 @@ class PlatformClient:
         await self._clock.sleep(delay)
 
     def _backoff(self, attempt: int) -> float:
-        """Exponential, capped, with +-20% jitter so many readers never retry in lockstep."""
-        base: float = min(self._backoff_cap, self._backoff_base * 2.0 ** (attempt - 1))
-        return base * self._rng.uniform(0.8, 1.2)
+        """The delay before retry `attempt` (1-based)."""
+        return self._retry.delay(attempt - 1, self._rng)
 
     # --- writes ----------------------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ from aiokafka import AIOKafkaConsumer
 
 from adapters.devtools.brokers import BrokerHandle, start_broker
 from adapters.devtools.simulator import Simulator, SimulatorConfig, run_simulator
-from adapters.devtools.simulator.clock import ScaledClock
 from adapters.devtools.simulator.tenant import generate_tenant
 from adapters.kafka import Producer, TopicNames, ensure_topics, open_admin
 from schemas.commands import Command
@@ -85,7 +84,7 @@ async def test_sigkilled_instance_is_taken_over_without_reissuing(tmp_path: Path
     # Two campaigns per dialer: all twelve stops can be in flight at once (two per dialer at most).
     tenant = generate_tenant(12, 6, dialer_types=(DialerType.PREDICTIVE,), state=CampaignState.RUNNING,
                              max_active_calls=5)
-    sim = Simulator(tenant, SimulatorConfig(rate_clock="sim"), clock=ScaledClock(SCALE))
+    sim = Simulator(tenant, SimulatorConfig(rate_clock="sim"), time_scale=SCALE)
     topics = TopicNames.with_prefix(f"so-{uuid.uuid4().hex[:8]}.")
     (tmp_path / "outbox").mkdir()
     async with _tansu(tmp_path) as broker, run_simulator(simulator=sim) as (url, sim):

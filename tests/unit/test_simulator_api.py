@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from adapters.devtools.simulator import FaultConfig, ManualClock, Simulator, SimulatorConfig, parse_tenant
+from adapters.devtools.simulator import FaultConfig, Simulator, SimulatorConfig, parse_tenant
+from fsm.testing import FakeClock
 from schemas.platform import (
     DialerStats,
     GenesysCampaign,
@@ -40,12 +41,12 @@ TENANT = {
 
 
 def _make(profile: str, token_ttl: float = 1e6, **faults: float) -> Simulator:
-    # The manual clock is also the wall clock here, so reads all land in one instant: no read limit
+    # The fake clock is also the wall clock here, so reads all land in one instant: no read limit
     # unless a test asks for it.
     faults.setdefault("read_limit_per_s", 0)
     return Simulator(parse_tenant(TENANT), SimulatorConfig(profile=profile, token_ttl=token_ttl,  # type: ignore[arg-type]
                                                            faults=FaultConfig(**faults)),
-                     clock=ManualClock())
+                     clock=FakeClock())
 
 
 @pytest.fixture
