@@ -56,12 +56,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import random
-import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -87,6 +84,7 @@ from schemas.platform import NotificationChannel
 from schemas.types import Action
 
 from ..clock import SystemClock
+from .answers import error_fields, invalid_transition, rate_headers, retry_after
 from .oauth import TokenManager, login_url_for
 from .profiles import (
     SUPPORTED_ACTIONS,
@@ -107,9 +105,6 @@ _DIALERS = "/api/v2/outbound/dialers"
 _CHANNELS = "/api/v2/notifications/channels"
 _LIST_KEY = "(campaign-list)"
 _CHANNEL_KEY = "(notification-channels)"
-_CONFLICT_CODES = frozenset({"campaign.state.conflict", "conflict"})
-# Genesys' own words for a refused status change (a 400): "Invalid transition from <COMPLETE> to <OFF>".
-_INVALID_TRANSITION = re.compile(r"invalid transition from\s*<?\s*[a-z_]+\s*>?\s*to\s*<?\s*[a-z_]+", re.I)
 # Requests per window of each profile's budget (see the module docstring).
 DEFAULT_BUDGET: Mapping[Profile, tuple[int, float]] = {Profile.GUIDE: (10, 1.0), Profile.GENESYS: (300, 60.0)}
 _GENESYS_PUT_STATUS = {Action.START: "on", Action.STOP: "off"}
@@ -421,13 +416,13 @@ class PlatformClient:
                 continue
             if status == 429:
                 self.stats.http_429 += 1
-                wait = _retry_after(resp)
+                wait = retry_after(resp)
                 if wait is None:
                     wait = self._backoff(rate_waits + 1)
                 rate_waits += 1
                 if rate_waits > self._max_rate_limit_waits or wait > self._max_retry_after:
                     raise PlatformRateLimited(f"{what}: HTTP 429 after {rate_waits} waits", retry_after=wait)
-                _log.warning("%s: HTTP 429 %s, the client waits %.2fs", what, _error_fields(resp)[0], wait)
+                _log.warning("%s: HTTP 429 %s, the client waits %.2fs", what, error_fields(resp)[0], wait)
                 self._budget.defer(wait)
                 continue
             if status >= 500:
@@ -482,7 +477,7 @@ class PlatformClient:
                 self.stats.http_5xx_unretried += 1
             elif resp.status_code == 429:
                 self.stats.http_429 += 1
-                wait = _retry_after(resp)
+                wait = retry_after(resp)
                 if wait is not None:
                     self._budget.defer(min(wait, self._max_retry_after))
             return resp, sent_at
@@ -499,7 +494,7 @@ class PlatformClient:
 
     def _resync(self, grant: Grant, resp: httpx.Response) -> None:
         """The platform's own count of this client's requests, when the answer carries it."""
-        counted = _rate_headers(resp) if self._resyncs else None
+        counted = rate_headers(resp) if self._resyncs else None
         if counted is not None:
             count, allowed, reset = counted
             self._budget.resync(grant, count=count, allowed=allowed, reset_after=reset)
@@ -514,14 +509,14 @@ class PlatformClient:
 
     def _raise_for(self, resp: httpx.Response, what: str, *, sent_at: float | None = None) -> None:
         status = resp.status_code
-        code, message = _error_fields(resp)
+        code, message = error_fields(resp)
         text = f"{what}: HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
         if status == 404:
             raise PlatformNotFound(text, status=status, sent_at=sent_at)
-        if status == 409 or (status == 400 and _invalid_transition(code, message)):
+        if status == 409 or (status == 400 and invalid_transition(code, message)):
             raise PlatformConflict(text, status=status, sent_at=sent_at)
         if status == 429:
-            raise PlatformRateLimited(text, retry_after=_retry_after(resp))
+            raise PlatformRateLimited(text, retry_after=retry_after(resp))
         if status >= 500:
             raise PlatformUnavailable(text, status=status, sent_at=sent_at)
         if status in (401, 403):
@@ -557,58 +552,3 @@ def _json_object(resp: httpx.Response, what: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise PlatformError(f"{what}: expected a JSON object, got {type(body).__name__}")
     return body
-
-
-def _error_fields(resp: httpx.Response) -> tuple[str, str]:
-    try:
-        body = resp.json()
-    except ValueError:
-        return "", ""
-    if not isinstance(body, dict):
-        return "", ""
-    code = body.get("code")
-    message = body.get("message")
-    return (code if isinstance(code, str) else "")[:100], (message if isinstance(message, str) else "")[:300]
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    """Seconds to wait from `Retry-After` (seconds or HTTP date) and `inin-ratelimit-reset`; the longer."""
-    waits: list[float] = []
-    raw = resp.headers.get("Retry-After")
-    if raw:
-        try:
-            waits.append(float(raw))
-        except ValueError:
-            try:
-                when = parsedate_to_datetime(raw)
-                date = resp.headers.get("Date")
-                ref = parsedate_to_datetime(date) if date else None
-                if ref is not None:
-                    waits.append((when - ref).total_seconds())
-            except (TypeError, ValueError):
-                pass
-    reset = resp.headers.get("inin-ratelimit-reset")
-    if reset:
-        try:
-            waits.append(float(reset))
-        except ValueError:
-            pass
-    good = [w for w in waits if math.isfinite(w)]
-    return max([0.0, *good]) if good else None
-
-
-def _invalid_transition(code: str, message: str) -> bool:
-    """A 400 refusing a status change: Genesys says so in its message; the guide's codes say it too."""
-    return code in _CONFLICT_CODES or bool(_INVALID_TRANSITION.search(message))
-
-
-def _rate_headers(resp: httpx.Response) -> tuple[int, int, float] | None:
-    """`inin-ratelimit-count`, `-allowed`, `-reset` (seconds), when all three are there and numbers."""
-    raw = [resp.headers.get(f"inin-ratelimit-{n}") for n in ("count", "allowed", "reset")]
-    if any(r is None for r in raw):
-        return None
-    try:
-        count, allowed, reset = int(str(raw[0])), int(str(raw[1])), float(str(raw[2]))
-    except ValueError:
-        return None
-    return (count, allowed, reset) if math.isfinite(reset) else None
