@@ -1,6 +1,6 @@
 """The simulator handle: one tenant, one profile, one clock, and the ASGI app that serves them.
 
-`Simulator` wires the parts (engine, notification hub, tokens, read limiter, traffic log, faults)
+`Simulator` wires the parts (engine, notification hub, tokens, request limiter, traffic log, faults)
 and exposes them to Python tests; `Simulator.app` is the Starlette application serving the
 profile's API, the notification WebSockets and the admin API. Mount it in unit tests with
 `httpx.ASGITransport(sim.app)` (no socket; drive time with a `FakeClock` and `sim.advance`), or
@@ -39,7 +39,7 @@ from .clock import Scheduler
 from .engine import Engine, Timing
 from .faults import FaultConfig, FaultInjector, TransitionOverride
 from .profiles import Profile, campaign_payload, contact_list_payload, genesys_status
-from .ratelimit import ReadLimiter
+from .ratelimit import RequestLimiter
 from .tenant import SimCampaign, SimContactList, Tenant, generate_tenant
 from .traffic import InFlightSample, TrafficLog
 
@@ -61,8 +61,8 @@ class SimulatorConfig:
     seed: int | None = 0
     faults: FaultConfig = field(default_factory=FaultConfig)
     timing: Timing = field(default_factory=Timing)
-    # "sim": the 10 reads/s window runs on the simulated clock, so a client sharing the time scale
-    # is held to 10 reads per *simulated* second (rates in the simulation's clock).
+    # "sim": the request limit's window runs on the simulated clock, so a client sharing the time
+    # scale is held to the limit per *simulated* second or minute (rates in the simulation's clock).
     rate_clock: Literal["wall", "sim"] = "wall"
 
     def __post_init__(self) -> None:
@@ -120,7 +120,10 @@ class Simulator:
         self.history: list[StateRecord] = []
         self.tokens = TokenStore(self.config.client_id, self.config.client_secret, self.config.token_ttl, self.wall)
         rate_time = self.clock.monotonic if self.config.rate_clock == "sim" else self.wall
-        self.limiter = ReadLimiter(lambda: self.faults.config.read_limit_per_s, rate_time)
+        if self.config.profile == "genesys":
+            self.limiter = RequestLimiter(lambda: self.faults.config.request_limit_per_min, rate_time, 60.0)
+        else:
+            self.limiter = RequestLimiter(lambda: self.faults.config.read_limit_per_s, rate_time, 1.0)
         self.hub = Hub(self.scheduler, self.faults, heartbeat_seconds=self.config.heartbeat_seconds,
                        channel_ttl=self.config.channel_ttl, max_topics=self.config.max_topics)
         self.engine = Engine(self.tenant, self.scheduler, timing=self.config.timing, faults=self.faults,
