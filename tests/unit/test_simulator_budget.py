@@ -9,7 +9,7 @@ import math
 import httpx
 import pytest
 
-from adapters.devtools.simulator import FaultConfig, ManualClock, Simulator, SimulatorConfig, generate_tenant
+from adapters.devtools.simulator import FaultConfig, Simulator, SimulatorConfig, generate_tenant
 from adapters.platform import PlatformClient
 from fsm import CampaignMachine
 from fsm.orchestrator import Orchestrator, OrchestratorConfig
@@ -23,7 +23,7 @@ def _sim(profile: str, campaigns: int = 6, **faults: float) -> Simulator:
     faults.setdefault("read_limit_per_s", 0)
     return Simulator(generate_tenant(campaigns, 1), SimulatorConfig(profile=profile,  # type: ignore[arg-type]
                                                                     faults=FaultConfig(**faults)),
-                     clock=ManualClock())
+                     clock=FakeClock())
 
 
 def _http(sim: Simulator) -> httpx.AsyncClient:
