@@ -70,6 +70,12 @@ class PlatformSettings(_Section):
     dialer_capacity: dict[str, int] = Field(default_factory=dict, description="genesys: licensed lines per dialer")
     genesys_status_via_put: bool = False
     notifications: bool = Field(default=True, description="follow the notification channel (else poll only)")
+    max_channels: int = Field(
+        default=0, ge=0, le=20,
+        description="notification channels this instance may open. Genesys allows 20 per OAuth client and "
+                    "silently removes the least recently used one when a 21st is created, so instances "
+                    "sharing a client must stay within 20 together. 0 (the default): 20 // instances, at least 1",
+    )
 
     @property
     def url(self) -> str:
@@ -253,6 +259,12 @@ class Settings(BaseSettings):
     def read_rate(self) -> int:
         """This instance's share of the tenant-wide read limit."""
         return max(1, self.platform.read_limit_per_s // self.platform.instances)
+
+    def notification_channels(self) -> int:
+        """This instance's share of the 20 notification channels per OAuth client."""
+        if self.platform.max_channels:
+            return self.platform.max_channels
+        return max(1, 20 // self.platform.instances)
 
     def read_margin(self) -> float:
         """Delays between our grant and the platform's count need no slack: the limiter counts a read
