@@ -258,11 +258,25 @@ class Simulator:
         if self._published.get(campaign.id) == campaign.version:
             return  # nothing a client can see changed (genesys: a start finishing behind `on`)
         self._published[campaign.id] = campaign.version
-        self.hub.publish(f"v2.outbound.campaigns.{campaign.id}", self.campaign_body(campaign))
+        body = self.campaign_body(campaign)
+        if self.config.profile == "genesys":
+            body = _notified(body)  # the SDK's DialerCampaignConfigChangeCampaign has no selfUri
+        self.hub.publish(f"v2.outbound.campaigns.{campaign.id}", body)
 
     def _list_changed(self, contact_list: SimContactList) -> None:
-        self.hub.publish(f"v2.outbound.contactlists.{contact_list.id}",
-                         contact_list_payload(self.config.profile, contact_list))
+        body = contact_list_payload(self.config.profile, contact_list)
+        if self.config.profile == "genesys":
+            # The SDK's DialerContactlistConfigChangeContactList: no selfUri, and its importStatus
+            # names its fields as the importstatus topic does (importState, percentageComplete).
+            body = _notified(body)
+            status = body.pop("importStatus", None)
+            if isinstance(status, dict):
+                body["importStatus"] = {"importState": status.get("state"), "totalRecords": status.get("totalRecords"),
+                                        "completedRecords": status.get("completedRecords"),
+                                        "percentageComplete": status.get("percentComplete"),
+                                        **({"failureReason": status["failureReason"]}
+                                           if "failureReason" in status else {})}
+        self.hub.publish(f"v2.outbound.contactlists.{contact_list.id}", body)
         if self.config.profile == "genesys":
             self._announce_import(contact_list)
 
@@ -297,6 +311,15 @@ class Simulator:
 
     def in_flight_campaigns(self) -> list[str]:
         return [c.id for c in self.tenant.campaigns.values() if c.state in TRANSITIONAL_STATES]
+
+
+def _notified(value: Any) -> Any:
+    """A REST body as a genesys notification carries it: without the `selfUri`s."""
+    if isinstance(value, dict):
+        return {k: _notified(v) for k, v in value.items() if k != "selfUri"}
+    if isinstance(value, list):
+        return [_notified(v) for v in value]
+    return value
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
