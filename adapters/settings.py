@@ -74,7 +74,9 @@ class PlatformSettings(_Section):
         default=0, ge=0, le=20,
         description="notification channels this instance may open. Genesys allows 20 per OAuth client and "
                     "silently removes the least recently used one when a 21st is created, so instances "
-                    "sharing a client must stay within 20 together. 0 (the default): 20 // instances, at least 1",
+                    "sharing a client must stay within 20 together, each counting one more for the overlap "
+                    "while a channel is renewed (there is no call to delete the old one). 0 (the default): "
+                    "20 // instances - 1, at least 1",
     )
 
     @property
@@ -261,10 +263,12 @@ class Settings(BaseSettings):
         return max(1, self.platform.read_limit_per_s // self.platform.instances)
 
     def notification_channels(self) -> int:
-        """This instance's share of the 20 notification channels per OAuth client."""
+        """This instance's share of the 20 notification channels per OAuth client: instances x
+        (channels + 1) <= 20, the one more being a channel renewed before its 24 h end, which stays
+        on the platform (no delete call exists) until it expires."""
         if self.platform.max_channels:
             return self.platform.max_channels
-        return max(1, 20 // self.platform.instances)
+        return max(1, 20 // self.platform.instances - 1)
 
     def read_margin(self) -> float:
         """Delays between our grant and the platform's count need no slack: the limiter counts a read
