@@ -60,6 +60,7 @@ from fsm.ports import (
     ContactListSnapshot,
     DialerLoad,
     PlatformAuthError,
+    PlatformCapReached,
     PlatformConflict,
     PlatformError,
     PlatformNotFound,
@@ -80,6 +81,7 @@ from .profiles import (
     contact_list_from_payload,
     dialer_load_from_payload,
     errors_from_payload,
+    line_distribution_load,
 )
 
 __all__ = ["ClientStats", "PlatformClient"]
@@ -164,6 +166,7 @@ class PlatformClient:
         self._page_size = page_size
         self._rng = rng if rng is not None else random.Random()
         self.stats = ClientStats()
+        self._line_distribution = True  # False once the platform showed it has no such route
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -236,11 +239,11 @@ class PlatformClient:
         return self._translate(contact_list_from_payload, payload, f"contact list {contact_list_id!r}")
 
     async def get_dialer_load(self, dialer_id: str, campaign_id: str) -> DialerLoad:
-        """guide: the dialer's own stats. genesys: the campaign's outstanding calls, configured capacity."""
-        if self._profile is Profile.GUIDE:
-            payload = await self._get(f"{_DIALERS}/{_segment(dialer_id)}/stats", key=f"dialer:{dialer_id}")
-        else:
-            payload = await self._get(f"{_campaign_path(campaign_id)}/stats", key=campaign_id)
+        """guide: the dialer's own stats. genesys: the line distribution of the campaign's edge group or
+        site (`get_line_load`), configuration overriding its capacity."""
+        if self._profile is Profile.GENESYS:
+            return await self.get_line_load(dialer_id, campaign_id)
+        payload = await self._get(f"{_DIALERS}/{_segment(dialer_id)}/stats", key=f"dialer:{dialer_id}")
         try:
             return dialer_load_from_payload(
                 self._profile, payload, dialer_id=dialer_id, capacity=self._capacity.get(dialer_id)
@@ -267,6 +270,9 @@ class PlatformClient:
         resp, sent_at = await self._send_once("POST", path, body)
         answered_at = self._clock.now()
         if not resp.is_success:
+            if action in (Action.START, Action.RESUME) and _cap_refusal(resp):
+                raise PlatformCapReached(f"POST {path}: HTTP {resp.status_code}: the organisation's active-campaign "
+                                         "cap is reached", status=resp.status_code, sent_at=sent_at)
             self._raise_for(resp, f"POST {path}", sent_at=sent_at)
         return ActionReceipt(
             campaign_id=campaign_id,
@@ -437,6 +443,40 @@ class PlatformClient:
             raise PlatformAuthError(text, status=status, sent_at=sent_at)
         raise PlatformError(text, status=status, sent_at=sent_at)
 
+    # --- genesys line load (issue 14, item 5) ------------------------------------------------------
+
+    async def get_line_load(self, dialer_id: str, campaign_id: str) -> DialerLoad:
+        """The load of a campaign's edge group or site (`dialer_id`), read through that campaign.
+
+        `GET .../campaigns/{id}/linedistribution` (SDK >= 207) speaks for the whole group. A platform
+        without that route (404 while the campaign exists) is read from `/stats` `linesUtilization`
+        from then on. One read per call: callers cache per dialer (fsm/dispatch.py, `load_ttl`).
+        """
+        key = f"dialer:{dialer_id}"
+        capacity = self._capacity.get(dialer_id)
+        if self._line_distribution:
+            try:
+                payload = await self._get(f"{_campaign_path(campaign_id)}/linedistribution", key=key)
+            except PlatformNotFound:
+                stats = await self._get(f"{_campaign_path(campaign_id)}/stats", key=key)
+                self._line_distribution = False
+                _log.warning("this platform has no campaign line distribution: edge-group load from /stats "
+                             "linesUtilization and the configured capacity instead")
+                return self._load(lambda p: dialer_load_from_payload(
+                    Profile.GENESYS, p, dialer_id=dialer_id, capacity=capacity), stats, dialer_id)
+            return self._load(lambda p: line_distribution_load(p, dialer_id=dialer_id, capacity=capacity),
+                              payload, dialer_id)
+        stats = await self._get(f"{_campaign_path(campaign_id)}/stats", key=key)
+        return self._load(lambda p: dialer_load_from_payload(Profile.GENESYS, p, dialer_id=dialer_id,
+                                                             capacity=capacity), stats, dialer_id)
+
+    @staticmethod
+    def _load(parse: Callable[[dict[str, Any]], DialerLoad], payload: dict[str, Any], dialer_id: str) -> DialerLoad:
+        try:
+            return parse(payload)
+        except ContractError as exc:
+            raise PlatformError(f"dialer {dialer_id!r}: unusable payload: {exc}") from exc
+
     def __repr__(self) -> str:
         return (
             f"PlatformClient(profile={self._profile.value!r}, base_url={self._base_url!r}, "
@@ -478,6 +518,19 @@ def _error_fields(resp: httpx.Response) -> tuple[str, str]:
     code = body.get("code")
     message = body.get("message")
     return (code if isinstance(code, str) else "")[:100], (message if isinstance(message, str) else "")[:300]
+
+
+# Genesys publishes the cap (50 voice campaigns per organisation) but not the words of the refusal: a
+# 4xx whose code or message speaks of a campaign limit is taken as one. The simulator's wording is a guess.
+_CAP_WORDS = ("limit", "maximum", "max.", "too.many", "too many")
+
+
+def _cap_refusal(resp: httpx.Response) -> bool:
+    if resp.status_code not in (400, 403, 409, 422):
+        return False
+    code, message = _error_fields(resp)
+    text = f"{code} {message}".lower()
+    return "campaign" in text and any(word in text for word in _CAP_WORDS) and "transition" not in text
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
