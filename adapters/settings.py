@@ -298,7 +298,7 @@ class Settings(BaseSettings):
             preflight_fresh_for=d.preflight_fresh_for_s,
             not_before_horizon=d.not_before_horizon_s,
             max_scheduled=d.max_scheduled_per_campaign,
-            cap=CapPolicy(self.active_campaign_cap(), d.active_campaign_ttl_s),
+            cap=CapPolicy(self.active_campaign_cap(), d.active_campaign_ttl_s, instances=self.platform.instances),
         )
 
     def active_campaign_cap(self) -> int | None:

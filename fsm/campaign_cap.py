@@ -12,10 +12,15 @@ better than that read:
 - its campaigns observed after the read was taken: their own state wins (a stop seen a second ago
   frees its place without waiting for the next read).
 
+Instances do not see each other's openings until the next read, so in one read's lifetime each
+instance takes at most its share of the places that read left free: ceil(free / instances)
+(`OrgRead.quota`, `instances` from configuration). Together they then take at most
+`instances - 1` places too many per read (the rounding), instead of every free place once per
+instance. Such an overflow, or a campaign this service cannot see, meets the platform's own refusal:
+that command ends FAILED `ACTIVE_CAMPAIGN_CAP` (fsm/dispatch.py), never retried in a loop.
+
 Among the openings of one instance that wait for a place, HIGH goes before STANDARD and first in
-before later (`CapLine`). Across instances the order is best effort: two instances that each see the
-last place free may both send; the platform then refuses one, and that command ends FAILED
-`ACTIVE_CAMPAIGN_CAP` (fsm/dispatch.py), never retried in a loop.
+before later (`CapLine`). Across instances the order is best effort.
 
 The decision itself (`check_active_cap`) is a pre-flight gate, in fsm/preflight.py. Nothing here reads
 a clock or the platform.
@@ -29,7 +34,8 @@ from dataclasses import dataclass
 
 from schemas.types import Action, CampaignState, Priority
 
-__all__ = ["ACTIVE_STATES", "OPENING_ACTIONS", "CapLine", "CapPolicy", "LocalView", "count_active"]
+__all__ = ["ACTIVE_STATES", "OPENING_ACTIONS", "CapLine", "CapPolicy", "LocalView", "OrgRead", "count_active",
+           "share"]
 
 S = CampaignState
 
@@ -48,8 +54,11 @@ class CapPolicy:
     limit: int | None = None
     ttl: float = 15.0
     recheck: float = 5.0
+    instances: int = 1  # instances sharing the organisation (each takes its share of a read's free places)
 
     def __post_init__(self) -> None:
+        if isinstance(self.instances, bool) or not isinstance(self.instances, int) or self.instances < 1:
+            raise ValueError(f"CapPolicy.instances must be an integer >= 1, got {self.instances!r}")
         if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int)
                                        or self.limit < 1):
             raise ValueError(f"CapPolicy.limit must be None or an integer >= 1, got {self.limit!r}")
@@ -69,6 +78,26 @@ class LocalView:
     active: bool
     observed_at: float | None
     reserved: bool = False
+
+
+@dataclass(slots=True)
+class OrgRead:
+    """One read of the organisation's active campaigns (`read_at` on the monotonic clock), the places
+    this instance may still take before the next read (`quota`), and how many it took (`admitted`)."""
+
+    read_at: float
+    active: frozenset[str]
+    quota: int | None  # None: one instance alone, bound by the count only
+    admitted: int = 0
+
+    @property
+    def quota_left(self) -> int | None:
+        return None if self.quota is None else self.quota - self.admitted
+
+
+def share(free: int, instances: int) -> int:
+    """This instance's share of `free` places: rounded up, so a last place is never left to no one."""
+    return -(-max(0, free) // max(1, instances))
 
 
 def count_active(read: Iterable[str], read_at: float | None, local: Iterable[LocalView]) -> frozenset[str]:

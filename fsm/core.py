@@ -27,7 +27,7 @@ from schemas.types import Action, CampaignState, Cause, Outcome, ReasonCode
 
 from .authorization import CommandAuthority
 from .backoff import PollPolicy, PollSchedule
-from .campaign_cap import CapLine, CapPolicy
+from .campaign_cap import CapLine, CapPolicy, OrgRead
 from .dialer_queue import DialerGate, DialerPolicy
 from .held import HeldCommand
 from .machine import Campaign, CampaignMachine, StateChange
@@ -135,7 +135,7 @@ class Core:
     _loads: dict[str, tuple[float, DialerLoad]]
     _lists: dict[str, tuple[float, ContactListSnapshot]]
     _cap_line: CapLine  # this instance's openings waiting for a place under the cap
-    _cap_read: tuple[float, frozenset[str]] | None  # (monotonic time, active ids) of the last organisation read
+    _cap_read: OrgRead | None  # the last read of the organisation's active campaigns
     _cap_lock: asyncio.Lock  # one organisation read at a time, shared by every waiting opening
     _owns: Callable[[str], bool]
     _suspended: bool

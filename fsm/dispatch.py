@@ -19,7 +19,7 @@ from schemas.commands import CommandResult
 from schemas.events import rfc3339
 from schemas.types import CampaignState, Cause, Outcome, Priority, ReasonCode
 
-from .campaign_cap import ACTIVE_STATES, OPENING_ACTIONS, LocalView, count_active
+from .campaign_cap import ACTIVE_STATES, OPENING_ACTIONS, LocalView, OrgRead, count_active, share
 from .core import Core
 from .held import HeldCommand, SlotLease, Stage
 from .ports import (
@@ -88,6 +88,8 @@ class Dispatch(Core):
             self._cap_line.join(held.command_id, record.id, command.priority)
         else:
             self._cap_line.leave(held.command_id)
+            if cap is not None and not cap.reserved and decision.proceed and self._cap_read is not None:
+                self._cap_read.admitted += 1  # one place of this instance's share taken
         if decision.verdict is GateVerdict.PROCEED:
             return True
         if decision.verdict is GateVerdict.REFUSE:
@@ -125,25 +127,31 @@ class Dispatch(Core):
         limit = self.config.cap.limit
         if limit is None or held.command.action not in OPENING_ACTIONS:
             return None
-        read_at, read = await self._org_active()
+        read = await self._org_active()
         self._cap_line.retain(self._holds)
-        return CapCheck(record.id, count_active(read, read_at, self._local_views()), limit,
+        return CapCheck(record.id, count_active(read.active, read.read_at, self._local_views()), limit,
                         ahead=self._cap_line.ahead(held.command_id, held.command.priority),
-                        reserved=held.stage is not Stage.PREFLIGHT, recheck=self.config.cap.recheck)
+                        reserved=held.stage is not Stage.PREFLIGHT, recheck=self.config.cap.recheck,
+                        quota_left=read.quota_left)
 
-    async def _org_active(self) -> tuple[float, frozenset[str]]:
+    async def _org_active(self) -> OrgRead:
         """The organisation's active campaigns, one list read shared for `cap.ttl` (one GET per page)."""
-        ttl = self.config.cap.ttl
+        policy = self.config.cap
         cached = self._cap_read
-        if cached is not None and self.clock.monotonic() - cached[0] <= ttl:
+        if cached is not None and self.clock.monotonic() - cached.read_at <= policy.ttl:
             return cached
         async with self._cap_lock:  # a storm of starts makes one read, not one each
             cached = self._cap_read
-            if cached is not None and self.clock.monotonic() - cached[0] <= ttl:
+            if cached is not None and self.clock.monotonic() - cached.read_at <= policy.ttl:
                 return cached
             read_at = self.clock.monotonic()  # local observations after this are fresher than the read
             snapshots = await self.platform.list_campaigns()
-            self._cap_read = cached = (read_at, frozenset(s.id for s in snapshots if s.state in ACTIVE_STATES))
+            active = frozenset(s.id for s in snapshots if s.state in ACTIVE_STATES)
+            free = (policy.limit or 0) - len(count_active(active, read_at, self._local_views()))
+            # Alone, the count is the whole rule; with others, a share of what this read left free
+            # (places freed later come back with the next read, at most `ttl` away).
+            quota = share(free, policy.instances) if policy.instances > 1 else None
+            self._cap_read = cached = OrgRead(read_at, active, quota)
         self._poke_cap_line()
         return cached
 
@@ -165,8 +173,12 @@ class Dispatch(Core):
         limit, cached = self.config.cap.limit, self._cap_read
         if limit is None or not self._cap_line:
             return
-        read_at, read = cached if cached is not None else (None, frozenset[str]())
-        free = limit - len(count_active(read, read_at, self._local_views()))
+        if cached is None:
+            free = limit - len(count_active((), None, self._local_views()))
+        else:
+            free = limit - len(count_active(cached.active, cached.read_at, self._local_views()))
+            if cached.quota_left is not None:
+                free = min(free, cached.quota_left)
         for campaign_id in self._cap_line.first(free):
             record = self._records.get(campaign_id)
             if record is not None and record.held is not None:

@@ -150,6 +150,7 @@ class CapCheck:
     ahead: int = 0
     reserved: bool = False
     recheck: float = 5.0
+    quota_left: int | None = None  # places this instance may still take before the next count
 
 
 _PROCEED = PreflightDecision(GateVerdict.PROCEED)
@@ -211,9 +212,12 @@ def check_active_cap(cap: CapCheck | None, now: float, policy: PreflightPolicy =
         return _PROCEED
     others = len(cap.active - {cap.campaign_id})
     before = 0 if cap.reserved else cap.ahead
-    if others + before < cap.limit:
+    shared_out = not cap.reserved and cap.quota_left is not None and cap.quota_left <= 0
+    if others + before < cap.limit and not shared_out:
         return _PROCEED
     waiting = f"; {before} opening(s) wait before it" if before else ""
+    if shared_out and others + before < cap.limit:
+        waiting += "; this instance took its share of the free places until the next count"
     return _defer(
         ReasonCode.ACTIVE_CAMPAIGN_CAP,
         f"the organisation has {others} active campaign(s), its cap is {cap.limit}{waiting}",

@@ -9,7 +9,7 @@ import pytest
 
 from adapters.settings import Settings
 from fsm import CampaignMachine
-from fsm.campaign_cap import CapLine, CapPolicy, LocalView, count_active
+from fsm.campaign_cap import CapLine, CapPolicy, LocalView, count_active, share
 from fsm.orchestrator import Orchestrator, OrchestratorConfig
 from fsm.ports import ContactListSnapshot, DialerLoad, PlatformCapReached
 from fsm.preflight import CapCheck, GateVerdict, WaitFor, check_active_cap, preflight
@@ -155,5 +155,36 @@ async def test_a_start_the_platform_refuses_for_the_cap_fails_once_and_is_not_se
         assert len(platform.posts("c1")) == 1
         result = next(r for r in sink.results if str(r.command_id) == str(command.id) and r.outcome == "FAILED")
         assert "not retried" in result.message
+    finally:
+        await orch.close()
+
+
+def test_an_instance_takes_its_share_of_the_free_places_rounded_up() -> None:
+    assert [share(free, 2) for free in (-1, 0, 1, 2, 5)] == [0, 0, 1, 1, 3]
+    assert share(7, 1) == 7 and share(1, 3) == 1
+    shared_out = CapCheck("x", frozenset({"a"}), limit=5, quota_left=0)
+    decision = check_active_cap(shared_out, 0.0)
+    assert decision.reason is ReasonCode.ACTIVE_CAMPAIGN_CAP and "its share" in decision.detail
+    assert check_active_cap(CapCheck("x", frozenset({"a"}), limit=5, quota_left=1), 0.0).proceed
+    assert check_active_cap(CapCheck("x", frozenset({"a", "x"}), limit=5, quota_left=0, reserved=True), 0.0).proceed
+
+
+async def test_with_two_instances_one_read_lets_each_take_half_the_free_places() -> None:
+    campaigns = [FakeCampaign(f"w{i}", S.STOPPED, dialer_id=f"d-{i}", contact_list_id=f"l-{i}") for i in range(4)]
+    clock = FakeClock(auto_advance=True)
+    platform = FakePlatform(clock, campaigns)
+    sink = MemorySink()
+    orch = Orchestrator(machine=CampaignMachine(), platform=platform, sink=sink, clock=clock,
+                        config=OrchestratorConfig(seed=7, cap=CapPolicy(4, ttl=15.0, recheck=5.0, instances=2)))
+    await orch.start()
+    try:
+        for i in range(4):
+            await orch.submit(_command(f"w{i}"))
+        await clock.sleep(1)
+        assert len(platform.posts()) == 2, "ceil(4 free / 2 instances) before the next count"
+        await clock.sleep(20)  # the next count: 2 active (ours), 2 free, our share 1
+        assert len(platform.posts()) == 3
+        await clock.sleep(20)
+        assert len(platform.posts()) == 4
     finally:
         await orch.close()
