@@ -7,6 +7,7 @@ campaigns' calls. Each test reads the simulator's own records (`sim.history`, `s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -15,6 +16,7 @@ from adapters.devtools.brokers import BrokerHandle
 from adapters.devtools.simulator import SimulatorConfig
 from adapters.devtools.simulator.lines import ACTIVE_STATUSES
 from adapters.devtools.simulator.tenant import generate_tenant, parse_tenant
+from adapters.service import Service
 from schemas.commands import Command
 from schemas.types import CampaignState, DialerType, Priority
 from tests.integration.harness import Run, e2e
@@ -119,3 +121,42 @@ async def test_a_standard_start_waits_while_its_edge_group_is_over_80_percent_of
                    for r in run.sim.traffic.records)
         run.sim.set_state("busy", S.RUNNING, active_calls=30)  # 60 % of the outbound lines
         await run.until(lambda: "COMPLETED" in run.outcomes(start), timeout=90, what="started once lines free")
+
+
+async def test_two_instances_storming_one_organisation_overshoot_by_at_most_one_refused_start(
+        broker: BrokerHandle, unique_name: Callable[[str], str]) -> None:
+    # Two instances, one organisation with a cap of 5, 12 starts at once. Each sees the other's starts
+    # only at its next read, so each takes at most ceil(5 / 2) = 3 places of a read: one start too
+    # many at worst, which the platform refuses and which ends FAILED once, never sent again.
+    cap = 5
+    tenant = generate_tenant(12, 4, dialer_types=(DialerType.POWER,), state=S.STOPPED, max_active_calls=0)
+    config = SimulatorConfig(profile="genesys", rate_clock="sim", active_campaign_cap=cap)
+    async with e2e(broker, unique_name, tenant=tenant, profile="genesys", sim_config=config, scale=20,
+                   start_service=False, standard_spacing_s=1.0, deferral_ttl_s=7200.0,
+                   active_campaign_cap=cap) as run:
+        shared = run.settings.platform.model_copy(update={"instances": 2})
+        first = run.settings.model_copy(update={"platform": shared})
+        second = first.model_copy(update={"outbox_path": first.outbox_path + ".second"})
+        async with Service(first).running() as a, Service(second).running() as b:
+            owners = [p.extra["ownership"] for p in (a, b)]
+            await run.until(lambda: all(o.owned for o in owners) and sum(len(o.owned) for o in owners) == 3,
+                            timeout=60, what="both instances own partitions")
+            starts = [await run.send(f"campaign-{i:04d}", "start") for i in range(1, 13)]
+
+            def settled() -> bool:
+                done = sum("COMPLETED" in run.outcomes(c) for c in starts)
+                return done == cap and all(run.outcomes(c)[-1:] in (["COMPLETED"], ["FAILED"], ["DEFERRED"])
+                                           for c in starts)
+
+            await run.until(settled, timeout=120, what="the cap filled and every start answered")
+            await asyncio.sleep(40 / run.scale)  # two more reads' lifetimes: nothing else may go
+            assert sum("COMPLETED" in run.outcomes(c) for c in starts) == cap
+        failed = [c for c in starts if "FAILED" in run.outcomes(c)]
+        assert all(run.reasons(c)[-1] == "ACTIVE_CAMPAIGN_CAP" for c in failed)
+        assert len(failed) <= 1, [run.reasons(c) for c in failed]
+        refused = [r for r in run.sim.traffic.records if r.kind == "command" and r.status >= 400]
+        assert len(refused) == len(failed), "each refused start was sent once"
+        waiting = [c for c in starts if run.outcomes(c)[-1] == "DEFERRED"]
+        assert all(run.reasons(c)[-1] == "ACTIVE_CAMPAIGN_CAP" for c in waiting)
+        assert len(waiting) == 12 - cap - len(failed)
+        assert _peak_active(run) <= cap
