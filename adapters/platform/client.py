@@ -261,7 +261,12 @@ class PlatformClient:
             )
         if self._via_put:
             sent_at = self._clock.now()
-            await self.set_campaign_status_put(campaign_id, _GENESYS_PUT_STATUS[action])
+            try:
+                await self.set_campaign_status_put(campaign_id, _GENESYS_PUT_STATUS[action])
+            except PlatformError as exc:
+                if action in (Action.START, Action.RESUME) and _cap_text(exc.status, str(exc)):
+                    raise PlatformCapReached(str(exc), status=exc.status, sent_at=exc.sent_at) from None
+                raise
             answered = self._clock.now()
             return ActionReceipt(campaign_id, action, 200, sent_at, answered, _campaign_path(campaign_id))
         path = f"{_campaign_path(campaign_id)}/{action.value}"
@@ -526,11 +531,14 @@ _CAP_WORDS = ("limit", "maximum", "max.", "too.many", "too many")
 
 
 def _cap_refusal(resp: httpx.Response) -> bool:
-    if resp.status_code not in (400, 403, 409, 422):
-        return False
     code, message = _error_fields(resp)
-    text = f"{code} {message}".lower()
-    return "campaign" in text and any(word in text for word in _CAP_WORDS) and "transition" not in text
+    return _cap_text(resp.status_code, f"{code} {message}")
+
+
+def _cap_text(status: int | None, text: str) -> bool:
+    lowered = text.lower()
+    return (status in (400, 403, 409, 422) and "campaign" in lowered and "transition" not in lowered
+            and any(word in lowered for word in _CAP_WORDS))
 
 
 def _retry_after(resp: httpx.Response) -> float | None:

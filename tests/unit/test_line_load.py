@@ -153,3 +153,13 @@ async def test_the_simulator_refuses_a_start_past_its_cap_and_only_then() -> Non
         sim.set_state("d", S.STOPPED)
         assert (await http.post(f"{BASE}/campaigns/c/start")).status_code == 202
     assert _sim().engine.active_campaign_cap is None
+
+
+async def test_a_start_by_put_refused_for_the_cap_is_named_too(fake: FakePlatform) -> None:
+    campaign = {"id": "c1", "version": 3, "campaignStatus": "off", "dialingMode": "power", "edgeGroup": {"id": "eg1"}}
+    fake.always("GET", f"{BASE}/campaigns/c1", httpx.Response(200, json=campaign))
+    fake.script("PUT", f"{BASE}/campaigns/c1",
+                _error(400, "outbound.campaign.active.limit.exceeded", "maximum of 50 active campaigns reached"))
+    async with _client(fake, "genesys", genesys_status_via_put=True) as client:
+        with pytest.raises(PlatformCapReached):
+            await client.send_action("c1", Action.START)
