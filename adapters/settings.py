@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from fsm.authorization import CommandAuthority, Policy, PolicyError
 from fsm.backoff import Backoff
+from fsm.campaign_cap import CapPolicy
 from fsm.dialer_queue import DialerPolicy
 from fsm.orchestrator import OrchestratorConfig
 from fsm.preflight import PreflightPolicy
@@ -44,6 +45,8 @@ _KEY_ID: TypeAdapter[str] = TypeAdapter(KeyId)
 __all__ = ["ConfigFileError", "Settings", "load_settings"]
 
 ENV_PREFIX = "CAMPAIGN_FSM_"
+# Genesys help, "Limitations with outbound dialer": at most 50 voice campaigns run at once per organisation.
+GENESYS_ACTIVE_CAMPAIGN_CAP = 50
 CONFIG_ENV = "CAMPAIGN_FSM_CONFIG"
 
 
@@ -181,6 +184,14 @@ class DispatchSettings(_Section):
                                         "notBefore may be (else REFUSED NOT_BEFORE_TOO_FAR)")
     max_scheduled_per_campaign: int = Field(default=16, ge=1, description="commands waiting for their notBefore "
                                             "per campaign (else REFUSED TOO_MANY_WAITING)")
+    active_campaign_cap: int | None = Field(
+        default=None, ge=0,
+        description="campaigns the organisation may run at once: a start or resume past it is DEFERRED "
+                    "ACTIVE_CAMPAIGN_CAP until a place frees. Default: 50 on genesys (its voice-campaign limit), "
+                    "none on guide; 0 turns the gate off")
+    active_campaign_ttl_s: float = Field(
+        default=15.0, gt=0, description="how long one read of the organisation's campaigns (one GET per 100) "
+                                        "is reused to count the active ones")
 
 
 class AuthSettings(_Section):
@@ -323,7 +334,15 @@ class Settings(BaseSettings):
             preflight_fresh_for=d.preflight_fresh_for_s,
             not_before_horizon=d.not_before_horizon_s,
             max_scheduled=d.max_scheduled_per_campaign,
+            cap=CapPolicy(self.active_campaign_cap(), d.active_campaign_ttl_s, instances=self.platform.instances),
         )
+
+    def active_campaign_cap(self) -> int | None:
+        """The cap in force: as configured (0: none), else the profile's own (genesys 50, guide none)."""
+        configured = self.dispatch.active_campaign_cap
+        if configured is None:
+            return GENESYS_ACTIVE_CAMPAIGN_CAP if self.platform.profile == "genesys" else None
+        return configured or None
 
 
 class ConfigFileError(ValueError):

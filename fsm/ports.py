@@ -12,6 +12,7 @@ Platform exceptions (raised by a `Platform`, caught by the core)::
     ├── PlatformUnavailable       5xx, timeout, connection failure (retriable for reads only)
     ├── PlatformRateLimited       429 that outlived the client's own retries
     ├── PlatformNotFound          404: the campaign, list or dialer does not exist
+    ├── PlatformCapReached        a start refused: the organisation runs its maximum of active campaigns
     └── PlatformAuthError         the OAuth client was refused
 """
 
@@ -37,6 +38,7 @@ __all__ = [
     "Notifications",
     "Platform",
     "PlatformAuthError",
+    "PlatformCapReached",
     "PlatformConflict",
     "PlatformError",
     "PlatformNotFound",
@@ -159,6 +161,11 @@ class PlatformNotFound(PlatformError):
 
 class PlatformAuthError(PlatformError):
     pass
+
+
+class PlatformCapReached(PlatformError):
+    """A start (or resume) refused because the organisation already runs its maximum of active
+    campaigns (Genesys: 50 voice). Nothing was done; a later attempt may find a place."""
 
 
 # --- the platform port ---------------------------------------------------------------------------

@@ -27,6 +27,8 @@ __all__ = [
     "GenesysContactList",
     "GenesysImportProgress",
     "GenesysImportStatus",
+    "GenesysLineDistribution",
+    "GenesysLinesUtilization",
     "GuideCampaign",
     "GuideCampaignErrors",
     "GuideContactList",
@@ -134,13 +136,35 @@ class GenesysCampaignDiagnostics(PlatformModel):
     idle_agents: int | None = None
 
 
+class GenesysLinesUtilization(PlatformModel):
+    """The SDK's `CampaignLinesUtilization`: lines assigned to the campaign, lines available in its
+    edge group or site."""
+
+    assigned_outbound_lines: int | None = None
+    total_available_outbound_lines: int | None = None
+
+
 class GenesysCampaignStats(PlatformModel):
-    """GET /api/v2/outbound/campaigns/{id}/stats: `outstandingCalls` is the live call load."""
+    """GET /api/v2/outbound/campaigns/{id}/stats (SDK `CampaignStats`): `outstandingCalls` is this
+    campaign's own calls; `linesUtilization` speaks for its whole edge group or site."""
 
     outstanding_calls: int | None = None
     scheduled_calls: int | None = None
     idle_agents: int | None = None
     adjusted_calls_per_agent: float | None = None
+    lines_utilization: GenesysLinesUtilization | None = None
+
+
+class GenesysLineDistribution(PlatformModel):
+    """GET /api/v2/outbound/campaigns/{id}/linedistribution (SDK >= 207, `CampaignOutboundLinesDistribution`),
+    for the campaign's edge group or site: `maxOutboundLineCount` the outbound calls it may place (its
+    lines under Max Line Utilization), `availableOutboundLines` those not in use, `maxLineUtilization`
+    the ratio itself. The per-campaign lists are not needed here and are ignored."""
+
+    max_outbound_line_count: int | None = None
+    max_line_utilization: float | None = None
+    available_outbound_lines: int | None = None
+    reserved_lines: int | None = None
 
 
 # --- shared: auth and notifications --------------------------------------------------------------

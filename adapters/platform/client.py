@@ -73,6 +73,7 @@ from fsm.ports import (
     ContactListSnapshot,
     DialerLoad,
     PlatformAuthError,
+    PlatformCapReached,
     PlatformConflict,
     PlatformError,
     PlatformNotFound,
@@ -85,7 +86,7 @@ from schemas.platform import ChannelTopicListing, NotificationChannel
 from schemas.types import Action
 
 from ..clock import SystemClock
-from .answers import error_fields, invalid_transition, rate_headers, retry_after
+from .answers import cap_refusal, cap_text, error_fields, invalid_transition, json_object, rate_headers, retry_after
 from .oauth import TokenManager, login_url_for
 from .profiles import (
     SUPPORTED_ACTIONS,
@@ -94,6 +95,7 @@ from .profiles import (
     contact_list_from_payload,
     dialer_load_from_payload,
     errors_from_payload,
+    line_distribution_load,
 )
 
 __all__ = ["DEFAULT_BUDGET", "ClientStats", "PlatformClient"]
@@ -190,6 +192,7 @@ class PlatformClient:
         self._page_size = page_size
         self._rng = rng if rng is not None else random.Random()
         self.stats = ClientStats()
+        self._line_distribution = True  # False once the platform showed it has no such route
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -290,11 +293,11 @@ class PlatformClient:
         return self._translate(contact_list_from_payload, payload, f"contact list {contact_list_id!r}")
 
     async def get_dialer_load(self, dialer_id: str, campaign_id: str) -> DialerLoad:
-        """guide: the dialer's own stats. genesys: the campaign's outstanding calls, configured capacity."""
-        if self._profile is Profile.GUIDE:
-            payload = await self._get(f"{_DIALERS}/{_segment(dialer_id)}/stats", key=f"dialer:{dialer_id}")
-        else:
-            payload = await self._get(f"{_campaign_path(campaign_id)}/stats", key=campaign_id)
+        """guide: the dialer's own stats. genesys: the line distribution of the campaign's edge group or
+        site (`get_line_load`), configuration overriding its capacity."""
+        if self._profile is Profile.GENESYS:
+            return await self.get_line_load(dialer_id, campaign_id)
+        payload = await self._get(f"{_DIALERS}/{_segment(dialer_id)}/stats", key=f"dialer:{dialer_id}")
         try:
             return dialer_load_from_payload(
                 self._profile, payload, dialer_id=dialer_id, capacity=self._capacity.get(dialer_id)
@@ -312,7 +315,12 @@ class PlatformClient:
             )
         if self._via_put:
             sent_at = self._clock.now()
-            await self.set_campaign_status_put(campaign_id, _GENESYS_PUT_STATUS[action])
+            try:
+                await self.set_campaign_status_put(campaign_id, _GENESYS_PUT_STATUS[action])
+            except PlatformError as exc:
+                if action in (Action.START, Action.RESUME) and cap_text(exc.status, str(exc)):
+                    raise PlatformCapReached(str(exc), status=exc.status, sent_at=exc.sent_at) from None
+                raise
             answered = self._clock.now()
             return ActionReceipt(campaign_id, action, 200, sent_at, answered, _campaign_path(campaign_id))
         path = f"{_campaign_path(campaign_id)}/{action.value}"
@@ -321,6 +329,9 @@ class PlatformClient:
         resp, sent_at = await self._send_once("POST", path, body, key=campaign_id)
         answered_at = self._clock.now()
         if not resp.is_success:
+            if action in (Action.START, Action.RESUME) and cap_refusal(resp):
+                raise PlatformCapReached(f"POST {path}: HTTP {resp.status_code}: the organisation's active-campaign "
+                                         "cap is reached", status=resp.status_code, sent_at=sent_at)
             self._raise_for(resp, f"POST {path}", sent_at=sent_at)
         return ActionReceipt(
             campaign_id=campaign_id,
@@ -357,7 +368,7 @@ class PlatformClient:
                 fresh = await self.get_campaign(campaign_id, priority=True)
                 raise PlatformConflict(str(conflict), status=conflict.status, sent_at=sent_at,
                                        current=fresh, stale=conflict.status == 409) from None
-        updated = _json_object(resp, f"PUT {path}")
+        updated = json_object(resp, f"PUT {path}")
         return self._translate(campaign_from_payload, updated, f"campaign {campaign_id!r}")
 
     # --- notification channel REST calls (used by adapters/platform/notifications.py) ------------
@@ -368,7 +379,7 @@ class PlatformClient:
         if not resp.is_success:
             self._raise_for(resp, f"POST {_CHANNELS}", sent_at=sent_at)
         try:
-            return NotificationChannel.model_validate(_json_object(resp, f"POST {_CHANNELS}"))
+            return NotificationChannel.model_validate(json_object(resp, f"POST {_CHANNELS}"))
         except ValueError as exc:
             raise PlatformError(f"notification channel answer is unusable: {exc}") from None
 
@@ -382,7 +393,7 @@ class PlatformClient:
         if not resp.is_success:
             self._raise_for(resp, f"subscriptions of channel {channel_id!r}", sent_at=sent_at)
         try:
-            return ChannelTopicListing.model_validate(_json_object(resp, f"subscriptions of {channel_id!r}")).rejected()
+            return ChannelTopicListing.model_validate(json_object(resp, f"subscriptions of {channel_id!r}")).rejected()
         except ValueError as exc:
             raise PlatformError(f"subscription answer of channel {channel_id!r} is unusable: {exc}") from None
 
@@ -415,7 +426,7 @@ class PlatformClient:
                 continue
             status = resp.status_code
             if resp.is_success:
-                return _json_object(resp, what)
+                return json_object(resp, what)
             if status == 401 and not reauthed:
                 reauthed = True
                 self.stats.reauths += 1
@@ -529,6 +540,40 @@ class PlatformClient:
             raise PlatformAuthError(text, status=status, sent_at=sent_at)
         raise PlatformError(text, status=status, sent_at=sent_at)
 
+    # --- genesys line load (issue 14, item 5) ------------------------------------------------------
+
+    async def get_line_load(self, dialer_id: str, campaign_id: str) -> DialerLoad:
+        """The load of a campaign's edge group or site (`dialer_id`), read through that campaign.
+
+        `GET .../campaigns/{id}/linedistribution` (SDK >= 207) speaks for the whole group. A platform
+        without that route (404 while the campaign exists) is read from `/stats` `linesUtilization`
+        from then on. One read per call: callers cache per dialer (fsm/dispatch.py, `load_ttl`).
+        """
+        key = f"dialer:{dialer_id}"
+        capacity = self._capacity.get(dialer_id)
+        if self._line_distribution:
+            try:
+                payload = await self._get(f"{_campaign_path(campaign_id)}/linedistribution", key=key)
+            except PlatformNotFound:
+                stats = await self._get(f"{_campaign_path(campaign_id)}/stats", key=key)
+                self._line_distribution = False
+                _log.warning("this platform has no campaign line distribution: edge-group load from /stats "
+                             "linesUtilization and the configured capacity instead")
+                return self._load(lambda p: dialer_load_from_payload(
+                    Profile.GENESYS, p, dialer_id=dialer_id, capacity=capacity), stats, dialer_id)
+            return self._load(lambda p: line_distribution_load(p, dialer_id=dialer_id, capacity=capacity),
+                              payload, dialer_id)
+        stats = await self._get(f"{_campaign_path(campaign_id)}/stats", key=key)
+        return self._load(lambda p: dialer_load_from_payload(Profile.GENESYS, p, dialer_id=dialer_id,
+                                                             capacity=capacity), stats, dialer_id)
+
+    @staticmethod
+    def _load(parse: Callable[[dict[str, Any]], DialerLoad], payload: dict[str, Any], dialer_id: str) -> DialerLoad:
+        try:
+            return parse(payload)
+        except ContractError as exc:
+            raise PlatformError(f"dialer {dialer_id!r}: unusable payload: {exc}") from exc
+
     def __repr__(self) -> str:
         return (
             f"PlatformClient(profile={self._profile.value!r}, base_url={self._base_url!r}, "
@@ -548,13 +593,3 @@ def _segment(value: str) -> str:
 
 def _campaign_path(campaign_id: str) -> str:
     return f"{_CAMPAIGNS}/{_segment(campaign_id)}"
-
-
-def _json_object(resp: httpx.Response, what: str) -> dict[str, Any]:
-    try:
-        body = resp.json()
-    except ValueError:
-        raise PlatformError(f"{what}: HTTP {resp.status_code} with a body that is not JSON") from None
-    if not isinstance(body, dict):
-        raise PlatformError(f"{what}: expected a JSON object, got {type(body).__name__}")
-    return body

@@ -14,6 +14,7 @@ transition invalid from state  409 campaign.state.conflict           400 bad.req
 dialer overloaded (> limit)    409 campaign.state.conflict or 500    same
 PUT with a stale version       (no PUT)                              409 conflict
 over the request limit         429 too.many.requests                 429 too.many.requests.retry.after
+active-campaign cap reached    400 outbound.campaign.active.limit.exceeded (both; the words are a guess)
 =============================  ====================================  =============================================
 """
 
@@ -32,7 +33,15 @@ from starlette.websockets import WebSocket
 from schemas.types import TRANSITIONAL_STATES, Action
 
 from .channels import ChannelError, websocket_endpoint
-from .engine import DialerOverloaded, EngineError, InvalidTransition, UnknownCampaign, UnknownContactList
+from .engine import (
+    ActiveCampaignCapReached,
+    DialerOverloaded,
+    EngineError,
+    InvalidTransition,
+    UnknownCampaign,
+    UnknownContactList,
+)
+from .lines import CAP_CODE, campaign_stats, line_distribution
 from .profiles import campaign_errors, contact_list_payload, error_body, genesys_status
 from .traffic import RequestKind
 
@@ -92,6 +101,8 @@ def api_routes(sim: Simulator) -> list[BaseRoute]:
                   methods=["GET"]),
             Route(f"{base}/campaigns/{{campaign_id}}/stats", api.gate("read", api.get_campaign_stats),
                   methods=["GET"]),
+            Route(f"{base}/campaigns/{{campaign_id}}/linedistribution",
+                  api.gate("read", api.get_line_distribution), methods=["GET"]),
         ]
     return routes
 
@@ -157,6 +168,8 @@ class _Api:
         except InvalidTransition as exc:
             response = (error_response(409, "campaign.state.conflict", str(exc)) if self.profile == "guide"
                         else error_response(400, "bad.request", self._invalid_transition(request, exc)))
+        except ActiveCampaignCapReached as exc:
+            response = error_response(400, CAP_CODE, str(exc))
         except DialerOverloaded as exc:
             response = (error_response(409, "campaign.state.conflict", str(exc)) if exc.status == 409
                         else error_response(500, "internal.server.error", str(exc)))
@@ -268,8 +281,12 @@ class _Api:
 
     async def get_campaign_stats(self, request: Request) -> Response:
         campaign = self.sim.engine.campaign(request.path_params["campaign_id"])
-        return json_response({"outstandingCalls": campaign.current_calls, "scheduledCalls": 0,
-                              "idleAgents": 0, "adjustedCallsPerAgent": 1.0})
+        return json_response(campaign_stats(self.sim.tenant, campaign))
+
+    async def get_line_distribution(self, request: Request) -> Response:
+        campaign = self.sim.engine.campaign(request.path_params["campaign_id"])
+        only_active = request.query_params.get("includeOnlyActiveCampaigns", "").lower() == "true"
+        return json_response(line_distribution(self.sim.tenant, campaign, only_active=only_active))
 
     async def get_contact_list(self, request: Request) -> Response:
         contact_list = self.sim.engine.contact_list(request.path_params["list_id"])

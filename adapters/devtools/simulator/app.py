@@ -65,6 +65,8 @@ class SimulatorConfig:
     # "sim": the request limit's window runs on the simulated clock, so a client sharing the time
     # scale is held to the limit per *simulated* second or minute (rates in the simulation's clock).
     rate_clock: Literal["wall", "sim"] = "wall"
+    # The organisation's cap on active campaigns (Genesys: 50 voice); None: no cap (simulator/lines.py).
+    active_campaign_cap: int | None = None
 
     def __post_init__(self) -> None:
         if self.rate_clock not in ("wall", "sim"):
@@ -76,6 +78,8 @@ class SimulatorConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.max_topics < 1 or self.max_page_size < 1 or self.max_channels < 1:
             raise ValueError("max_topics, max_page_size and max_channels must be >= 1")
+        if self.active_campaign_cap is not None and self.active_campaign_cap < 1:
+            raise ValueError(f"active_campaign_cap must be None or >= 1, got {self.active_campaign_cap!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +137,7 @@ class Simulator:
         self.engine = Engine(self.tenant, self.scheduler, timing=self.config.timing, faults=self.faults,
                              on_campaign=self._campaign_changed, on_contact_list=self._list_changed,
                              on_in_flight=self._in_flight_changed, visible=self.config.profile == "genesys")
+        self.engine.active_campaign_cap = self.config.active_campaign_cap
         self.app = Starlette(
             routes=[*api_routes(self), *admin_routes(self)],
             exception_handlers={HTTPException: _http_error},  # type: ignore[dict-item]

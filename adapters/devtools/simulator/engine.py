@@ -44,10 +44,12 @@ from schemas.types import TRANSITIONAL_STATES, Action, CampaignState, DialerType
 
 from .clock import Scheduler, Timer
 from .faults import FaultInjector, TransitionOverride
+from .lines import active_campaigns, cap_message
 from .tenant import ListImportStatus, ListState, SimCampaign, SimContactList, Tenant
 
 __all__ = [
     "DEFAULT_TIMING",
+    "ActiveCampaignCapReached",
     "DialerOverloaded",
     "DurationSpec",
     "Engine",
@@ -94,6 +96,15 @@ class DialerOverloaded(EngineError):
         self.dialer_id = dialer_id
         self.in_flight = in_flight
         self.status = status
+
+
+class ActiveCampaignCapReached(EngineError):
+    """A start or resume past the organisation's active-campaign cap (simulator/lines.py)."""
+
+    def __init__(self, active: int, cap: int) -> None:
+        super().__init__(cap_message(active, cap))
+        self.active = active
+        self.cap = cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +216,7 @@ class Engine:
         self.on_contact_list = on_contact_list
         self.on_in_flight = on_in_flight
         self.transitions: dict[str, Transition] = {}
+        self.active_campaign_cap: int | None = None  # the organisation's cap on active campaigns (lines.py)
         self._list_timers: dict[str, Timer] = {}
         for campaign in tenant.campaigns.values():
             if campaign.state in _KIND_OF_STATE:
@@ -261,6 +273,7 @@ class Engine:
         campaign = self.campaign(campaign_id)
         if self._edge(campaign, action) is None:
             raise InvalidTransition(campaign_id, campaign.state, action.value)
+        self._check_cap(action)
         limit = self.faults.config.dialer_transition_limit
         in_flight = self._busy_on(campaign.dialer_id)
         if limit and in_flight >= limit:
@@ -284,6 +297,13 @@ class Engine:
         transition = self._schedule(campaign, kind, target, override)
         self._set_state(campaign, via)
         return transition
+
+    def _check_cap(self, action: Action) -> None:
+        if self.active_campaign_cap is None or action not in (Action.START, Action.RESUME):
+            return
+        active = len(active_campaigns(self.tenant))
+        if active >= self.active_campaign_cap:
+            raise ActiveCampaignCapReached(active, self.active_campaign_cap)
 
     # --- admin -------------------------------------------------------------------------------------
 
