@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import orjson
 
 from adapters.audit import build_report, read_events, read_requesters, read_state_records, render_html, render_text
-from adapters.kafka import KafkaConfig, Producer, TopicNames, read_topic
+from adapters.kafka import KafkaSettings, Producer, TopicNames, read_topic
 from adapters.service import Service
 from adapters.settings import Settings
 from adapters.signing import Signer
@@ -209,7 +209,7 @@ def _decode(values: Sequence[bytes | None]) -> list[Any]:
     return out
 
 
-async def _read_back(config: KafkaConfig, topics: TopicNames, outcome: DemoOutcome) -> None:
+async def _read_back(config: KafkaSettings, topics: TopicNames, outcome: DemoOutcome) -> None:
     for name, topic in (("commands", topics.commands), ("results", topics.results), ("events", topics.events)):
         records = await read_topic(config, topic)
         outcome.records[name] = _decode([r.value for r in records])
@@ -224,7 +224,7 @@ def _judge(outcome: DemoOutcome, feed: Feed) -> None:
         feed.print(f"  [{'ok' if s.ok else 'MISSING'}] {s.title}\n         {s.detail}")
 
 
-async def _audit(config: KafkaConfig, topics: TopicNames, report_path: Path, outcome: DemoOutcome,
+async def _audit(config: KafkaSettings, topics: TopicNames, report_path: Path, outcome: DemoOutcome,
                  feed: Feed) -> None:
     replay = await read_events(config, topics.events, strict=True)
     states = await read_state_records(config, topics.state)
