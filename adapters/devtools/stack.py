@@ -61,7 +61,8 @@ def stack_settings(broker: BrokerHandle, topics: TopicNames, platform: Platform,
     fields: dict[str, Any] = {
         "platform": {"profile": profile, "base_url": platform.url, "client_id": platform.client_id,
                      "client_secret": platform.client_secret, "notifications": notifications},
-        "kafka": broker.service_kafka_settings(topics, group_id=group, partitions=partitions),
+        # As plain values, so CAMPAIGN_FSM_KAFKA__* variables still go over them one by one.
+        "kafka": broker.service_kafka_settings(topics, group_id=group, partitions=partitions).model_dump(),
         "auth": dict(auth or {}),
         "dispatch": dict(dispatch or {}),
         "http": {"port": 0},
