@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError
 
 from ..audit import read_events, rebuilt_state_records, render_timelines, timelines_json, write_state_records
 from ..kafka import KafkaEdgeError, KafkaSettings, TopicNames, TopicSetupError
+from ..kafka.config import problem
 from .send import BOOTSTRAP_ENV
 
 __all__ = [
@@ -87,7 +88,7 @@ def kafka_config(args: argparse.Namespace) -> KafkaSettings:
         return KafkaSettings(bootstrap=bootstrap.strip(), client_id="campaign-fsm-audit",
                            enable_idempotence=not args.no_idempotence)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(problem(exc)) from None
 
 
 def _instant(text: str | None, option: str) -> float | None:

@@ -41,6 +41,7 @@ from schemas.commands import Command, CommandResult
 from schemas.types import Action, CampaignState, Outcome, Priority, ReasonCode
 
 from ..kafka import Delivery, KafkaEdgeError, KafkaSettings, Producer, TopicNames
+from ..kafka.config import problem
 from ..signing import DEFAULT_KEY_ENV, DEFAULT_KEY_ID_ENV, Signer, SigningKeyError, signer_from_env
 
 __all__ = [
@@ -271,7 +272,7 @@ def connection_from_args(args: argparse.Namespace, client_id: str) -> tuple[Kafk
         topics = TopicNames.with_prefix(args.topic_prefix)
         config = send_config(bootstrap, topics, client_id)
     except ValueError as exc:
-        raise SendError(str(exc)) from None
+        raise SendError(problem(exc)) from None
     return config, signer_from_env(args.key_id, args.key_env)
 
 

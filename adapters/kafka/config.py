@@ -11,11 +11,11 @@ import re
 from typing import Any, Literal
 
 from aiokafka.helpers import create_ssl_context
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .topics import TopicNames
 
-__all__ = ["KafkaSettings", "SaslMechanism", "SecurityProtocol"]
+__all__ = ["KafkaSettings", "SaslMechanism", "SecurityProtocol", "problem"]
 
 _ADDRESS = re.compile(r"^[^\s:,]+:\d{1,5}$")
 
@@ -100,3 +100,16 @@ class KafkaSettings(BaseModel):
             kwargs["sasl_plain_username"] = self.sasl_username
             kwargs["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
         return kwargs
+
+
+def problem(exc: ValueError) -> str:
+    """What is wrong with Kafka settings (or topic names), in one line: a pydantic error's own text
+    spans several lines and ends in a URL, which a command line must not print."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        where = ".".join(str(p) for p in error["loc"])
+        parts.append(message if not where or where in message else f"{where}: {message}")
+    return "; ".join(parts)
