@@ -24,7 +24,6 @@ from aiokafka import AIOKafkaConsumer
 
 from adapters.devtools.brokers import BrokerHandle
 from adapters.devtools.simulator import Simulator, SimulatorConfig
-from adapters.devtools.simulator.clock import ScaledClock
 from adapters.devtools.simulator.tenant import Tenant
 from adapters.devtools.stack import local_stack
 from adapters.kafka import Producer, TopicNames
@@ -125,7 +124,7 @@ async def e2e(
     **dispatch: Any,
 ) -> AsyncIterator[Run]:
     config = sim_config or SimulatorConfig(profile=profile, rate_clock="sim")  # type: ignore[arg-type]
-    sim = simulator or Simulator(tenant, config, clock=ScaledClock(scale))
+    sim = simulator or Simulator(tenant, config, time_scale=scale)
     topics = topics or TopicNames.with_prefix(unique_name("e2e") + ".")
     auth = {"keys": {SIGNING_KEY_ID: "hex:" + signing_key.hex()}} if signing_key else {}
     stop = asyncio.Event()
