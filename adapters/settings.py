@@ -78,6 +78,14 @@ class PlatformSettings(_Section):
     dialer_capacity: dict[str, int] = Field(default_factory=dict, description="genesys: licensed lines per dialer")
     genesys_status_via_put: bool = False
     notifications: bool = Field(default=True, description="follow the notification channel (else poll only)")
+    max_channels: int = Field(
+        default=0, ge=0, le=20,
+        description="notification channels this instance may open. Genesys allows 20 per OAuth client and "
+                    "silently removes the least recently used one when a 21st is created, so instances "
+                    "sharing a client must stay within 20 together, each counting one more for the overlap "
+                    "while a channel is renewed (there is no call to delete the old one). 0 (the default): "
+                    "20 // instances - 1, at least 1",
+    )
 
     @property
     def url(self) -> str:
@@ -229,6 +237,14 @@ class Settings(BaseSettings):
     def request_share(self) -> int:
         """This instance's share of the OAuth client's budget until its first assignment says better."""
         return max(1, self.platform.budget()[0] // self.platform.instances)
+
+    def notification_channels(self) -> int:
+        """This instance's share of the 20 notification channels per OAuth client: instances x
+        (channels + 1) <= 20, the one more being a channel renewed before its 24 h end, which stays
+        on the platform (no delete call exists) until it expires."""
+        if self.platform.max_channels:
+            return self.platform.max_channels
+        return max(1, 20 // self.platform.instances - 1)
 
     def read_margin(self) -> float:
         """Delays between our grant and the platform's count need no slack: the budget counts a request

@@ -209,14 +209,22 @@ NotificationListener = Callable[[Notification], Awaitable[None]]
 
 
 class Notifications(Protocol):
-    """The platform's notification channel(s). `up` is False whenever events may be missed."""
+    """The platform's notification channel(s). `up` is False whenever events may be missed;
+    `live(id)` is False for a campaign whose changes are not pushed even while up (its topic was
+    rejected, or found no room within the channel cap): that one is polled."""
 
     @property
     def up(self) -> bool: ...
 
+    def live(self, campaign_id: str) -> bool: ...
+
     async def subscribe_campaigns(self, campaign_ids: list[str]) -> None: ...
 
     async def subscribe_contact_lists(self, contact_list_ids: list[str]) -> None: ...
+
+    async def unsubscribe_campaigns(self, campaign_ids: list[str]) -> None: ...
+
+    async def unsubscribe_contact_lists(self, contact_list_ids: list[str]) -> None: ...
 
 
 # --- outputs -------------------------------------------------------------------------------------

@@ -17,12 +17,15 @@ from .events import PlatformErrorDetail
 from .types import CampaignState, DialerType
 
 __all__ = [
+    "ChannelTopic",
+    "ChannelTopicListing",
     "DialerStats",
     "EntityRef",
     "GenesysCampaign",
     "GenesysCampaignDiagnostics",
     "GenesysCampaignStats",
     "GenesysContactList",
+    "GenesysImportProgress",
     "GenesysImportStatus",
     "GuideCampaign",
     "GuideCampaignErrors",
@@ -155,6 +158,35 @@ class NotificationChannel(PlatformModel):
     id: str
     connect_uri: str
     expires: str | None = None
+
+
+class GenesysImportProgress(PlatformModel):
+    """The body of `v2.outbound.contactlists.{id}.importstatus` (the SDK's
+    ContactlistImportStatusImportStatus): `importState` IN_PROGRESS or FAILED, `percentageComplete`."""
+
+    import_state: str | None = None
+    percentage_complete: int | None = None
+    total_records: int | None = None
+    completed_records: int | None = None
+    failure_reason: str | None = None
+
+
+class ChannelTopic(PlatformModel):
+    """One topic of a subscription answer (the SDK's ChannelTopic): `state` Permitted or Rejected."""
+
+    id: str
+    state: str | None = None
+    rejection_reason: str | None = None
+
+
+class ChannelTopicListing(PlatformModel):
+    """PUT/POST/GET .../channels/{id}/subscriptions (the SDK's ChannelTopicEntityListing)."""
+
+    entities: list[ChannelTopic] = Field(default_factory=list)
+
+    def rejected(self) -> dict[str, str]:
+        """Rejected topics and why. A topic without a state (an older answer) counts as permitted."""
+        return {t.id: t.rejection_reason or "rejected" for t in self.entities if t.state == "Rejected"}
 
 
 class NotificationEnvelope(PlatformModel):

@@ -81,7 +81,7 @@ from fsm.ports import (
 )
 from fsm.request_budget import Grant, RequestBudget
 from schemas.base import ContractError
-from schemas.platform import NotificationChannel
+from schemas.platform import ChannelTopicListing, NotificationChannel
 from schemas.types import Action
 
 from ..clock import SystemClock
@@ -372,13 +372,19 @@ class PlatformClient:
         except ValueError as exc:
             raise PlatformError(f"notification channel answer is unusable: {exc}") from None
 
-    async def set_channel_topics(self, channel_id: str, topics: list[str], *, replace: bool) -> None:
-        """PUT (replace=True) or POST (add) the channel's topic subscriptions."""
+    async def set_channel_topics(self, channel_id: str, topics: list[str], *, replace: bool) -> dict[str, str]:
+        """PUT (replace=True) or POST (add) the channel's topic subscriptions. Returns the topics the
+        platform Rejected, each with its reason: `ignoreErrors=true` makes it subscribe the others
+        and answer each topic's state (the SDK's ChannelTopic) instead of failing the whole request."""
         path = f"{_CHANNELS}/{_segment(channel_id)}/subscriptions"
-        resp, sent_at = await self._send_once("PUT" if replace else "POST", path, [{"id": t} for t in topics],
-                                             key=_CHANNEL_KEY)
+        resp, sent_at = await self._send_once("PUT" if replace else "POST", f"{path}?ignoreErrors=true",
+                                              [{"id": t} for t in topics], key=_CHANNEL_KEY)
         if not resp.is_success:
             self._raise_for(resp, f"subscriptions of channel {channel_id!r}", sent_at=sent_at)
+        try:
+            return ChannelTopicListing.model_validate(_json_object(resp, f"subscriptions of {channel_id!r}")).rejected()
+        except ValueError as exc:
+            raise PlatformError(f"subscription answer of channel {channel_id!r} is unusable: {exc}") from None
 
     # --- reads -----------------------------------------------------------------------------------
 

@@ -128,7 +128,8 @@ class Service:
             async def on_notification(note: Notification) -> None:
                 relay.put_nowait(note)
 
-            channels = NotificationChannels(client, on_notification, clock=clock, on_state_change=relay.put_nowait)
+            channels = NotificationChannels(client, on_notification, clock=clock, on_state_change=relay.put_nowait,
+                                            max_channels=settings.notification_channels())
             follow = settings.platform.notifications
             authority = settings.command_authority()
             if authority is None:

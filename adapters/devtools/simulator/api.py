@@ -73,6 +73,9 @@ def api_routes(sim: Simulator) -> list[BaseRoute]:
         Route(f"{base}/campaigns/{{campaign_id}}/{{action}}", api.gate("command", api.post_action),
               methods=["POST"]),
         Route("/api/v2/notifications/channels", api.gate("notifications", api.create_channel), methods=["POST"]),
+        Route("/api/v2/notifications/channels", api.gate("notifications", api.list_channels), methods=["GET"]),
+        Route("/api/v2/notifications/channels/{channel_id}", api.gate("notifications", api.head_channel),
+              methods=["HEAD"]),
         Route("/api/v2/notifications/channels/{channel_id}/subscriptions",
               api.gate("notifications", api.subscriptions), methods=["GET", "POST", "PUT", "DELETE"]),
         WebSocketRoute("/channels/{channel_id}", api.websocket),
@@ -283,23 +286,34 @@ class _Api:
     # --- notifications -----------------------------------------------------------------------------
 
     async def create_channel(self, request: Request) -> Response:
-        channel = self.sim.hub.create()
         scheme = "wss" if request.url.scheme == "https" else "ws"
-        connect_uri = f"{scheme}://{request.url.netloc}/channels/{channel.id}"
-        return json_response({"id": channel.id, "connectUri": connect_uri, "expires": channel.expires_rfc3339})
+        channel = self.sim.hub.create(f"{scheme}://{request.url.netloc}")
+        return json_response(channel.to_json())
+
+    async def list_channels(self, request: Request) -> Response:
+        """The SDK's ChannelEntityListing: every channel of this OAuth client."""
+        return json_response({"entities": [ch.to_json() for ch in self.sim.hub.channels.values()]})
+
+    async def head_channel(self, request: Request) -> Response:
+        """200 if the channel exists, 404 if not (no body either way, as HEAD)."""
+        exists = self.sim.hub.get(request.path_params["channel_id"]) is not None
+        if exists:
+            self.sim.hub.channel(request.path_params["channel_id"])  # a check counts as a use
+        return Response(status_code=200 if exists else 404)
 
     async def subscriptions(self, request: Request) -> Response:
         hub = self.sim.hub
         channel_id = request.path_params["channel_id"]
         if request.method in ("POST", "PUT"):
             topics = _topics(await request.body())
-            current = hub.subscribe(channel_id, topics, replace=request.method == "PUT")
+            ignore = request.query_params.get("ignoreErrors", "").lower() == "true"
+            states = hub.subscribe(channel_id, topics, replace=request.method == "PUT", ignore_errors=ignore)
         elif request.method == "DELETE":
             hub.unsubscribe_all(channel_id)
             return Response(status_code=204)
         else:
-            current = list(hub.channel(channel_id).topics)
-        return json_response({"entities": [{"id": t} for t in current]})
+            states = hub.topic_states(channel_id)
+        return json_response({"entities": [t.to_json() for t in states]})
 
     async def websocket(self, websocket: WebSocket) -> None:
         await websocket_endpoint(websocket, self.sim.hub)
