@@ -22,7 +22,6 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -36,13 +35,13 @@ from fsm.windows import ToleranceWindows, WindowSpec
 from schemas.commands import KeyId
 from schemas.types import DialerType
 
-from .kafka import TopicNames
+from .kafka import KafkaSettings
 from .service.http import HttpLimits
 from .signing import load_keys
 
 _KEY_ID: TypeAdapter[str] = TypeAdapter(KeyId)
 
-__all__ = ["ConfigFileError", "Settings", "load_settings"]
+__all__ = ["ConfigFileError", "KafkaSettings", "Settings", "load_settings"]
 
 ENV_PREFIX = "CAMPAIGN_FSM_"
 # Genesys help, "Limitations with outbound dialer": at most 50 voice campaigns run at once per organisation.
@@ -109,49 +108,6 @@ class PlatformSettings(_Section):
         if self.profile == "genesys":
             return self.request_limit, self.request_window_s
         return self.read_limit_per_s, 1.0
-
-
-_DEFAULT_TOPICS = TopicNames()
-
-
-class TopicSettings(_Section):
-    commands: str = _DEFAULT_TOPICS.commands
-    results: str = _DEFAULT_TOPICS.results
-    events: str = _DEFAULT_TOPICS.events
-    state: str = _DEFAULT_TOPICS.state
-    dead_letters: str = _DEFAULT_TOPICS.dead_letters
-
-    def names(self) -> TopicNames:
-        return TopicNames(**self.model_dump())
-
-
-class KafkaSettings(_Section):
-    bootstrap: str = "127.0.0.1:9092"
-    group_id: str = "campaign-fsm"
-    client_id: str = "campaign-fsm"
-    partitions: int = Field(default=12, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
-    enable_idempotence: bool = True
-    fetch_max_wait_ms: int = Field(default=500, ge=1)
-    session_timeout_ms: int = Field(default=10_000, ge=1)
-    heartbeat_interval_ms: int = Field(default=3_000, ge=1)
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    topics: TopicSettings = Field(default_factory=TopicSettings)
-
-    @model_validator(mode="after")
-    def _sasl_complete(self) -> KafkaSettings:
-        if self.security_protocol.startswith("SASL") and not (
-            self.sasl_mechanism and self.sasl_username and self.sasl_password
-        ):
-            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism, "
-                             "sasl_username and sasl_password")
-        return self
 
 
 class WindowSettings(_Section):
