@@ -208,9 +208,6 @@ class _Seen:
     cause: dict[str, str] = field(default_factory=dict)
     # received, campaign, outcome, reason, command id
     log: list[tuple[float, str, str, str | None, str]] = field(default_factory=list)
-    # STOPPED events before the storm (genesys: the start-up reconcile of the campaigns that are off) are
-    # not the storm's detections; set when the first wave is published.
-    storm_at: float = math.inf
 
 
 async def _watch(broker: BrokerHandle, topics: TopicNames, fetch_wait_ms: int, seen: _Seen,
@@ -229,7 +226,9 @@ async def _watch(broker: BrokerHandle, topics: TopicNames, fetch_wait_ms: int, s
                     value = orjson.loads(record.value)
                     if tp.topic == topics.events:
                         data = value.get("data", {})
-                        if data.get("to") == "STOPPED" and received >= seen.storm_at:
+                        # A campaign's first record, "(new) -> STOPPED" (genesys: the start-up reconcile of
+                        # the campaigns that are off), is no detection of the storm's stop.
+                        if data.get("to") == "STOPPED" and data.get("from") is not None:
                             seen.stopped_at.setdefault(value["subject"], received)
                             seen.cause.setdefault(value["subject"], str(data.get("cause")))
                     else:
@@ -292,7 +291,7 @@ async def service_run(broker: BrokerHandle, args: argparse.Namespace, workdir: P
             lag = asyncio.create_task(_loop_lag(run.loop_lag_ms), name=f"storm-loop-lag-{label}")
             progress: asyncio.Task[None] | None = None
             try:
-                started = seen.storm_at = time.monotonic()
+                started = time.monotonic()
                 progress = asyncio.create_task(
                     _progress(label, scale, started, total, seen, args.progress_s), name=f"storm-progress-{label}")
                 deadline = started + args.cap_s / scale
