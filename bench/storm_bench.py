@@ -21,28 +21,30 @@ would only hold STANDARD stops back). One campaign per dialer (`--high`, 20) is 
 rest STANDARD. The simulator keeps the guide's platform limits: 409/500 above 3 transitions in
 flight per dialer, 429 above 10 reads per *simulated* second (`--rate-clock sim`).
 
-The genesys profile (`--profile genesys`): simulator and service speak the Genesys Cloud API, so
-two of its limits shape the storm. At most 50 campaigns may be active per organisation (the
-simulator refuses a 51st start, 400), so 1,000 campaigns cannot all be RUNNING and a 1,000-stop
-storm would be 50 stops and 950 no-ops. The storm is instead the shift change as successive waves:
-the 1,000 campaigns are 20 shifts of `--wave` (50) campaigns, shift 1 RUNNING at the start; each
-wave stops shift k and starts shift k + 1 in one burst (stops and starts published at once), the
-starts held by the active-campaign cap gate (DEFERRED `ACTIVE_CAMPAIGN_CAP`) until the stops free
-their places; the next wave goes when every command of the last one has ended; the last wave stops
-the last shift. 1,950 commands: every campaign stopped once, all but the first shift started once,
-the cap gate met by every start of every wave. Chosen over "50 on, all stopped at once" (50 stops
-say little about a 300-per-minute budget) and over one start storm of 950 held by the gate (the
-held starts would wait for places that never free, until their deferral expires). Second, the
-request budget: 300 requests of any method per 60 s per OAuth client, so the run is bounded by
-requests, not by the platform: about 8,000 simulated seconds at 1,000 campaigns. The figures that
-matter are the simulator's: `http_429` (0) and `peak_requests_per_60s`, the most requests of any
-method (the token POST apart: Genesys takes it at login.<region>, outside that budget) that arrived
-in any sliding 60 s of simulated time, <= 300; also `http_400` (0: no start refused for the cap, no
-invalid transition) and `cap_deferred`, the commands held by the gate. Scale 30 for both runs keeps
-a full run near 10 minutes: the budget holds in simulated time at any scale (it is counted on the
-simulated clock on both sides), but every real millisecond of the service is 30 simulated ones, so
-the detection latencies are reported without the guide's 100 ms target (met only at scale ~2). The
-naive run speaks the guide's API only and is not offered on genesys.
+The genesys profile (`--profile genesys`): simulator and service speak the Genesys Cloud API, so two
+of its limits shape the storm. At most 50 campaigns may be active per organisation (the simulator
+refuses a 51st start, 400), so 1,000 campaigns cannot all be RUNNING and a 1,000-stop storm would be
+50 stops and 950 no-ops. The storm is instead the shift change as successive waves: the 1,000
+campaigns are 20 shifts of `--wave` (50) campaigns, shift 1 RUNNING at the start; each wave stops
+shift k and starts shift k + 1 in one burst (stops and starts published at once), the starts held by
+the active-campaign cap gate (DEFERRED `ACTIVE_CAMPAIGN_CAP`) until the stops free their places; the
+next wave goes when every command of the last one has ended; the last wave stops the last shift.
+1,950 commands: every campaign stopped once, all but the first shift started once, each start
+through the cap gate while the shift before still holds the places. Chosen over "50 on, all stopped
+at once" (50 stops say little about a 300-per-minute budget) and over one start storm of 950 held by
+the gate (the held starts would wait for places that never free, until their deferral expires).
+Second, the request budget: 300 requests of any method per 60 s per OAuth client, so the run is
+bounded by requests, not by the platform: 4,000 to 9,000 simulated seconds per run at 1,000
+campaigns (the held starts re-check their contact list and line distribution while they wait, and
+spend from it). The figures that matter are the simulator's: `http_429` (0) and
+`peak_requests_per_60s`, the most requests of any method (the token POST apart: Genesys takes it at
+login.<region>, outside that budget) that arrived in any sliding 60 s of simulated time, <= 300;
+also `http_400` (0: no start refused for the cap, no invalid transition) and `cap_deferred`, the
+commands held by the gate. Scale 30 for both runs keeps a full run within 5 to 10 minutes: the
+budget holds in simulated time at any scale (it is counted on the simulated clock on both sides),
+but every real millisecond of the service is 30 simulated ones, so the detection latencies are
+reported without the guide's 100 ms target (met only at scale ~2). The naive run speaks the guide's
+API only and is not offered on genesys.
 
 Why the simulator runs as a subprocess (`python -m adapters.cli.simulate`): it is the platform,
 not part of us. In-process it would share the service's event loop and GIL, so its HTTP and
@@ -91,7 +93,7 @@ What is measured (from the simulator's own record unless said otherwise):
   HIGH POST and the last ACCEPTED went out, which show how long the storm's intake held
   dispatch and detection back.
 
-Genesys: `.venv/bin/python bench/storm_bench.py --profile genesys` (scales 30 by default; about
+Genesys: `.venv/bin/python bench/storm_bench.py --profile genesys` (scales 30 by default; 5 to
 10 minutes; `--campaigns 200 --dialers 4` for a three-minute look).
 
 Run: `.venv/bin/python bench/storm_bench.py [--broker noida|tansu|host:port] [--scale-up 2]
