@@ -67,7 +67,9 @@ _SIGNING_DOC = "docs/signing.md"
 
 
 class Command(StrictModel):
-    """A request to move one campaign. Keyed by `campaignId` on the commands topic."""
+    """A request to move one campaign: the value of a record keyed by `campaignId` on the commands topic,
+    signed in the record's headers `cfsm-key-id` and `cfsm-signature` over the value exactly as sent
+    (the rule and a worked example: docs/signing.md)."""
 
     id: CommandId = Field(
         description="Unique per command (a UUID, either case; results echo it exactly as sent). A re-sent "
