@@ -326,7 +326,7 @@ class CommandAuthority:
 
     def _signature(self, command: Command, unsigned: str) -> AuthDecision | None:
         """UNSIGNED or BAD_SIGNATURE, or None when the command may go on to the other checks."""
-        if command.signed is not None and command.signed.signed:
+        if command.signed is not None and command.signed.has_signing_headers:
             bad = self._verify(command)
             return AuthDecision.refuse(ReasonCode.BAD_SIGNATURE, bad) if bad is not None else None
         return AuthDecision.refuse(ReasonCode.UNSIGNED, unsigned) if self._require else None

@@ -90,7 +90,7 @@ class SignedRecord:
         return cls(key, value, texts[KEY_ID_HEADER], texts[SIGNATURE_HEADER], problem)
 
     @property
-    def signed(self) -> bool:
+    def has_signing_headers(self) -> bool:
         """Whether it carries any signing header at all (an unsigned record carries neither)."""
         return self.key_id is not None or self.signature is not None or self.problem is not None
 
