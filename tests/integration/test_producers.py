@@ -6,6 +6,7 @@ Issue 13: a producer that signs exactly what it sends is accepted whatever its f
 (milliseconds from Node's toISOString, `+00:00` and microseconds from Python, whitespace), and
 its id comes back exactly as sent (the shell producer sends an upper-case one). Outside CI a
 producer whose tool is missing is skipped, saying which; in CI (`CI` set, as .ci/run does) it fails.
+The kcat-based two run on noida-db only (Debian's kcat cannot talk to tansu; see the skip).
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ async def test_each_example_producer_gets_accepted_and_completed(
         producer: str, tools: tuple[str, ...], argv: list[str], broker: BrokerHandle,
         unique_name: Callable[[str], str]) -> None:
     _need(*tools)
+    if "kcat" in tools and broker.kind == "tansu":
+        # Measured: Debian's kcat 1.7.1 (librdkafka 2.0.2) fails its first request to tansu ("ApiVersionRequest
+        # failed: Local: Read underflow"), with or without api.version.request=false. CI runs these on
+        # noida-db; on tansu the Python producer (librdkafka 2.16) stands for librdkafka clients.
+        pytest.skip("kcat from Debian (librdkafka 2.0.2) cannot talk to tansu; run on noida-db in CI")
     tenant = generate_tenant(3, 1, state=CampaignState.STOPPED)
     async with e2e(broker, unique_name, tenant=tenant, signing_key=SECRET.encode()) as run:
         await run.until(lambda: run.service.parts is not None and run.service.parts.orchestrator.ready,
