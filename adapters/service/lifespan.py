@@ -27,9 +27,10 @@ import httpx
 from fsm.machine import CampaignMachine
 from fsm.orchestrator import Orchestrator
 from fsm.ports import Clock, ManagedSink, Notification
+from fsm.request_budget import share_of
 
 from ..clock import SystemClock
-from ..kafka import CommandConsumer, KafkaConfig, KafkaSecurity, Producer, TopicNames, ensure_topics, open_admin
+from ..kafka import CommandConsumer, Producer, TopicNames, ensure_topics, open_admin
 from ..outbox import Outbox, OutboxError
 from ..platform import NotificationChannels, PlatformClient
 from .http import build_app, serve_asgi
@@ -42,31 +43,9 @@ if TYPE_CHECKING:
     # run time would be a cycle.
     from ..settings import Settings
 
-__all__ = ["Service", "kafka_config_from"]
+__all__ = ["Service"]
 
 _log = logging.getLogger(__name__)
-
-
-def kafka_config_from(settings: Settings, **overrides: Any) -> KafkaConfig:
-    k = settings.kafka
-    security = KafkaSecurity(
-        security_protocol=k.security_protocol,
-        sasl_mechanism=k.sasl_mechanism,
-        username=k.sasl_username,
-        password=k.sasl_password.get_secret_value() if k.sasl_password else None,
-        ssl_cafile=k.ssl_cafile,
-        ssl_certfile=k.ssl_certfile,
-        ssl_keyfile=k.ssl_keyfile,
-    )
-    topics = k.topics.names()
-    fields: dict[str, Any] = {
-        "bootstrap": k.bootstrap, "topics": topics, "group_id": k.group_id, "client_id": k.client_id,
-        "security": security, "enable_idempotence": k.enable_idempotence, "fetch_max_wait_ms": k.fetch_max_wait_ms,
-        "session_timeout_ms": k.session_timeout_ms, "heartbeat_interval_ms": k.heartbeat_interval_ms,
-        "partitions": k.partitions, "replication_factor": k.replication_factor,
-    }
-    fields.update(overrides)
-    return KafkaConfig(**fields)
 
 
 @dataclass
@@ -101,7 +80,7 @@ class Service:
         self.clock = clock or SystemClock(settings.time_scale)
         self._transport = platform_transport
         self._sink_factory = sink_factory
-        self._kafka = kafka_config_from(settings, **(kafka_overrides or {}))
+        self._kafka = settings.kafka.but(**(kafka_overrides or {}))
         self._serve_http = serve_http
         self.parts: _Parts | None = None
         self._alive = False
@@ -134,8 +113,9 @@ class Service:
             client = PlatformClient(
                 settings.platform.url, settings.platform.client_id, settings.platform.client_secret.get_secret_value(),
                 profile=settings.platform.profile, clock=clock, transport=self._transport,
-                timeout=settings.platform.timeout_s, read_rate=settings.read_rate(),
-                read_margin=settings.read_margin(),
+                timeout=settings.platform.timeout_s, request_limit=settings.request_share(),
+                request_window=settings.platform.budget()[1], request_margin=settings.read_margin(),
+                login_url=settings.platform.token_host,
                 dialer_capacity=settings.platform.dialer_capacity,
                 genesys_status_via_put=settings.platform.genesys_status_via_put,
             )
@@ -148,7 +128,8 @@ class Service:
             async def on_notification(note: Notification) -> None:
                 relay.put_nowait(note)
 
-            channels = NotificationChannels(client, on_notification, clock=clock, on_state_change=relay.put_nowait)
+            channels = NotificationChannels(client, on_notification, clock=clock, on_state_change=relay.put_nowait,
+                                            max_channels=settings.notification_channels())
             follow = settings.platform.notifications
             authority = settings.command_authority()
             if authority is None:
@@ -157,7 +138,11 @@ class Service:
                                         notifications=channels if follow else None,
                                         config=settings.orchestrator_config(), authority=authority,
                                         auth_clock=time.time, owns=owns_nothing)
-            ownership = Ownership(self._kafka, orchestrator, sink)
+            whole_budget = settings.platform.budget()[0]
+            # Instances sharing one OAuth client split its budget by their shares of the partitions:
+            # a dead instance's partitions, and with them its share, come back on the rebalance.
+            ownership = Ownership(self._kafka, orchestrator, sink, on_share=lambda owned, total:
+                                  client.budget.set_limit(share_of(whole_budget, owned, total)))
             consumer = CommandConsumer(self._kafka, hooks=ownership)
             ownership.consumer = consumer
             intake = CommandIntake(consumer, orchestrator, producer, self._kafka.topics.dead_letters,
