@@ -8,7 +8,8 @@ Each command carries the origin of the record it came in (`topic:partition@offse
 record delivered again (a crash before its offset was committed) is a *redelivery*: acknowledged
 without acting. The same command id in any other record is a *replay*: refused REPLAYED. The ids
 of the commands a campaign took within the freshness window are kept in its `campaign.state`
-record (`Campaign.recent`), so a restart or a new owner refuses replays too.
+record (`Campaign.recent`), so a restart or a new owner refuses replays too. Ids are compared by
+`id_key` (case-insensitively) and echoed in every result exactly as they came.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import asyncio
 import functools
 import logging
 
-from schemas.commands import Command, CommandResult
+from schemas.commands import Command, CommandResult, id_key
 from schemas.types import Outcome, ReasonCode
 
 from .core import Core, answer
@@ -33,7 +34,7 @@ class Admission(Core):
     def _admit(self, command: Command, origin: str | None,
                future: asyncio.Future[CommandResult]) -> asyncio.Future[CommandResult]:
         """Queue `command` for its campaign's look, admitted or refused; the future its intake waits on."""
-        command_id = str(command.id)
+        command_id = id_key(command.id)  # one id in any spelling: a re-sent id in upper case is a replay
         seen = self._seen.get(command_id)
         if seen is not None and seen[0] == origin:
             if seen[1] is not None and not seen[1].done():
@@ -110,7 +111,7 @@ class Admission(Core):
         dropping ids past the freshness window; beyond the per-campaign bound the oldest goes and
         its issuedAt becomes the horizon at or before which nothing can be proven new (fail closed)."""
         recent = campaign.recent
-        recent[str(command.id)] = (command.issued_at.timestamp(), origin)
+        recent[id_key(command.id)] = (command.issued_at.timestamp(), origin)
         cutoff = self._auth_now() - self._replay_window()
         for expired in [i for i, (issued, _) in recent.items() if issued < cutoff]:
             del recent[expired]

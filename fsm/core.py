@@ -19,10 +19,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 from schemas.base import truncate_text
-from schemas.commands import Command, CommandResult
+from schemas.commands import Command, CommandResult, id_key
 from schemas.types import Action, CampaignState, Cause, Outcome, ReasonCode
 
 from .authorization import CommandAuthority
@@ -128,7 +127,7 @@ class Core:
     _gate: DialerGate[str]
     _queue: WorkQueue
     _records: dict[str, CampaignRecord]
-    # Command id -> the record that carried it and, while it is being handled, its future.
+    # Command id (its id_key) -> the record that carried it and, while it is being handled, its future.
     _seen: OrderedDict[str, tuple[str | None, asyncio.Future[CommandResult] | None]]
     _answering: set[asyncio.Task[None]]  # refusals being published
     _list_waiters: dict[str, set[str]]
@@ -163,6 +162,7 @@ class Core:
     def _remember(self, command_id: str, origin: str | None,
                   future: asyncio.Future[CommandResult] | None = None) -> None:
         """Note a taken command's id and its record's origin (redelivery memory, bounded)."""
+        command_id = id_key(command_id)
         self._seen[command_id] = (origin, future)
         self._seen.move_to_end(command_id)
         while len(self._seen) > self.config.remembered_commands:
@@ -218,7 +218,7 @@ class Core:
                     message: str, state: CampaignState | None, *, legal: tuple[Action, ...] = (),
                     next_attempt: float | None = None) -> CommandResult:
         return CommandResult(
-            command_id=UUID(command_id), campaign_id=campaign_id, outcome=outcome, reason=reason,
+            command_id=command_id, campaign_id=campaign_id, outcome=outcome, reason=reason,
             message=message, state=state,
             legal_actions=list(legal) if reason is ReasonCode.ILLEGAL_TRANSITION else None,
             next_attempt_at=datetime.fromtimestamp(next_attempt, UTC) if next_attempt is not None else None,

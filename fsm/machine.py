@@ -163,7 +163,7 @@ class Campaign:
         campaign.held = record.get("held")
         campaign.last_hash = record.get("lastHash")
         for command_id, issued, origin in record.get("recentCommands") or ():
-            campaign.recent[str(command_id)] = (float(issued), origin if isinstance(origin, str) else None)
+            campaign.recent[str(command_id).lower()] = (float(issued), origin if isinstance(origin, str) else None)
         horizon = record.get("replayHorizon")
         campaign.replay_horizon = float(horizon) if horizon is not None else None
         return campaign

@@ -27,7 +27,6 @@ import random
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from uuid import UUID
 
 from schemas.commands import Command, CommandResult
 from schemas.types import Outcome, ReasonCode
@@ -159,17 +158,17 @@ class Orchestrator(Ownership, Intake, Dispatch, Tracker):
             return future
         return self._admit(command, origin, future)
 
-    async def refuse_malformed(self, command_id: UUID, campaign_id: str, detail: str) -> CommandResult:
+    async def refuse_malformed(self, command_id: str, campaign_id: str, detail: str) -> CommandResult:
         """A record on the commands topic that names its command and campaign but does not parse."""
         return await self.refuse_record(command_id, campaign_id, ReasonCode.MALFORMED_COMMAND, detail)
 
-    async def refuse_record(self, command_id: UUID, campaign_id: str, reason: ReasonCode,
+    async def refuse_record(self, command_id: str, campaign_id: str, reason: ReasonCode,
                             detail: str) -> CommandResult:
         """Answer a record the intake cannot hand to a campaign (malformed, mis-keyed, mis-routed).
 
         Nothing about the campaign is read or changed: the result alone is published.
         """
-        result = self._result_for(str(command_id), campaign_id, Outcome.REFUSED, reason, detail, None)
+        result = self._result_for(command_id, campaign_id, Outcome.REFUSED, reason, detail, None)
         await self.sink.command_result(result)
         return result
 

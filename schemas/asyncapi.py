@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 import orjson
 from pydantic import BaseModel
@@ -29,8 +28,9 @@ from pydantic.json_schema import models_json_schema
 from .base import ContractError, decode, encode
 from .commands import CAMPAIGN_ID_PATTERN, Command, CommandResult
 from .events import CampaignStateChangedEvent, state_changed_event
+from .signed import EXAMPLE, KEY_ID_HEADER, SIGNATURE_HEADER
 from .state import CampaignStateRecord
-from .types import Action, CampaignState, Cause, DialerType, Outcome, Priority, ReasonCode
+from .types import Action, CampaignState, Cause, DialerType, Outcome, ReasonCode
 
 __all__ = ["ASYNCAPI_VERSION", "KAFKA_BINDING_VERSION", "KafkaContract", "Topic", "render_asyncapi"]
 
@@ -261,52 +261,48 @@ _DEAD_LETTERS_TEXT = (
     "and where the record came from. One partition: dead letters are rare and read in order."
 )
 
-_EXAMPLE_COMMAND_ID = UUID("5b0c3a4e-3f1d-4f7e-9a51-0c2d6f3b9e10")
+_EXAMPLE_COMMAND_ID = "5B0C3A4E-3F1D-4F7E-9A51-0C2D6F3B9E10"  # as in the command example: echoed as sent
 _EXAMPLE_AT = datetime(2024, 5, 1, 9, 30, 12, tzinfo=UTC)
 
 
-def _example_command() -> Command:
-    return Command(
-        id=_EXAMPLE_COMMAND_ID, campaign_id="campaign-7", action=Action.PAUSE, priority=Priority.HIGH,
-        requested_by="shift-planner", issued_at=_EXAMPLE_AT, key_id="planner-2024",
-        signature="3f6b1c0e9d8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c",
-    )
-
-
 def _command_message(c: KafkaContract) -> dict[str, Any]:
-    command = _example_command()
     return {
         "name": "Command",
         "title": "Command",
         "summary": "A request to start, stop, pause, resume or reset one campaign.",
         "description": (
-            "Signed: `signature` is the HMAC-SHA256, as 64 lowercase hex digits, of the command's canonical "
-            "body under the shared key named by `keyId`. The canonical body is the command's wire JSON with "
-            "`signature` left out, null fields left out, defaults filled in (`priority` STANDARD), keys "
-            "sorted, no whitespace, UTF-8; so every other field, `keyId`, `requestedBy`, `issuedAt` and "
-            "`notBefore` included, is covered. `requestedBy` is the principal the authorisation policy "
-            "checks. A command that is unsigned, badly signed, issued too long ago (or too far ahead), "
-            "re-sent with an id already taken, or not allowed for its principal is REFUSED with UNSIGNED, "
-            "BAD_SIGNATURE, STALE_COMMAND, REPLAYED or NOT_AUTHORISED. `expectedState` makes the command "
-            "conditional; `notBefore` holds it (DEFERRED, SCHEDULED) until that instant. The example's "
-            "signature is illustrative."
+            f"Signed in two headers: `{KEY_ID_HEADER}` names the shared key, `{SIGNATURE_HEADER}` is the "
+            "HMAC-SHA256 under it, as 64 hex digits, of `keyId + \"\\n\" + recordKey + \"\\n\" + value`: the "
+            "record's key (the campaign id) and value exactly as produced, so the signature covers the bytes "
+            "sent, whatever their formatting, and cannot be moved to another campaign. The rule, a worked "
+            "example and an `openssl` command that reproduces it: docs/signing.md. `requestedBy` is the "
+            "principal the authorisation policy checks. A command that is unsigned, badly signed, issued too "
+            "long ago (or too far ahead), re-sent with an id already taken, or not allowed for its principal "
+            "is REFUSED with UNSIGNED, BAD_SIGNATURE, STALE_COMMAND, REPLAYED or NOT_AUTHORISED. "
+            "`expectedState` makes the command conditional; `notBefore` holds it (DEFERRED, SCHEDULED) until "
+            "that instant. The example is docs/signing.md's worked example (its key: "
+            f"`{EXAMPLE['key']}`)."
         ),
         "contentType": "application/json",
         "headers": _headers({
+            KEY_ID_HEADER: {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                            "description": "The id of the key that signed the record (docs/signing.md)."},
+            SIGNATURE_HEADER: {"type": "string", "pattern": "^[0-9A-Fa-f]{64}$",
+                               "description": "HMAC-SHA256 of keyId, record key and value (docs/signing.md)."},
             "content-type": _const("application/json", "Optional: the service reads the value only."),
             "ce_type": _const(c.command_type, "Optional, set by `campaign-fsm send` and `schedule`."),
             "ce_id": {"type": "string", "format": "uuid", "description": "Optional: the command id."},
         }, []),
         "payload": {"$ref": _REF.format(model="Command")},
-        "correlationId": {"description": "The command id, repeated in every result's `commandId`.",
-                          "location": "$message.payload#/id"},
+        "correlationId": {"description": "The command id, repeated exactly as sent in every result's "
+                          "`commandId`.", "location": "$message.payload#/id"},
         "bindings": _key_binding(),
         "examples": [{
             "name": "signedPause",
-            "summary": "A HIGH-priority pause, signed with key planner-2024.",
-            "headers": {"content-type": "application/json", "ce_type": c.command_type,
-                        "ce_id": str(command.id)},
-            "payload": _json(command),
+            "summary": f"A HIGH-priority pause, signed with key {EXAMPLE['keyId']} (docs/signing.md).",
+            "headers": {KEY_ID_HEADER: EXAMPLE["keyId"], SIGNATURE_HEADER: EXAMPLE["signature"],
+                        "content-type": "application/json", "ce_type": c.command_type},
+            "payload": orjson.loads(EXAMPLE["value"]),
         }],
     }
 
@@ -343,7 +339,7 @@ def _result_message(c: KafkaContract) -> dict[str, Any]:
             "ce_type": _const(c.result_type, "The kind of record."),
             "ce_id": {
                 "type": "string",
-                "pattern": r"^[0-9a-f-]{36}:[A-Z]+:[0-9a-f]+$",
+                "pattern": r"^[0-9A-Fa-f-]{36}:[A-Z]+:[0-9a-f]+$",
                 "description": "`{commandId}:{outcome}:{digest of the value}`: each result of a command has its "
                 "own id (several DEFERRED results differ in content), a re-delivered result the same one; drop "
                 "repeats by it.",

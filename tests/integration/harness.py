@@ -29,7 +29,7 @@ from adapters.devtools.stack import local_stack
 from adapters.kafka import Producer, TopicNames
 from adapters.service import Service
 from adapters.settings import Settings
-from fsm.authorization import canonical_body, sign_body
+from adapters.signing import Signer
 from schemas.commands import Command
 from schemas.types import Action, Priority
 
@@ -53,8 +53,16 @@ class Run:
     async def send(self, campaign_id: str, action: str | Action, priority: Priority = Priority.STANDARD,
                    **extra: Any) -> Command:
         command = self.command(campaign_id, action, priority, **extra)
-        await self.producer.send(self.topics.commands, campaign_id, command)
+        await self.send_command(command)
         return command
+
+    async def send_command(self, command: Command, key: str | None = None) -> None:
+        """Produce `command` as it was signed (its record's bytes and headers), or as its wire JSON."""
+        record = command.signed
+        value: object = command if record is None else record.value
+        headers = {} if record is None else record.headers()
+        await self.producer.send(self.topics.commands, command.campaign_id if key is None else key, value,
+                                 headers=headers)
 
     def command(self, campaign_id: str, action: str | Action, priority: Priority = Priority.STANDARD,
                 **extra: Any) -> Command:
@@ -62,17 +70,18 @@ class Run:
                           requested_by="e2e-test", issued_at=datetime.now(UTC), **extra)
         if self.signing_key is None:
             return command
-        unsigned = command.model_copy(update={"key_id": SIGNING_KEY_ID})
-        return unsigned.model_copy(update={"signature": sign_body(self.signing_key, canonical_body(unsigned))})
+        return Signer(SIGNING_KEY_ID, self.signing_key).sign(command)
 
     async def send_raw(self, key: str | None, value: bytes) -> None:
         await self.producer.send(self.topics.commands, key, value)
 
-    def outcomes(self, command: Command) -> list[str]:
-        return [r["outcome"] for r in self.results if r["commandId"] == str(command.id)]
+    def outcomes(self, command: Command | str) -> list[str]:
+        command_id = command if isinstance(command, str) else command.id
+        return [r["outcome"] for r in self.results if r["commandId"] == command_id]
 
-    def reasons(self, command: Command) -> list[str | None]:
-        return [r.get("reason") for r in self.results if r["commandId"] == str(command.id)]
+    def reasons(self, command: Command | str) -> list[str | None]:
+        command_id = command if isinstance(command, str) else command.id
+        return [r.get("reason") for r in self.results if r["commandId"] == command_id]
 
     def of(self, campaign_id: str) -> list[dict[str, Any]]:
         return [e["data"] for e in self.events if e["subject"] == campaign_id]

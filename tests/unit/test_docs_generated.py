@@ -36,7 +36,7 @@ from fsm.testing import FakeClock
 from schemas import decode
 from schemas.commands import Command, CommandResult
 from schemas.events import STATE_CHANGED_TYPE, CampaignStateChangedEvent
-from schemas.state import CampaignStateRecord
+from schemas.state import CampaignStateRecord, StoredCommand
 from schemas.types import Action, CampaignState, Priority
 from tests.fakes import FakeCampaign, FakePlatform, MemorySink
 
@@ -219,7 +219,8 @@ async def test_state_record_schema_accepts_what_the_orchestrator_writes() -> Non
             assert set(record) == aliases, "the schema has exactly the keys the orchestrator writes"
             parsed = decode(CampaignStateRecord, orjson.dumps(record))
             assert parsed.campaign_id == record["campaignId"]
-        decode(Command, held["heldCommand"])
+        # Stored as the producer sent it (value and signing headers), so a restore can verify it again.
+        assert StoredCommand.model_validate(held["heldCommand"]).command("held").campaign_id == "held"
     finally:
         await orch.close()
 
