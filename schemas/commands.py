@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
 from pydantic import AwareDatetime, Field, StringConstraints, field_serializer, field_validator
 
-from .base import StrictModel, truncate_text
+from .base import OmittedWhenUnset, StrictModel, Timestamp, truncate_text
 from .types import Action, CampaignState, Outcome, Priority, ReasonCode
 
 __all__ = ["CAMPAIGN_ID_PATTERN", "MESSAGE_MAX_CHARS", "CampaignId", "Command", "CommandResult", "KeyId"]
@@ -53,7 +52,7 @@ class Command(StrictModel):
     )
 
 
-class CommandResult(StrictModel):
+class CommandResult(OmittedWhenUnset):
     """One step in a command's life: ACCEPTED, then COMPLETED or FAILED; or REFUSED; or DEFERRED."""
 
     command_id: UUID
@@ -68,8 +67,15 @@ class CommandResult(StrictModel):
     legal_actions: list[Action] | None = Field(
         default=None, description="With ILLEGAL_TRANSITION: the actions the campaign accepts now."
     )
-    next_attempt_at: datetime | None = Field(default=None, description="With DEFERRED: when it is tried again.")
-    at: AwareDatetime
+    next_attempt_at: Timestamp | None = Field(
+        default=None, description="With DEFERRED: when it is tried again (on the clock of `platformTime` when that "
+        "is present).")
+    at: Timestamp = Field(description="When the result was decided (wall clock).")
+    platform_time: Timestamp | None = Field(
+        default=None,
+        description="Only where the service runs on a scaled clock (`time_scale`, the simulator): the same "
+        "instant on that clock. Absent in production.",
+    )
 
     # Cut on the way in rather than refused: a too-long text must not turn the answer into an
     # exception (a lost result), and results already on the topic must still parse.

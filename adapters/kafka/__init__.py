@@ -43,6 +43,8 @@ from .producer import Producer
 from .reader import TopicReader, read_topic, restore_latest
 from .records import (
     EVENT_CONTENT_TYPE,
+    EVENT_ID_HEADER,
+    EVENT_TYPE_HEADER,
     RESULT_TYPE,
     STAND_IN_CONTENT_TYPE,
     STAND_IN_VALUE_BYTES,
@@ -52,6 +54,7 @@ from .records import (
     Partition,
     Record,
     dead_letter_stand_in,
+    record_headers,
     result_id,
 )
 from .sink import KafkaSink
@@ -59,6 +62,8 @@ from .topics import TopicNames, TopicSpec, ensure_topics, open_admin, partition_
 
 __all__ = [
     "EVENT_CONTENT_TYPE",
+    "EVENT_ID_HEADER",
+    "EVENT_TYPE_HEADER",
     "RESULT_TYPE",
     "STAND_IN_CONTENT_TYPE",
     "STAND_IN_VALUE_BYTES",
@@ -87,6 +92,7 @@ __all__ = [
     "open_admin",
     "partition_of",
     "read_topic",
+    "record_headers",
     "restore_latest",
     "result_id",
 ]

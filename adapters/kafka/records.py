@@ -18,6 +18,8 @@ from schemas.commands import CommandResult
 
 __all__ = [
     "EVENT_CONTENT_TYPE",
+    "EVENT_ID_HEADER",
+    "EVENT_TYPE_HEADER",
     "RESULT_TYPE",
     "STAND_IN_CONTENT_TYPE",
     "STAND_IN_VALUE_BYTES",
@@ -27,6 +29,7 @@ __all__ = [
     "Partition",
     "Record",
     "dead_letter_stand_in",
+    "record_headers",
     "result_id",
     "to_record",
 ]
@@ -100,6 +103,27 @@ def to_record(raw: Any) -> Record:
 RESULT_TYPE = "com.campaign-fsm.command.result.v1"
 STATE_TYPE = "com.campaign-fsm.campaign.state.v1"
 EVENT_CONTENT_TYPE = "application/cloudevents+json"
+# A structured-mode CloudEvent (content type EVENT_CONTENT_TYPE) repeats its id and type under
+# these names, never as `ce_id`/`ce_type`: in the CloudEvents Kafka binding a `ce_` header means
+# binary mode, and readers that detect the mode by it (the CloudEvents SDKs' `from_kafka`) would
+# then look for every attribute in headers and fail on our events.
+EVENT_ID_HEADER = "event-id"
+EVENT_TYPE_HEADER = "event-type"
+
+
+def record_headers(record: OutgoingRecord) -> list[tuple[str, bytes]]:
+    """The headers `record` is produced with: its content type, its type and id, then its own."""
+    out: list[tuple[str, bytes]] = []
+    if record.value is not None:
+        out.append(("content-type", record.content_type.encode()))
+    structured = record.content_type == EVENT_CONTENT_TYPE
+    if record.ce_type is not None:
+        out.append((EVENT_TYPE_HEADER if structured else "ce_type", record.ce_type.encode()))
+    if record.ce_id is not None:
+        out.append((EVENT_ID_HEADER if structured else "ce_id", record.ce_id.encode()))
+    for name, value in record.headers.items():
+        out.append((name, value if isinstance(value, bytes) else value.encode()))
+    return out
 
 
 def result_id(result: CommandResult, value: bytes) -> str:

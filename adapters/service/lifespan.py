@@ -156,7 +156,8 @@ class Service:
             orchestrator = Orchestrator(machine=machine, platform=client, sink=sink, clock=clock,
                                         notifications=channels if follow else None,
                                         config=settings.orchestrator_config(), authority=authority,
-                                        auth_clock=time.time, owns=owns_nothing)
+                                        auth_clock=time.time, owns=owns_nothing,
+                                        stamp_clock=time.time if settings.time_scale != 1.0 else None)
             ownership = Ownership(self._kafka, orchestrator, sink)
             consumer = CommandConsumer(self._kafka, hooks=ownership)
             ownership.consumer = consumer
