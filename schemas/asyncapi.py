@@ -86,6 +86,7 @@ class KafkaContract:
     # The headers repeating an event's id and type (not `ce_`-prefixed: that means binary mode).
     event_id_header: str
     event_type_header: str
+    record_source: str  # `ce_source` of the binary-mode records (results)
     dead_letter_content_type: str
     # How the sink names a result record (`ce_id`), from the result and its encoded value.
     result_id: Callable[[CommandResult, bytes], str]
@@ -334,7 +335,8 @@ def _result_message(c: KafkaContract) -> dict[str, Any]:
             "name": name,
             "summary": summary,
             "headers": {"content-type": "application/json", "ce_type": c.result_type,
-                        "ce_id": c.result_id(result, encode(result))},
+                        "ce_id": c.result_id(result, encode(result)), "ce_specversion": "1.0",
+                        "ce_source": c.record_source},
             "payload": _json(result),
         }
 
@@ -365,7 +367,10 @@ def _result_message(c: KafkaContract) -> dict[str, Any]:
                 "own id (several DEFERRED results differ in content), a re-delivered result the same one; drop "
                 "repeats by it.",
             },
-        }, ["content-type", "ce_type", "ce_id"]),
+            "ce_specversion": _const("1.0", "With `ce_source`, `ce_type` and `ce_id`: the record is a CloudEvent "
+                                     "in binary mode (the value its data), so CloudEvents readers take it whole."),
+            "ce_source": _const(c.record_source, "The CloudEvents source."),
+        }, ["content-type", "ce_type", "ce_id", "ce_specversion", "ce_source"]),
         "payload": {"$ref": _REF.format(model="CommandResult")},
         "correlationId": {"description": "The command this result answers.",
                           "location": "$message.payload#/commandId"},

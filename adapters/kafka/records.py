@@ -20,6 +20,7 @@ __all__ = [
     "EVENT_CONTENT_TYPE",
     "EVENT_ID_HEADER",
     "EVENT_TYPE_HEADER",
+    "RECORD_SOURCE",
     "RESULT_TYPE",
     "STAND_IN_CONTENT_TYPE",
     "STAND_IN_VALUE_BYTES",
@@ -109,6 +110,9 @@ EVENT_CONTENT_TYPE = "application/cloudevents+json"
 # then look for every attribute in headers and fail on our events.
 EVENT_ID_HEADER = "event-id"
 EVENT_TYPE_HEADER = "event-type"
+# A record with both `ce_type` and `ce_id` (results, commands from `campaign-fsm send`) is a complete
+# binary-mode CloudEvent with these two as well: CloudEvents readers take it whole.
+RECORD_SOURCE = "urn:campaign-fsm"
 
 
 def record_headers(record: OutgoingRecord) -> list[tuple[str, bytes]]:
@@ -121,6 +125,8 @@ def record_headers(record: OutgoingRecord) -> list[tuple[str, bytes]]:
         out.append((EVENT_TYPE_HEADER if structured else "ce_type", record.ce_type.encode()))
     if record.ce_id is not None:
         out.append((EVENT_ID_HEADER if structured else "ce_id", record.ce_id.encode()))
+        if not structured and record.ce_type is not None:
+            out += [("ce_specversion", b"1.0"), ("ce_source", RECORD_SOURCE.encode())]
     for name, value in record.headers.items():
         out.append((name, value if isinstance(value, bytes) else value.encode()))
     return out

@@ -1,6 +1,7 @@
-"""The CloudEvents SDK reads our events from a real broker through its documented Kafka entry points,
-automatic mode detection included (issue 13, item 7): the records are structured mode, so no header
-may start with `ce_` (the SDK's marker of binary mode)."""
+"""The CloudEvents SDK reads our records from a real broker through its documented Kafka entry points,
+automatic mode detection included (issue 13, item 7): events are structured mode, so no header of
+theirs may start with `ce_` (the SDK's marker of binary mode); results are complete binary-mode
+CloudEvents."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from cloudevents.v1 import kafka as ce_kafka_v1
 
 from adapters.devtools.brokers import BrokerHandle
 from adapters.devtools.simulator.tenant import generate_tenant
-from adapters.kafka import EVENT_CONTENT_TYPE, read_topic
+from adapters.kafka import EVENT_CONTENT_TYPE, RECORD_SOURCE, RESULT_TYPE, read_topic
 from schemas.events import STATE_CHANGED_TYPE
 from schemas.types import CampaignState
 from tests.integration.harness import e2e
@@ -28,7 +29,9 @@ async def test_the_cloudevents_sdk_reads_every_event_with_auto_detection(
     async with e2e(broker, unique_name, tenant=tenant) as run:
         command = await run.send("campaign-0001", "start")
         await run.until(lambda: run.outcomes(command)[-1:] == ["COMPLETED"], timeout=60, what="the start completed")
-        records = await read_topic(broker.kafka_config(topics=run.topics), run.topics.events)
+        config = broker.kafka_config(topics=run.topics)
+        records = await read_topic(config, run.topics.events)
+        results = await read_topic(config, run.topics.results)
     assert len(records) >= 3  # the reconcile's first event, STARTING, RUNNING
     for record in records:
         assert record.value is not None
@@ -47,3 +50,15 @@ async def test_the_cloudevents_sdk_reads_every_event_with_auto_detection(
         # The SDK's legacy API (cloudevents.v1): structured mode only, it has no auto-detection.
         legacy = ce_kafka_v1.from_structured(ce_kafka_v1.KafkaMessage(headers, record.raw_key, record.value))
         assert (legacy["id"], legacy["type"], legacy.data) == (wire["id"], STATE_CHANGED_TYPE, wire["data"])
+    # Results are binary-mode CloudEvents (their `ce_` headers complete): the SDK takes them whole too.
+    assert len(results) >= 2  # ACCEPTED, COMPLETED
+    for record in results:
+        assert record.value is not None
+        headers = dict(record.headers)
+        event = ce_kafka.from_kafka_event(ce_kafka.KafkaMessage(headers=headers, key=record.raw_key,
+                                                                value=record.value))
+        attributes = event.get_attributes()
+        assert (attributes["type"], attributes["source"], attributes["id"]) == (
+            RESULT_TYPE, RECORD_SOURCE, record.header("ce_id"))
+        assert attributes["datacontenttype"] == "application/json"
+        assert event.get_data() == orjson.loads(record.value)
