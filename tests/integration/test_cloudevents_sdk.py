@@ -5,6 +5,7 @@ CloudEvents."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -47,6 +48,10 @@ async def test_the_cloudevents_sdk_reads_every_event_with_auto_detection(
             assert attributes["specversion"] == "1.0" and attributes["partitionkey"] == record.key
             assert attributes["time"] == datetime.fromisoformat(wire["time"])
             assert event.get_data() == wire["data"]
+        # The harness runs the service 50 times faster than real time: `time` is the wall clock
+        # all the same (it ran minutes ahead before issue 13), the scaled instant is `platformTime`.
+        assert abs(datetime.fromisoformat(wire["time"]).timestamp() - time.time()) < 60
+        assert wire["data"]["platformTime"] >= wire["time"]
         # The SDK's legacy API (cloudevents.v1): structured mode only, it has no auto-detection.
         legacy = ce_kafka_v1.from_structured(ce_kafka_v1.KafkaMessage(headers, record.raw_key, record.value))
         assert (legacy["id"], legacy["type"], legacy.data) == (wire["id"], STATE_CHANGED_TYPE, wire["data"])
@@ -62,3 +67,6 @@ async def test_the_cloudevents_sdk_reads_every_event_with_auto_detection(
             RESULT_TYPE, RECORD_SOURCE, record.header("ce_id"))
         assert attributes["datacontenttype"] == "application/json"
         assert event.get_data() == orjson.loads(record.value)
+        result = orjson.loads(record.value)
+        assert abs(datetime.fromisoformat(result["at"]).timestamp() - time.time()) < 60
+        assert "platformTime" in result
