@@ -12,6 +12,7 @@ Platform exceptions (raised by a `Platform`, caught by the core)::
     ├── PlatformUnavailable       5xx, timeout, connection failure (retriable for reads only)
     ├── PlatformRateLimited       429 that outlived the client's own retries
     ├── PlatformNotFound          404: the campaign, list or dialer does not exist
+    ├── PlatformCapReached        a start refused: the organisation runs its maximum of active campaigns
     └── PlatformAuthError         the OAuth client was refused
 """
 
@@ -37,6 +38,7 @@ __all__ = [
     "Notifications",
     "Platform",
     "PlatformAuthError",
+    "PlatformCapReached",
     "PlatformConflict",
     "PlatformError",
     "PlatformNotFound",
@@ -124,7 +126,19 @@ class PlatformError(Exception):
 
 
 class PlatformConflict(PlatformError):
-    """409 or 400-invalid-transition: the platform's state differs from what we assumed."""
+    """409 or 400-invalid-transition: the platform's state differs from what we assumed.
+
+    Nothing was changed. `current` is the campaign as read again right after the refusal, when the
+    platform client read it (a compare-and-set PUT does): the core decides again on it. `stale`
+    says the refusal was a stale `version` of a compare-and-set (a genesys PUT answered 409), not
+    a transition the campaign's state does not allow (the guide's 409, any 400).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, sent_at: float | None = None,
+                 current: CampaignSnapshot | None = None, stale: bool = False) -> None:
+        super().__init__(message, status=status, sent_at=sent_at)
+        self.current = current
+        self.stale = stale
 
 
 class PlatformUnavailable(PlatformError):
@@ -149,12 +163,17 @@ class PlatformAuthError(PlatformError):
     pass
 
 
+class PlatformCapReached(PlatformError):
+    """A start (or resume) refused because the organisation already runs its maximum of active
+    campaigns (Genesys: 50 voice). Nothing was done; a later attempt may find a place."""
+
+
 # --- the platform port ---------------------------------------------------------------------------
 
 
 @runtime_checkable
 class Platform(Protocol):
-    """The dialing platform, in either profile. Reads go through the tenant read limiter.
+    """The dialing platform, in either profile. Requests go through the request budget (fsm/request_budget.py).
 
     `send_action` POSTs exactly once: it never re-sends, whatever happens. After a failure the
     caller reads the campaign before deciding anything (a 202 may have been lost on the way back).
@@ -197,14 +216,22 @@ NotificationListener = Callable[[Notification], Awaitable[None]]
 
 
 class Notifications(Protocol):
-    """The platform's notification channel(s). `up` is False whenever events may be missed."""
+    """The platform's notification channel(s). `up` is False whenever events may be missed;
+    `live(id)` is False for a campaign whose changes are not pushed even while up (its topic was
+    rejected, or found no room within the channel cap): that one is polled."""
 
     @property
     def up(self) -> bool: ...
 
+    def live(self, campaign_id: str) -> bool: ...
+
     async def subscribe_campaigns(self, campaign_ids: list[str]) -> None: ...
 
     async def subscribe_contact_lists(self, contact_list_ids: list[str]) -> None: ...
+
+    async def unsubscribe_campaigns(self, campaign_ids: list[str]) -> None: ...
+
+    async def unsubscribe_contact_lists(self, contact_list_ids: list[str]) -> None: ...
 
 
 # --- outputs -------------------------------------------------------------------------------------

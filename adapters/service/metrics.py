@@ -69,7 +69,10 @@ def metrics_table(orch: Orchestrator, client: PlatformClient, channels: Notifica
         "campaign_fsm_transition_seconds_sum": ("Seconds spent in finished transitions, by type",
                                                 durations(1)),
         "campaign_fsm_reads_per_second": ("Platform reads in the last second (the limit is read_limit_per_s)",
-                                          lambda: [({}, float(client.limiter.recent(1.0)))]),
+                                          lambda: [({}, float(client.budget.recent(1.0)))]),
+        "campaign_fsm_request_budget": ("This instance's share of the OAuth client's request budget "
+                                        "(requests per window; the window is the profile's)",
+                                        lambda: [({}, float(client.budget.limit))]),
         "campaign_fsm_consumer_lag": ("Commands not yet fetched, per partition of the commands topic", lag),
         "campaign_fsm_campaigns": ("Campaigns by state", states),
         "campaign_fsm_in_flight": ("Transitions in flight per dialer", dialers),
@@ -91,6 +94,12 @@ def metrics_table(orch: Orchestrator, client: PlatformClient, channels: Notifica
                                            "aside when restored", lambda: _by("what", orch.quarantined)),
         "campaign_fsm_notifications_mismatched": ("Campaign bodies on another campaign's topic, ignored",
                                                   lambda: [({}, float(channels.mismatched))]),
+        "campaign_fsm_notification_topics_rejected": ("Topic subscriptions the platform answered Rejected "
+                                                      "(those campaigns are polled)",
+                                                      lambda: [({}, float(channels.rejections))]),
+        "campaign_fsm_notification_topics_unplaced": ("Topics wanted but beyond platform.max_channels channels "
+                                                      "(those campaigns are polled)",
+                                                      lambda: [({}, float(len(channels.unplaced)))]),
         "campaign_fsm_outbox_undeliverable": ("Outbox rows set aside as undeliverable (dead-lettered, kept in "
                                               "its undeliverable table)",
                                               lambda: [({}, float(sink.undeliverable))]),

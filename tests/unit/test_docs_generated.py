@@ -282,7 +282,7 @@ def _candidates(annotation: Any, default: Any) -> Iterator[Any]:
         elif isinstance(kind, type) and issubclass(kind, enum.Enum):
             yield from (m.value for m in kind if m != default)
         elif kind is int:
-            yield default + 1
+            yield 1 if default is None else default + 1
         elif kind is float:
             base = default if isinstance(default, float) else 1.0
             yield from (base / 2, base + 0.5, base * 1.5)

@@ -1,16 +1,21 @@
 """The platform's public API, in the profile the simulator serves (see WIRE.md / docs/platform-profiles.md).
 
-Every request passes the same gate, in order: bearer token (401), then for outbound GETs the
-tenant read limit (429), then the route. Every request is recorded in the traffic log with the
-campaign's and dialer's state as it arrived. Engine refusals become the profile's errors:
+Every request passes the same gate, in order: bearer token (401), then the profile's request limit
+(429; see ratelimit.py: the guide counts outbound GETs, 10 per second; genesys counts every request
+of the OAuth client, 300 per minute, and answers `inin-ratelimit-*` on every answer), then the
+route. Every request is recorded in the traffic log with the campaign's and dialer's state as it
+arrived. Engine refusals become the profile's errors:
 
-=============================  ====================================  =====================================
+=============================  ====================================  =============================================
 refusal                        guide                                 genesys
-=============================  ====================================  =====================================
-transition invalid from state  409 campaign.state.conflict           400 invalid.campaign.status.transition
+=============================  ====================================  =============================================
+transition invalid from state  409 campaign.state.conflict           400 bad.request "Invalid transition from <ON>
+                                                                     to <ON>" (Genesys' wording; the code is ours)
 dialer overloaded (> limit)    409 campaign.state.conflict or 500    same
 PUT with a stale version       (no PUT)                              409 conflict
-=============================  ====================================  =====================================
+over the request limit         429 too.many.requests                 429 too.many.requests.retry.after
+active-campaign cap reached    400 outbound.campaign.active.limit.exceeded (both; the words are a guess)
+=============================  ====================================  =============================================
 """
 
 from __future__ import annotations
@@ -28,7 +33,15 @@ from starlette.websockets import WebSocket
 from schemas.types import TRANSITIONAL_STATES, Action
 
 from .channels import ChannelError, websocket_endpoint
-from .engine import DialerOverloaded, EngineError, InvalidTransition, UnknownCampaign, UnknownContactList
+from .engine import (
+    ActiveCampaignCapReached,
+    DialerOverloaded,
+    EngineError,
+    InvalidTransition,
+    UnknownCampaign,
+    UnknownContactList,
+)
+from .lines import CAP_CODE, campaign_stats, line_distribution
 from .profiles import campaign_errors, contact_list_payload, error_body, genesys_status
 from .traffic import RequestKind
 
@@ -41,6 +54,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 _GUIDE_ACTIONS = {"start": Action.START, "stop": Action.STOP, "pause": Action.PAUSE, "resume": Action.RESUME}
 _GENESYS_ACTIONS = {"start": Action.START, "stop": Action.STOP}
+_GENESYS_TARGET = {"start": "on", "stop": "off"}  # the campaignStatus an action asks for
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -68,6 +82,9 @@ def api_routes(sim: Simulator) -> list[BaseRoute]:
         Route(f"{base}/campaigns/{{campaign_id}}/{{action}}", api.gate("command", api.post_action),
               methods=["POST"]),
         Route("/api/v2/notifications/channels", api.gate("notifications", api.create_channel), methods=["POST"]),
+        Route("/api/v2/notifications/channels", api.gate("notifications", api.list_channels), methods=["GET"]),
+        Route("/api/v2/notifications/channels/{channel_id}", api.gate("notifications", api.head_channel),
+              methods=["HEAD"]),
         Route("/api/v2/notifications/channels/{channel_id}/subscriptions",
               api.gate("notifications", api.subscriptions), methods=["GET", "POST", "PUT", "DELETE"]),
         WebSocketRoute("/channels/{channel_id}", api.websocket),
@@ -84,6 +101,8 @@ def api_routes(sim: Simulator) -> list[BaseRoute]:
                   methods=["GET"]),
             Route(f"{base}/campaigns/{{campaign_id}}/stats", api.gate("read", api.get_campaign_stats),
                   methods=["GET"]),
+            Route(f"{base}/campaigns/{{campaign_id}}/linedistribution",
+                  api.gate("read", api.get_line_distribution), methods=["GET"]),
         ]
     return routes
 
@@ -124,13 +143,19 @@ class _Api:
         if not sim.tokens.valid(request.headers.get("authorization")):
             return error_response(401, "bad.credentials", "Invalid, missing or expired access token.")
         limit_headers: dict[str, str] = {}
-        if kind == "read":
+        if kind == "read" or self.profile == "genesys":
             admission = sim.limiter.admit()
             limit_headers = admission.headers()
             if not admission.allowed:
+                if self.profile == "guide":
+                    return error_response(
+                        429, "too.many.requests",
+                        f"Rate limit exceeded: at most {admission.limit:g} outbound reads per second per tenant.",
+                        limit_headers)
                 return error_response(
-                    429, "too.many.requests",
-                    f"Rate limit exceeded: at most {admission.limit:g} outbound reads per second per tenant.",
+                    429, "too.many.requests.retry.after",
+                    f"Rate limit exceeded the maximum [{admission.limit:g}] requests within "
+                    f"[{admission.window:g}] seconds. Retry the request in [{admission.retry_after}] seconds",
                     limit_headers)
         try:
             response = await handler(request)
@@ -142,7 +167,9 @@ class _Api:
             response = error_response(404, "not.found", str(exc))
         except InvalidTransition as exc:
             response = (error_response(409, "campaign.state.conflict", str(exc)) if self.profile == "guide"
-                        else error_response(400, "invalid.campaign.status.transition", str(exc)))
+                        else error_response(400, "bad.request", self._invalid_transition(request, exc)))
+        except ActiveCampaignCapReached as exc:
+            response = error_response(400, CAP_CODE, str(exc))
         except DialerOverloaded as exc:
             response = (error_response(409, "campaign.state.conflict", str(exc)) if exc.status == 409
                         else error_response(500, "internal.server.error", str(exc)))
@@ -152,6 +179,13 @@ class _Api:
             response = error_response(exc.status, exc.code, str(exc))
         response.headers.update(limit_headers)
         return response
+
+    def _invalid_transition(self, request: Request, exc: InvalidTransition) -> str:
+        """Genesys' words for a refused status change: `Invalid transition from <COMPLETE> to <OFF>`."""
+        campaign = self.sim.tenant.campaigns.get(request.path_params.get("campaign_id", ""))
+        current = genesys_status(campaign) if campaign is not None else exc.state.value
+        wanted = _GENESYS_TARGET.get(exc.action, exc.action)
+        return f"Invalid transition from <{current.upper()}> to <{wanted.upper()}>"
 
     # --- auth --------------------------------------------------------------------------------------
 
@@ -186,6 +220,11 @@ class _Api:
         page_number = _int_param(request, "pageNumber", 1, 1)
         page_size = min(page_size, self.sim.config.max_page_size)
         ids = list(self.sim.tenant.campaigns)
+        # `id` filters, repeated (`id=a&id=b`, as the API documents an array) or joined with commas
+        # (as the SDK's to_path_value sends a list): only those campaigns, unknown ids left out.
+        wanted = {part for raw in request.query_params.getlist("id") for part in raw.split(",") if part}
+        if wanted:
+            ids = [cid for cid in ids if cid in wanted]
         chunk = ids[(page_number - 1) * page_size: page_number * page_size]
         total = len(ids)
         return json_response({
@@ -233,7 +272,7 @@ class _Api:
         elif wanted == "off":
             sim.engine.request(campaign.id, Action.STOP)
         else:
-            raise InvalidTransition(campaign.id, campaign.state, f"set campaignStatus {wanted!r}")
+            raise InvalidTransition(campaign.id, campaign.state, str(wanted))
         return json_response(self._campaign_body(campaign.id))
 
     async def get_errors(self, request: Request) -> Response:
@@ -242,8 +281,12 @@ class _Api:
 
     async def get_campaign_stats(self, request: Request) -> Response:
         campaign = self.sim.engine.campaign(request.path_params["campaign_id"])
-        return json_response({"outstandingCalls": campaign.current_calls, "scheduledCalls": 0,
-                              "idleAgents": 0, "adjustedCallsPerAgent": 1.0})
+        return json_response(campaign_stats(self.sim.tenant, campaign))
+
+    async def get_line_distribution(self, request: Request) -> Response:
+        campaign = self.sim.engine.campaign(request.path_params["campaign_id"])
+        only_active = request.query_params.get("includeOnlyActiveCampaigns", "").lower() == "true"
+        return json_response(line_distribution(self.sim.tenant, campaign, only_active=only_active))
 
     async def get_contact_list(self, request: Request) -> Response:
         contact_list = self.sim.engine.contact_list(request.path_params["list_id"])
@@ -260,23 +303,34 @@ class _Api:
     # --- notifications -----------------------------------------------------------------------------
 
     async def create_channel(self, request: Request) -> Response:
-        channel = self.sim.hub.create()
         scheme = "wss" if request.url.scheme == "https" else "ws"
-        connect_uri = f"{scheme}://{request.url.netloc}/channels/{channel.id}"
-        return json_response({"id": channel.id, "connectUri": connect_uri, "expires": channel.expires_rfc3339})
+        channel = self.sim.hub.create(f"{scheme}://{request.url.netloc}")
+        return json_response(channel.to_json())
+
+    async def list_channels(self, request: Request) -> Response:
+        """The SDK's ChannelEntityListing: every channel of this OAuth client."""
+        return json_response({"entities": [ch.to_json() for ch in self.sim.hub.channels.values()]})
+
+    async def head_channel(self, request: Request) -> Response:
+        """200 if the channel exists, 404 if not (no body either way, as HEAD)."""
+        exists = self.sim.hub.get(request.path_params["channel_id"]) is not None
+        if exists:
+            self.sim.hub.channel(request.path_params["channel_id"])  # a check counts as a use
+        return Response(status_code=200 if exists else 404)
 
     async def subscriptions(self, request: Request) -> Response:
         hub = self.sim.hub
         channel_id = request.path_params["channel_id"]
         if request.method in ("POST", "PUT"):
             topics = _topics(await request.body())
-            current = hub.subscribe(channel_id, topics, replace=request.method == "PUT")
+            ignore = request.query_params.get("ignoreErrors", "").lower() == "true"
+            states = hub.subscribe(channel_id, topics, replace=request.method == "PUT", ignore_errors=ignore)
         elif request.method == "DELETE":
             hub.unsubscribe_all(channel_id)
             return Response(status_code=204)
         else:
-            current = list(hub.channel(channel_id).topics)
-        return json_response({"entities": [{"id": t} for t in current]})
+            states = hub.topic_states(channel_id)
+        return json_response({"entities": [t.to_json() for t in states]})
 
     async def websocket(self, websocket: WebSocket) -> None:
         await websocket_endpoint(websocket, self.sim.hub)
