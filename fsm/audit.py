@@ -306,10 +306,14 @@ class EventLog:
             decode(CampaignStateChangedEvent, value or b"")
         except ContractError as exc:
             return f"event does not fit the schema: {_describe(exc)}"
-        if record.header("ce_id") not in (None, event_id):
-            return f"header ce_id {record.header('ce_id')!r} is not the event id {event_id!r}"
-        if record.header("ce_type") not in (None, STATE_CHANGED_TYPE):
-            return f"header ce_type {record.header('ce_type')!r} is not {STATE_CHANGED_TYPE!r}"
+        # `event-id`/`event-type` since the events stopped carrying `ce_` headers (CloudEvents reads
+        # those as binary mode); records written before then carry `ce_id`/`ce_type`.
+        for name in ("event-id", "ce_id"):
+            if record.header(name) not in (None, event_id):
+                return f"header {name} {record.header(name)!r} is not the event id {event_id!r}"
+        for name in ("event-type", "ce_type"):
+            if record.header(name) not in (None, STATE_CHANGED_TYPE):
+                return f"header {name} {record.header(name)!r} is not {STATE_CHANGED_TYPE!r}"
         return None
 
     def _placement(self, chain: _Chain, record: LogRecord, entry: TimelineEntry) -> None:

@@ -122,6 +122,7 @@ class Core:
     auth_refusals: Counter[ReasonCode]
     quarantined: Counter[str]
     _auth_now: Callable[[], float]
+    _stamp_now: Callable[[], float] | None
     _rng: random.Random
     _schedule: PollSchedule
     _gate: DialerGate[str]
@@ -186,7 +187,7 @@ class Core:
         not take is retried on the next look byte for byte, never rebuilt.
         """
         assert record.campaign is not None
-        record.unsent.append((record.campaign.chain(change), results))
+        record.unsent.append((record.campaign.chain(change, self._wall()), results))
         await self._flush(record)
 
     async def _flush(self, record: CampaignRecord) -> None:
@@ -222,8 +223,18 @@ class Core:
             message=message, state=state,
             legal_actions=list(legal) if reason is ReasonCode.ILLEGAL_TRANSITION else None,
             next_attempt_at=datetime.fromtimestamp(next_attempt, UTC) if next_attempt is not None else None,
-            at=datetime.fromtimestamp(self.clock.now(), UTC),
+            **self._stamps(),
         )
+
+    def _wall(self) -> float | None:
+        return None if self._stamp_now is None else self._stamp_now()
+
+    def _stamps(self) -> dict[str, datetime]:
+        """A result's `at` (and, on a scaled clock, its `platformTime`)."""
+        now, wall = self.clock.now(), self._wall()
+        if wall is None:
+            return {"at": datetime.fromtimestamp(now, UTC)}
+        return {"at": datetime.fromtimestamp(wall, UTC), "platform_time": datetime.fromtimestamp(now, UTC)}
 
 
 def answer(future: asyncio.Future[CommandResult] | None, result: CommandResult) -> None:

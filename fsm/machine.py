@@ -168,10 +168,11 @@ class Campaign:
         campaign.replay_horizon = float(horizon) if horizon is not None else None
         return campaign
 
-    def chain(self, change: StateChange) -> dict[str, Any]:
+    def chain(self, change: StateChange, wall: float | None = None) -> dict[str, Any]:
         """The wire event of `change`, carrying the hash of this campaign's previous event; the
-        campaign remembers the new event's hash for the next one (the audit's hash chain)."""
-        event = change.event()
+        campaign remembers the new event's hash for the next one (the audit's hash chain). `wall`:
+        see `state_changed_event`."""
+        event = change.event(wall)
         if self.last_hash is not None:
             event["data"]["prevHash"] = self.last_hash
         self.last_hash = event_hash(event)
@@ -201,7 +202,7 @@ class StateChange:
     platform_status: str | None = None
     request: dict[str, Any] | None = None
 
-    def event(self) -> dict[str, Any]:
+    def event(self, wall: float | None = None) -> dict[str, Any]:
         return state_changed_event(
             campaign_id=self.campaign_id,
             sequence=self.sequence,
@@ -218,6 +219,7 @@ class StateChange:
             errors=self.errors,
             platform_status=self.platform_status,
             request=self.request,
+            wall=wall,
         )
 
 

@@ -66,6 +66,7 @@ class Orchestrator(Ownership, Intake, Dispatch, Tracker):
         authority: CommandAuthority | None = None,
         auth_clock: Callable[[], float] | None = None,
         owns: Callable[[str], bool] | None = None,
+        stamp_clock: Callable[[], float] | None = None,
     ) -> None:
         self.machine = machine
         self.platform = platform
@@ -76,6 +77,9 @@ class Orchestrator(Ownership, Intake, Dispatch, Tracker):
         # Signatures are judged on real time (issuedAt is a real instant), even when the clock is scaled.
         self.authority = authority
         self._auth_now = auth_clock or clock.now
+        # Where `clock` is scaled (the simulator), events and results are stamped on the wall clock
+        # and carry the scaled instant as `platformTime`; None: stamped on `clock` alone.
+        self._stamp_now = stamp_clock
         self._rng = random.Random(self.config.seed)
         self._schedule = PollSchedule(self.config.poll, self._rng)
         self._gate = DialerGate(clock, self.config.dialer)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -18,7 +17,7 @@ from pydantic import (
     field_validator,
 )
 
-from .base import ContractError, StrictModel, decode, truncate_text
+from .base import ContractError, OmittedWhenUnset, StrictModel, Timestamp, decode, truncate_text
 from .signed import KEY_ID_HEADER, SIGNATURE_HEADER, SignedRecord
 from .types import Action, CampaignState, Outcome, Priority, ReasonCode
 
@@ -125,7 +124,7 @@ def _legacy_hint(error: ContractError) -> ContractError:
     return ContractError(error.model, errors) if errors != error.errors else error
 
 
-class CommandResult(StrictModel):
+class CommandResult(OmittedWhenUnset):
     """One step in a command's life: ACCEPTED, then COMPLETED or FAILED; or REFUSED; or DEFERRED."""
 
     command_id: CommandId = Field(description="The command's `id`, exactly as it was sent.")
@@ -140,8 +139,15 @@ class CommandResult(StrictModel):
     legal_actions: list[Action] | None = Field(
         default=None, description="With ILLEGAL_TRANSITION: the actions the campaign accepts now."
     )
-    next_attempt_at: datetime | None = Field(default=None, description="With DEFERRED: when it is tried again.")
-    at: AwareDatetime
+    next_attempt_at: Timestamp | None = Field(
+        default=None, description="With DEFERRED: when it is tried again (on the clock of `platformTime` when that "
+        "is present).")
+    at: Timestamp = Field(description="When the result was decided (wall clock).")
+    platform_time: Timestamp | None = Field(
+        default=None,
+        description="Only where the service runs on a scaled clock (`time_scale`, the simulator): the same "
+        "instant on that clock. Absent in production.",
+    )
 
     # Cut on the way in rather than refused: a too-long text must not turn the answer into an
     # exception (a lost result), and results already on the topic must still parse.
