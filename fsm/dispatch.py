@@ -139,7 +139,8 @@ class Dispatch(Core):
         await self.sink.state_saved(record.store())
         lease = record.lease
         try:
-            receipt = await self.platform.send_action(record.id, command.action)
+            receipt = await self.platform.send_action(record.id, command.action, source=campaign.current,
+                                                      recycle=bool(command.recycle))
         except PlatformRateLimited as exc:
             await self._rate_limited(record, sending, exc)
             return
@@ -152,8 +153,8 @@ class Dispatch(Core):
             return
         if lease is not None:
             lease.sent()
-        request = {
-            "method": "POST", "path": f"campaigns/{record.id}/{command.action.value}",
+        request = None if receipt.method is None else {
+            "method": receipt.method, "path": receipt.path or f"campaigns/{record.id}/{command.action.value}",
             "status": receipt.status, "sentAt": rfc3339(receipt.sent_at),
             "answeredAt": rfc3339(receipt.answered_at),
         }

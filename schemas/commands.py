@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field, StringConstraints, field_serializer, field_validator
+from pydantic import AwareDatetime, Field, StringConstraints, field_serializer, field_validator, model_validator
 
 from .base import StrictModel, truncate_text
 from .types import Action, CampaignState, Outcome, Priority, ReasonCode
@@ -51,6 +51,18 @@ class Command(StrictModel):
         default=None,
         description="Hold the command (DEFERRED, reason SCHEDULED) and execute it at this instant.",
     )
+    recycle: bool | None = Field(
+        default=None,
+        description="Only with `start`: begin again at the contact list's first record (Genesys: "
+        "`DELETE /api/v2/outbound/campaigns/{id}/progress`, then the start). Without it a start continues "
+        "where the campaign was turned off. A profile without progress refuses it UNSUPPORTED_BY_PLATFORM.",
+    )
+
+    @model_validator(mode="after")
+    def _recycle_only_with_start(self) -> Command:
+        if self.recycle and self.action is not Action.START:
+            raise ValueError(f"recycle is an option of start only, not of {self.action.value}")
+        return self
 
 
 class CommandResult(StrictModel):

@@ -68,13 +68,15 @@ from fsm.ports import (
 )
 from fsm.read_limiter import ReadLimiter
 from schemas.base import ContractError
-from schemas.platform import NotificationChannel
-from schemas.types import Action
+from schemas.platform import GenesysCampaignProgress, NotificationChannel
+from schemas.types import Action, CampaignState
 
 from ..clock import SystemClock
 from .oauth import TokenManager
 from .profiles import (
+    GENESYS_TURN,
     SUPPORTED_ACTIONS,
+    SUPPORTS_RECYCLE,
     Profile,
     campaign_from_payload,
     contact_list_from_payload,
@@ -92,7 +94,10 @@ _DIALERS = "/api/v2/outbound/dialers"
 _CHANNELS = "/api/v2/notifications/channels"
 _LIST_KEY = "(campaign-list)"
 _CONFLICT_CODES = frozenset({"invalid.campaign.status.transition", "campaign.state.conflict", "conflict"})
-_GENESYS_PUT_STATUS = {Action.START: "on", Action.STOP: "off"}
+# Without the state the model leaves: what each action asks for (a stop of a paused campaign then
+# sends an off the platform may refuse as already off; the core always names the state).
+_GENESYS_DEFAULT_TURN = {Action.START: "on", Action.RESUME: "on", Action.PAUSE: "off", Action.STOP: "off"}
+_GENESYS_ROUTE = {"on": "start", "off": "stop"}
 _MAX_PAGES = 10_000
 _T = TypeVar("_T")
 
@@ -191,6 +196,10 @@ class PlatformClient:
         return SUPPORTED_ACTIONS[self._profile]
 
     @property
+    def supports_recycle(self) -> bool:
+        return SUPPORTS_RECYCLE[self._profile]
+
+    @property
     def clock(self) -> Clock:
         return self._clock
 
@@ -248,22 +257,43 @@ class PlatformClient:
         except ContractError as exc:
             raise PlatformError(f"dialer {dialer_id!r}: unusable payload: {exc}") from exc
 
-    async def send_action(self, campaign_id: str, action: Action) -> ActionReceipt:
-        """Ask for a transition, exactly once. The receipt says "accepted", never "done"."""
+    async def send_action(self, campaign_id: str, action: Action, *, source: CampaignState | None = None,
+                          recycle: bool = False) -> ActionReceipt:
+        """Ask for a transition, exactly once. The receipt says "accepted", never "done".
+
+        genesys: the campaign is turned on or off (`GENESYS_TURN`, by `source`, the state the model
+        leaves); a stop of a paused campaign sends nothing. `recycle` (start only) first resets the
+        campaign's progress, so dialing begins again at the contact list's first record.
+        """
         action = Action(action)
         if action not in self.supported_actions:
             raise ValueError(
                 f"the {self._profile.value} profile has no {action.value!r} action "
                 f"(supported: {', '.join(sorted(a.value for a in self.supported_actions))})"
             )
+        if recycle and (action is not Action.START or not self.supports_recycle):
+            raise ValueError(f"recycle is a start option of the genesys profile, not of {self._profile.value} "
+                             f"{action.value}")
+        if self._profile is Profile.GUIDE:
+            return await self._post_action(campaign_id, action, action.value, {})
+        key = (action, source or CampaignState.FAILED)  # no source: no pair matches
+        turn = GENESYS_TURN[key] if key in GENESYS_TURN else _GENESYS_DEFAULT_TURN[action]
+        if recycle:
+            await self.reset_progress(campaign_id)
+        if turn is None:
+            now = self._clock.now()
+            return ActionReceipt(campaign_id, action, 0, now, now, method=None)
         if self._via_put:
             sent_at = self._clock.now()
-            await self.set_campaign_status_put(campaign_id, _GENESYS_PUT_STATUS[action])
+            await self.set_campaign_status_put(campaign_id, turn)
             answered = self._clock.now()
-            return ActionReceipt(campaign_id, action, 200, sent_at, answered, _campaign_path(campaign_id))
-        path = f"{_campaign_path(campaign_id)}/{action.value}"
-        # The guide's endpoints take an empty JSON object; Genesys' take no body at all.
-        body: dict[str, Any] | None = {} if self._profile is Profile.GUIDE else None
+            path = _campaign_path(campaign_id)
+            return ActionReceipt(campaign_id, action, 200, sent_at, answered, path, method="PUT", path=path)
+        # Genesys' start and stop routes take no body at all.
+        return await self._post_action(campaign_id, action, _GENESYS_ROUTE[turn], None)
+
+    async def _post_action(self, campaign_id: str, action: Action, route: str, body: Any) -> ActionReceipt:
+        path = f"{_campaign_path(campaign_id)}/{route}"
         resp, sent_at = await self._send_once("POST", path, body)
         answered_at = self._clock.now()
         if not resp.is_success:
@@ -275,7 +305,29 @@ class PlatformClient:
             sent_at=sent_at,
             answered_at=answered_at,
             location=resp.headers.get("Location"),
+            path=path,
         )
+
+    async def get_progress(self, campaign_id: str) -> GenesysCampaignProgress:
+        """genesys GET .../campaigns/{id}/progress: how far through its contact list the campaign is."""
+        if self._profile is not Profile.GENESYS:
+            raise ValueError("campaign progress exists only in the genesys profile")
+        payload = await self._get(f"{_campaign_path(campaign_id)}/progress", key=campaign_id)
+        try:
+            return GenesysCampaignProgress.model_validate(payload)
+        except ValueError as exc:
+            raise PlatformError(f"progress of campaign {campaign_id!r}: unusable payload: {exc}") from None
+
+    async def reset_progress(self, campaign_id: str) -> None:
+        """genesys DELETE .../campaigns/{id}/progress: recycle, the next dialing begins at record one.
+        Safe to repeat (a recycled campaign recycled again is where it was), but Genesys takes at most
+        one recycle per campaign every five seconds."""
+        if self._profile is not Profile.GENESYS:
+            raise ValueError("campaign progress exists only in the genesys profile")
+        path = f"{_campaign_path(campaign_id)}/progress"
+        resp, sent_at = await self._send_once("DELETE", path, None)
+        if not resp.is_success:
+            self._raise_for(resp, f"DELETE {path}", sent_at=sent_at)
 
     async def set_campaign_status_put(self, campaign_id: str, campaign_status: str) -> CampaignSnapshot:
         """genesys' older way: PUT the whole campaign with its `version` and the wanted `campaignStatus`.
