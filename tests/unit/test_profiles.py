@@ -18,8 +18,8 @@ from adapters.platform.profiles import (
     errors_from_payload,
     genesys_state,
 )
-from schemas.base import ContractError
 from fsm.table import COMMAND_EDGES
+from schemas.base import ContractError
 from schemas.types import Action, CampaignState, DialerType, Halt
 
 
