@@ -9,12 +9,14 @@ import orjson
 import pytest
 
 from adapters.platform.profiles import campaign_from_payload
-from fsm import CampaignMachine
+from fsm import CampaignMachine, ToleranceWindows
+from fsm.audit import EventLog, rebuild_state
 from fsm.intent import halt_of, interpret, keeps
 from fsm.machine import Campaign
 from schemas.events import CampaignStateChangedEvent
 from schemas.state import CampaignStateRecord
 from schemas.types import Action, CampaignState, Cause, DialerType, Halt, Intent
+from tests.unit.test_audit import _records
 
 S, A = CampaignState, Action
 P, ST, R = (str(uuid.UUID(int=i)) for i in (1, 2, 3))
@@ -142,3 +144,46 @@ def test_a_restored_campaign_keeps_its_intent(machine: CampaignMachine) -> None:
     # A record written before intents existed restores with none.
     legacy = {k: v for k, v in record.items() if k != "intent"}
     assert Campaign.restore(legacy).intent is None
+
+
+def test_the_audit_tells_the_four_halts_apart_and_rebuilds_the_intent() -> None:
+    """Four campaigns off for four reasons; the replayed log names each, and `campaign.state` rebuilt
+    from the events alone keeps the pause's intent."""
+    machine = CampaignMachine()
+    events: list[dict[str, object]] = []
+
+    def campaign(cid: str) -> Campaign:
+        c, change = machine.adopt(cid, S.RUNNING, DialerType.POWER, at=0.0, platform_status="on")
+        events.append(c.chain(change))
+        return c
+
+    def see(c: Campaign, status: str, at: float) -> None:
+        body = {"id": c.id, "campaignStatus": status, "dialingMode": "power", "edgeGroup": {"id": "eg"}}
+        snap = campaign_from_payload("genesys", body)
+        assert snap.state is not None
+        change = machine.observe(c, snap.state, cause=Cause.POLL, at=at, platform_status=status,
+                                 intent_decides=snap.intent_decides, halt=snap.halt)
+        assert change is not None
+        events.append(c.chain(change))
+
+    def command(c: Campaign, action: Action, command_id: str) -> None:
+        decision = machine.command(c, action, at=1.0, command_id=command_id)
+        assert decision.change is not None
+        events.append(c.chain(decision.change))
+
+    paused, stopped, exhausted, forced = (campaign(f"c-{i}") for i in range(1, 5))
+    command(paused, A.PAUSE, P)
+    see(paused, "off", 5.0)
+    command(stopped, A.STOP, ST)
+    see(stopped, "off", 5.0)
+    see(exhausted, "complete", 5.0)
+    see(forced, "forced_off", 5.0)
+    log = EventLog(strict=True)
+    log.add(_records(events))  # type: ignore[arg-type]
+    replay = log.finish()
+    assert replay.findings == []
+    halts = {cid: h.entries[-1].halt for cid, h in replay.histories.items()}
+    assert halts == {"c-1": "paused", "c-2": "stopped", "c-3": "contacts-exhausted", "c-4": "forced-off"}
+    rebuilt = rebuild_state(replay.histories["c-1"], ToleranceWindows())
+    assert (rebuilt["state"], rebuilt["intent"]) == ("PAUSED", "pause")
+    assert Campaign.restore(rebuilt).intent is Intent.PAUSE
