@@ -107,16 +107,19 @@ async def test_recycle_is_refused_on_the_guide_profile(broker: BrokerHandle,
 
 async def test_the_audit_tells_paused_stopped_exhausted_and_forced_off_apart(
         broker: BrokerHandle, unique_name: Callable[[str], str]) -> None:
-    # campaign-0003's list has 30 records: it runs out on its own.
-    tenant = _tenant(4, sizes={3: 30})
+    # campaign-0003's list has 400 records: it runs out on its own, 400 simulated seconds (8 s at the
+    # harness' scale of 50) after the simulator starts, well after the service has read and subscribed
+    # to it (an idle campaign is not polled: its `complete` comes by notification).
+    tenant = _tenant(4, sizes={3: 400})
     async with e2e(broker, unique_name, tenant=tenant, profile="genesys", sim_config=_config()) as run:
         pause = await run.send("campaign-0001", "pause", Priority.HIGH)
         stop = await run.send("campaign-0002", "stop", Priority.HIGH)
         await run.until(lambda: all("COMPLETED" in run.outcomes(c) for c in (pause, stop)), timeout=60,
                         what="pause and stop completed")
         run.sim.force_off("campaign-0004")
-        await run.until(lambda: all(run.of(f"campaign-{i:04d}")[-1]["to"] in ("PAUSED", "STOPPED")
-                                    for i in range(1, 5)), timeout=60, what="all four off")
+        await run.until(lambda: all(run.of(f"campaign-{i:04d}") and run.of(f"campaign-{i:04d}")[-1]["to"]
+                                    in ("PAUSED", "STOPPED") for i in range(1, 5)), timeout=60,
+                        what="all four off")
         halts = {cid: (_last(run, cid)["to"], _last(run, cid)["halt"], _last(run, cid)["platformStatus"])
                  for cid in (f"campaign-{i:04d}" for i in range(1, 5))}
         assert halts == {
