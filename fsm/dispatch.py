@@ -159,6 +159,10 @@ class Dispatch(Core):
             "answeredAt": rfc3339(receipt.answered_at),
         }
         await self._fire(record, sending, request)
+        if receipt.method is None:
+            # Nothing was sent (Genesys: a stop of a paused campaign, off already): only our intent
+            # moved, so the platform's word can settle it now instead of at the next poll.
+            await self._observe(record, await self.platform.get_campaign(record.id), Cause.POLL)
 
     async def _rate_limited(self, record: CampaignRecord, held: HeldCommand, exc: PlatformRateLimited) -> None:
         """A 429 means the platform did nothing: the same POST goes again after its Retry-After,

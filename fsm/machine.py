@@ -446,7 +446,10 @@ class CampaignMachine:
         if platform_status is not None:
             campaign.platform_status = platform_status
         state = interpret(campaign.intent, state, intent_decides=intent_decides)
-        if campaign.intent is not None and not keeps(campaign.intent, state, intent_decides=intent_decides):
+        # While our pause or stop is in flight its intent stands, whatever arrives (a stale `on`
+        # notification must not turn the pause's `off` into a stop); after that the platform's word rules.
+        if (campaign.intent is not None and campaign.action not in INTENT_OF
+                and not keeps(campaign.intent, state, intent_decides=intent_decides)):
             campaign.intent = None
         if state == before:
             return None  # a re-seen state must not restart its clock, so there is nothing to fire

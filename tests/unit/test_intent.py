@@ -187,3 +187,15 @@ def test_the_audit_tells_the_four_halts_apart_and_rebuilds_the_intent() -> None:
     rebuilt = rebuild_state(replay.histories["c-1"], ToleranceWindows())
     assert (rebuilt["state"], rebuilt["intent"]) == ("PAUSED", "pause")
     assert Campaign.restore(rebuilt).intent is Intent.PAUSE
+
+
+def test_a_stale_on_during_a_pause_does_not_turn_its_off_into_a_stop(machine: CampaignMachine) -> None:
+    """A notification from before the pause arrives after it: the pause's intent stands while it is
+    in flight, so the `off` that follows is still read as PAUSED."""
+    campaign = _running(machine)
+    machine.command(campaign, A.PAUSE, at=1.0, command_id=P)
+    data = _see(machine, campaign, "on", at=2.0)  # stale: the model adopts it (the platform is the truth)
+    assert data is not None and data["to"] == "RUNNING"
+    assert campaign.intent is Intent.PAUSE
+    data = _see(machine, campaign, "off", at=3.0)
+    assert data is not None and (data["to"], data["halt"]) == ("PAUSED", "paused")
