@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fsm.authorization import CommandAuthority, Policy, PolicyError
-from fsm.backoff import PollPolicy
+from fsm.backoff import Backoff
 from fsm.dialer_queue import DialerPolicy
 from fsm.orchestrator import OrchestratorConfig
 from fsm.preflight import PreflightPolicy
@@ -54,12 +54,21 @@ class _Section(BaseModel):
 class PlatformSettings(_Section):
     profile: Literal["guide", "genesys"] = "guide"
     base_url: str | None = Field(default=None, description="e.g. http://127.0.0.1:8080 (the simulator)")
-    region: str | None = Field(default=None, description="Genesys Cloud region, e.g. mypurecloud.ie")
+    region: str | None = Field(default=None, description="Genesys Cloud region, e.g. mypurecloud.ie: the API at "
+                               "https://api.<region>, tokens from https://login.<region>")
+    login_url: str | None = Field(default=None, description="where tokens come from (<login_url>/oauth/token). "
+                                  "Default: genesys derives it from the API URL as its SDK does (api. -> login.), "
+                                  "the guide uses the API URL; set it for test hosts and the simulator")
     client_id: str = ""
     client_secret: SecretStr = SecretStr("")
-    read_limit_per_s: int = Field(default=10, ge=1, le=1000, description="GETs per second for the tenant")
-    instances: int = Field(default=1, ge=1, description="instances sharing this tenant; each takes "
-                           "read_limit_per_s / instances, so together they stay under the tenant's limit")
+    read_limit_per_s: int = Field(default=10, ge=1, le=1000, description="guide: GETs per second for the tenant "
+                                  "(only reads spend from the guide's budget)")
+    request_limit: int = Field(default=300, ge=1, le=100_000, description="genesys: requests per "
+                               "request_window_s per OAuth client, every method counted "
+                               "(client.credentials.token.rate.per.minute)")
+    request_window_s: float = Field(default=60.0, gt=0, le=3600, description="genesys: the budget's window")
+    instances: int = Field(default=1, ge=1, description="instances sharing this OAuth client before the first "
+                           "assignment; from then on each takes the share of its partitions of the commands topic")
     read_margin_s: float | None = Field(
         default=None, ge=0,
         description="extra time (clock seconds) past the platform's 1 s window before the read ten places "
@@ -76,8 +85,19 @@ class PlatformSettings(_Section):
         if self.base_url:
             return self.base_url.rstrip("/")
         if self.region:
-            return f"https://api.{self.region}"
+            return f"https://api.{self.region.strip().strip('/')}"
         raise ValueError("platform.base_url or platform.region is required")
+
+    @property
+    def token_host(self) -> str | None:
+        """The configured login URL; None lets the platform client derive it by profile."""
+        return self.login_url.rstrip("/") if self.login_url else None
+
+    def budget(self) -> tuple[int, float]:
+        """The OAuth client's whole budget, (requests, window seconds), by profile."""
+        if self.profile == "genesys":
+            return self.request_limit, self.request_window_s
+        return self.read_limit_per_s, 1.0
 
 
 _DEFAULT_TOPICS = TopicNames()
@@ -250,13 +270,13 @@ class Settings(BaseSettings):
 
     # --- translations into the core's policies -------------------------------------------------
 
-    def read_rate(self) -> int:
-        """This instance's share of the tenant-wide read limit."""
-        return max(1, self.platform.read_limit_per_s // self.platform.instances)
+    def request_share(self) -> int:
+        """This instance's share of the OAuth client's budget until its first assignment says better."""
+        return max(1, self.platform.budget()[0] // self.platform.instances)
 
     def read_margin(self) -> float:
-        """Delays between our grant and the platform's count need no slack: the limiter counts a read
-        from its answer (see fsm/read_limiter.py), whatever the time scale."""
+        """Delays between our grant and the platform's count need no slack: the budget counts a request
+        from its answer (see fsm/request_budget.py), whatever the time scale."""
         return 0.05 if self.platform.read_margin_s is None else self.platform.read_margin_s
 
     def command_authority(self) -> CommandAuthority | None:
@@ -280,7 +300,7 @@ class Settings(BaseSettings):
     def orchestrator_config(self) -> OrchestratorConfig:
         d = self.dispatch
         return OrchestratorConfig(
-            poll=PollPolicy(d.poll_initial_s, d.poll_multiplier, d.poll_cap_s, d.poll_max_tries, d.poll_jitter),
+            poll=Backoff(d.poll_initial_s, d.poll_multiplier, d.poll_cap_s, d.poll_max_tries, d.poll_jitter),
             preflight=PreflightPolicy(capacity_ratio=d.capacity_ratio, deferral_ttl=d.deferral_ttl_s),
             dialer=DialerPolicy(d.max_in_flight_per_dialer, d.standard_spacing_s),
             safety_poll=d.safety_poll_s,

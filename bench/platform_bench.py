@@ -1,7 +1,7 @@
 """Bench: 500 campaigns polled concurrently through the platform client against the simulator.
 
 Every campaign has its own poller reading its campaign in a loop for `--seconds` of real time, so
-demand far exceeds the tenant's 10 reads/s: the client's `ReadLimiter` decides who reads when. The
+demand far exceeds the tenant's 10 reads/s: the client's `RequestBudget` decides who reads when. The
 numbers come from the simulator's traffic record (what arrived at the platform, by wall time), not
 from the client's own count:
 
@@ -35,7 +35,7 @@ from adapters.devtools.simulator.server import run_simulator
 from adapters.devtools.simulator.tenant import generate_tenant
 from adapters.platform import PlatformClient
 from fsm.ports import PlatformError
-from fsm.read_limiter import ReadLimiter
+from fsm.request_budget import RequestBudget
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -64,9 +64,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     config = SimulatorConfig(profile=args.profile)
     tenant = generate_tenant(args.campaigns, args.dialers)
     async with run_simulator(tenant, config) as (url, sim):
-        limiter = ReadLimiter(SystemClock(), rate=args.rate, margin=args.margin)
+        limiter = RequestBudget(SystemClock(), limit=args.rate, margin=args.margin)
         client = PlatformClient(url, config.client_id, config.client_secret, profile=args.profile,
-                                limiter=limiter)
+                                budget=limiter)
         errors: collections.Counter[str] = collections.Counter()
         try:
             await client.tokens.token()  # the token fetch is not a read; keep it out of the window

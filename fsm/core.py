@@ -26,7 +26,7 @@ from schemas.commands import Command, CommandResult
 from schemas.types import Action, CampaignState, Cause, Outcome, ReasonCode
 
 from .authorization import CommandAuthority
-from .backoff import PollPolicy, PollSchedule
+from .backoff import Backoff, PollSchedule
 from .dialer_queue import DialerGate, DialerPolicy
 from .held import HeldCommand
 from .machine import Campaign, CampaignMachine, StateChange
@@ -42,7 +42,7 @@ _log = logging.getLogger("fsm.orchestrator")  # the parts log as the orchestrato
 
 @dataclass(frozen=True, slots=True)
 class OrchestratorConfig:
-    poll: PollPolicy = field(default_factory=PollPolicy)
+    poll: Backoff = field(default_factory=Backoff)
     preflight: PreflightPolicy = field(default_factory=PreflightPolicy)
     dialer: DialerPolicy = field(default_factory=DialerPolicy)
     # While notifications are up a tracked campaign is still read now and then: a dropped

@@ -33,6 +33,10 @@ from .record import CampaignRecord
 __all__ = ["Dispatch"]
 
 _log = logging.getLogger("fsm.orchestrator")
+# How many times a command met by a stale version (409) is judged again and sent once more, within
+# one look, before it is reported FAILED with PLATFORM_CONFLICT. Bounded: a campaign someone edits
+# in a loop must not hold a dialer slot forever.
+_CONFLICT_DECISIONS = 2
 
 
 class Dispatch(Core):
@@ -144,6 +148,25 @@ class Dispatch(Core):
         except PlatformRateLimited as exc:
             await self._rate_limited(record, sending, exc)
             return
+        except PlatformConflict as exc:
+            if lease is not None:
+                lease.sent()
+            # Refused, so not executed: decide again on the campaign as it is now.
+            for _ in range(_CONFLICT_DECISIONS):
+                if not await self._decide_again(record, sending, exc):
+                    return
+                try:
+                    # A recycle asked for went out before the refused turn: not sent twice.
+                    receipt = await self.platform.send_action(record.id, command.action, source=campaign.current)
+                    break
+                except PlatformConflict as again:
+                    exc = again
+                except PlatformError as failed:
+                    await self._resolve(record, sending, await self.platform.get_campaign(record.id), failed)
+                    return
+            else:
+                await self._resolve(record, sending, exc.current or await self.platform.get_campaign(record.id), exc)
+                return
         except PlatformError as exc:
             if lease is not None:
                 lease.sent()
@@ -163,6 +186,27 @@ class Dispatch(Core):
             # Nothing was sent (Genesys: a stop of a paused campaign, off already): only our intent
             # moved, so the platform's word can settle it now instead of at the next poll.
             await self._observe(record, await self.platform.get_campaign(record.id), Cause.POLL)
+
+    async def _decide_again(self, record: CampaignRecord, held: HeldCommand, conflict: PlatformConflict) -> bool:
+        """After a conflict (nothing changed): whether the same command is still right, judged on a
+        fresh read. A stale version (409) with the command still legal: send once more with the new
+        version. A refused transition (400), or a campaign that moved: resolved, never re-sent."""
+        snapshot = conflict.current or await self.platform.get_campaign(record.id)
+        if not conflict.stale:
+            await self._resolve(record, held, snapshot, conflict)
+            return False
+        await self._observe(record, snapshot, Cause.RECONCILE)
+        if record.held is not held or record.campaign is None or self._fenced(record):
+            return False
+        check = self.machine.command(record.campaign, held.command.action, at=self.clock.now(),
+                                     command_id=held.command_id, dry_run=True)
+        if not check.accepted:
+            await self._drop_held(record, self._result(held.command, Outcome.REFUSED, check.reason, check.message,
+                                                       check.state, legal=check.legal))
+            return False
+        _log.info("campaign %s: %s met a stale version; decided again on the fresh campaign, sending once more",
+                  record.id, held.command.action)
+        return True
 
     async def _rate_limited(self, record: CampaignRecord, held: HeldCommand, exc: PlatformRateLimited) -> None:
         """A 429 means the platform did nothing: the same POST goes again after its Retry-After,

@@ -137,7 +137,19 @@ class PlatformError(Exception):
 
 
 class PlatformConflict(PlatformError):
-    """409 or 400-invalid-transition: the platform's state differs from what we assumed."""
+    """409 or 400-invalid-transition: the platform's state differs from what we assumed.
+
+    Nothing was changed. `current` is the campaign as read again right after the refusal, when the
+    platform client read it (a compare-and-set PUT does): the core decides again on it. `stale`
+    says the refusal was a stale `version` of a compare-and-set (a genesys PUT answered 409), not
+    a transition the campaign's state does not allow (the guide's 409, any 400).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, sent_at: float | None = None,
+                 current: CampaignSnapshot | None = None, stale: bool = False) -> None:
+        super().__init__(message, status=status, sent_at=sent_at)
+        self.current = current
+        self.stale = stale
 
 
 class PlatformUnavailable(PlatformError):
@@ -167,7 +179,7 @@ class PlatformAuthError(PlatformError):
 
 @runtime_checkable
 class Platform(Protocol):
-    """The dialing platform, in either profile. Reads go through the tenant read limiter.
+    """The dialing platform, in either profile. Requests go through the request budget (fsm/request_budget.py).
 
     `send_action` POSTs exactly once: it never re-sends, whatever happens. After a failure the
     caller reads the campaign before deciding anything (a 202 may have been lost on the way back).

@@ -3,12 +3,14 @@
 `FakeClock` implements the `Clock` port (`fsm/ports.py`) in virtual time. `sleep` never waits on the
 real clock: a sleeper parks on a future keyed by its deadline, and time moves only when told to.
 
-Two ways to move time:
+Three ways to move time:
 
 - **manual**: `await clock.advance(seconds)` walks the timeline to `now + seconds`, waking sleepers
   one deadline at a time, in deadline order (equal deadlines in the order they went to sleep), and
   lets the event loop settle after each wake, so a woken task that sleeps again before the target is
   woken again within the same `advance`.
+- **from synchronous code**: `clock.jump_to(t)` sets the time at once and wakes every sleeper due by
+  then, without letting the loop run (the simulator's timer wheel fires its own callbacks this way).
 - **auto-advance** (`FakeClock(auto_advance=True)`): whenever every task is blocked (the event loop
   has nothing ready to run) and someone is sleeping, time jumps to the earliest deadline. Hours of
   backoff run in milliseconds, and a test reads like straight-line code: `await clock.sleep(3600)`.
@@ -133,6 +135,18 @@ class FakeClock:
         self._wake_due(head.deadline)
         await self.settle()
         return True
+
+    def jump_to(self, target: float) -> None:
+        """Set the time to `target` now, from synchronous code, waking every sleeper due by then.
+
+        None of them runs before the caller yields, so unlike `advance_to` they all wake to `target`,
+        not each to its own deadline.
+        """
+        if not math.isfinite(target):
+            raise ValueError(f"jump_to needs a finite time, got {target!r}")
+        if target < self._mono:
+            raise ValueError(f"time only moves forward: now {self._mono}, asked for {target}")
+        self._wake_due(target)
 
     async def run_until(self, aw: Awaitable[T]) -> T:
         """Await `aw`, moving time whenever everything else waits on it; its result."""

@@ -9,8 +9,9 @@ state as it is, not on the hint. So hints carry no payload, and the queue guaran
 - keys run in parallel, at most `concurrency` handlers at once;
 - `schedule(key, delay=...)` asks for a later look; the earliest request wins, and a hint (or any
   run of the key) cuts it short: a run is the look, and the handler schedules again if it must;
-- a handler exception is logged with its key and the key is retried after a per-key backoff
-  (`retry_initial` doubling up to `retry_cap`); it never kills the queue or another key's worker;
+- a handler exception is logged with its key and the key is retried after a per-key `Backoff`
+  (`retry_initial` doubling up to `retry_cap`, no jitter); it never kills the queue or another
+  key's worker;
 - a worker with nothing to do for `idle_timeout` retires; the next hint starts a new one;
 - `close()` stops intake, lets running and already-hinted keys finish, drops pending schedules, and
   cancels what is still running after `grace` seconds.
@@ -31,6 +32,7 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from .backoff import Backoff
 from .ports import Clock
 
 __all__ = ["Handler", "QueueState", "WorkQueue", "WorkQueueStats"]
@@ -100,8 +102,8 @@ class WorkQueue:
         self._clock = clock
         self._concurrency = concurrency
         self._idle_timeout = idle_timeout
-        self._retry_initial = retry_initial
-        self._retry_cap = retry_cap
+        # No jitter: what is retried is this process's own handler, not a server many clients share.
+        self._retry = Backoff(retry_initial, 2.0, retry_cap, max_tries=None, jitter=0.0)
         self._name = name
         self._keys: dict[str, _Key] = {}
         self._slots = asyncio.Semaphore(concurrency)
@@ -263,7 +265,7 @@ class WorkQueue:
                 raise
             except Exception:
                 entry.failures += 1
-                delay = min(self._retry_initial * 2 ** min(entry.failures - 1, 64), self._retry_cap)
+                delay = self._retry.delay(entry.failures - 1)
                 _log.exception("%s: handler failed for %s (failure %d in a row); retrying in %.1f s",
                                self._name, key, entry.failures, delay, extra={"key": key})
                 if self._state is QueueState.OPEN:

@@ -38,8 +38,14 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     print(f"configuration ok: profile {settings.platform.profile} at {settings.platform.url}, "
           f"kafka {settings.kafka.bootstrap} (group {settings.kafka.group_id}), "
-          f"{settings.platform.read_limit_per_s} reads/s")
+          f"budget {_budget(settings)}")
     return 0
+
+
+def _budget(settings: Settings) -> str:
+    limit, window = settings.platform.budget()
+    counted = "requests" if settings.platform.profile == "genesys" else "reads"
+    return f"{limit} {counted} per {window:g} s"
 
 
 def register(subparsers: Any) -> None:

@@ -193,7 +193,7 @@ async def _serve(args: argparse.Namespace, sim: Simulator) -> None:
     try:
         async with run_simulator(simulator=sim, host=args.host, port=args.port) as (url, _):
             line = {"url": url, "profile": sim.config.profile, "clientId": sim.config.client_id,
-                    "campaigns": len(sim.tenant.campaigns), "timeScale": sim.clock.scale, "pid": os.getpid()}
+                    "campaigns": len(sim.tenant.campaigns), "timeScale": args.time_scale, "pid": os.getpid()}
             sys.stdout.write(orjson.dumps(line).decode() + "\n")
             sys.stdout.flush()
             await stop.wait()

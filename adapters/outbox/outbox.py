@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+from fsm.backoff import Backoff
 from fsm.ports import Clock
 from schemas.base import encode, truncate_text
 from schemas.commands import CommandResult
@@ -97,8 +98,8 @@ class Outbox:
         self._synchronous = synchronous
         self._batch_size = batch_size
         self._max_group = max_group
-        self._retry_initial = retry_initial
-        self._retry_max = retry_max
+        # Jitter below the nominal delay only: a retry never waits longer than `retry_max`.
+        self._retry = Backoff(retry_initial, 2.0, retry_max, max_tries=None, jitter=0.5, jitter_below=True)
         self._rng = random.Random(seed)
         self._state = _Lifecycle.UNOPENED
         self._opening: asyncio.Lock | None = None
@@ -399,9 +400,7 @@ class Outbox:
                               row.content_type)
 
     def _backoff(self) -> float:
-        exponent = min(self.failed_attempts - 1, 32)
-        delay = min(self._retry_max, self._retry_initial * 2.0 ** exponent)
-        return delay * self._rng.uniform(0.5, 1.0)
+        return self._retry.delay(self.failed_attempts - 1, self._rng)
 
     def _drainer_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -2,7 +2,7 @@
 channels, for the guide's API and Genesys Cloud's.
 
 - `client`: `PlatformClient`, the `Platform` port (fsm/ports.py) over HTTP: reads inside the
-  tenant's read limiter, one POST per transition, failures mapped; `ClientStats` counts requests;
+  profile's request budget, one POST per transition, failures mapped; `ClientStats` counts requests;
 - `oauth`: `TokenManager`, OAuth client credentials, refreshed ahead of expiry;
 - `profiles`: payloads of each profile translated to and from the core's snapshots;
 - `notifications`: `NotificationChannels`, the WebSocket channels whose events become observations.

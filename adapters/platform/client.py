@@ -4,17 +4,30 @@ Built on `httpx.AsyncClient`; the constructor takes an optional `httpx.AsyncBase
 tests hand it an `httpx.MockTransport` and integration tests nothing (real sockets). Payloads are
 translated by `adapters/platform/profiles.py`; this module only moves them and maps failures.
 
-Reads (GET) are safe to repeat. Every GET is sent inside a grant of the tenant's `ReadLimiter`
-(key = the campaign, contact list or dialer it is about), held until its answer is back so the
-limiter counts the read where the platform may have counted it, then:
+The request budget (fsm/request_budget.py) is the profile's: genesys counts every request of the
+OAuth client, 300 per 60 s by default, so every GET, POST, PUT and DELETE (the notification-channel
+calls included) spends from it; the guide limits reads only, 10 per second, so only GETs spend. A
+request is sent inside its grant (key = the campaign, contact list or dialer it is about; writes
+in the priority lane), held until its answer is back so the budget counts it where the platform
+may have counted it. On genesys every answer's `inin-ratelimit-count` / `-allowed` / `-reset`
+resynchronise the budget with the platform's own count, which includes other instances of the same
+client (the guide names no such headers).
+
+Reads (GET) are safe to repeat; after a grant:
 
 - 5xx, timeouts and connection errors are retried with exponential backoff and jitter, a bounded
   number of times, then raised as `PlatformUnavailable`;
-- 429 is waited out: `Retry-After` and `inin-ratelimit-reset` say how long (the longer one wins),
-  and the wait is imposed on the limiter as a whole (`defer`), because the limit is the tenant's;
+- 429 (`too.many.requests`, or `too.many.requests.retry.after` for a per-resource limit) is waited
+  out: `Retry-After` and `inin-ratelimit-reset` say how long (the longer one wins), and the wait is
+  imposed on the budget as a whole (`defer`), because the limit is the client's;
   after a bounded number of waits, or a wait longer than `max_retry_after`, `PlatformRateLimited`;
 - 401 fetches a new token and sends once more;
-- 404 -> `PlatformNotFound`, 409 and 400-invalid-transition -> `PlatformConflict`.
+- 404 -> `PlatformNotFound`, 409 and 400-invalid-transition -> `PlatformConflict` (Genesys words
+  the 400 `Invalid transition from <COMPLETE> to <OFF>`: recognised by status and message).
+
+Login: tokens come from `login_url` + `/oauth/token`. Genesys serves them from `login.<region>`, not
+`api.<region>`; without a `login_url` the genesys profile derives it from `base_url` as the SDK does
+(adapters/platform/oauth.py `login_url_for`), the guide profile uses `base_url`.
 
 Transitions (POST start|stop|pause|resume, or genesys' older PUT with `version`) are sent exactly
 once. A 202 means "accepted", never "done": `send_action` returns an `ActionReceipt` and the caller
@@ -27,7 +40,7 @@ and sends once more, and a second 401 raises `PlatformAuthError`.
 
 Time: the injected `Clock` times backoff, token expiry and receipts. The platform's rate limit is
 in real seconds, so when the clock is scaled (a service sharing a time factor with the simulator),
-pass a `limiter` built on a real-time clock; one limiter may be shared by every client of a tenant.
+pass a `budget` built on a real-time clock; one budget may be shared by every client of an OAuth client.
 
 Exceptions raised (all from fsm/ports.py)::
 
@@ -41,18 +54,18 @@ Exceptions raised (all from fsm/ports.py)::
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
 
+from fsm.backoff import Backoff
 from fsm.ports import (
     ActionReceipt,
     CampaignSnapshot,
@@ -66,13 +79,14 @@ from fsm.ports import (
     PlatformRateLimited,
     PlatformUnavailable,
 )
-from fsm.read_limiter import ReadLimiter
+from fsm.request_budget import Grant, RequestBudget
 from schemas.base import ContractError
 from schemas.platform import GenesysCampaignProgress, NotificationChannel
 from schemas.types import Action, CampaignState
 
 from ..clock import SystemClock
-from .oauth import TokenManager
+from .answers import error_fields, invalid_transition, rate_headers, retry_after
+from .oauth import TokenManager, login_url_for
 from .profiles import (
     GENESYS_TURN,
     SUPPORTED_ACTIONS,
@@ -84,7 +98,7 @@ from .profiles import (
     errors_from_payload,
 )
 
-__all__ = ["ClientStats", "PlatformClient"]
+__all__ = ["DEFAULT_BUDGET", "ClientStats", "PlatformClient"]
 
 _log = logging.getLogger(__name__)
 
@@ -93,7 +107,9 @@ _CONTACT_LISTS = "/api/v2/outbound/contactlists"
 _DIALERS = "/api/v2/outbound/dialers"
 _CHANNELS = "/api/v2/notifications/channels"
 _LIST_KEY = "(campaign-list)"
-_CONFLICT_CODES = frozenset({"invalid.campaign.status.transition", "campaign.state.conflict", "conflict"})
+_CHANNEL_KEY = "(notification-channels)"
+# Requests per window of each profile's budget (see the module docstring).
+DEFAULT_BUDGET: Mapping[Profile, tuple[int, float]] = {Profile.GUIDE: (10, 1.0), Profile.GENESYS: (300, 60.0)}
 # Without the state the model leaves: what each action asks for (a stop of a paused campaign then
 # sends an off the platform may refuse as already off; the core always names the state).
 _GENESYS_DEFAULT_TURN = {Action.START: "on", Action.RESUME: "on", Action.PAUSE: "off", Action.STOP: "off"}
@@ -126,11 +142,13 @@ class PlatformClient:
         *,
         profile: Profile | str = Profile.GUIDE,
         clock: Clock | None = None,
-        limiter: ReadLimiter | None = None,
+        budget: RequestBudget | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 10.0,
-        read_rate: int = 10,
-        read_margin: float = 0.05,
+        request_limit: int | None = None,
+        request_window: float | None = None,
+        request_margin: float = 0.05,
+        login_url: str | None = None,
         max_get_attempts: int = 5,
         max_rate_limit_waits: int = 5,
         max_retry_after: float = 60.0,
@@ -150,20 +168,28 @@ class PlatformClient:
         if not 1 <= page_size <= 500:
             raise ValueError(f"page_size must be within 1..500, got {page_size}")
         self._clock: Clock = clock if clock is not None else SystemClock()
-        self._owns_limiter = limiter is None
-        if limiter is None:
-            limiter = ReadLimiter(self._clock, read_rate, 1.0, read_margin)
-        self._limiter = limiter
+        self._owns_budget = budget is None
+        if budget is None:
+            limit, window = DEFAULT_BUDGET[self._profile]
+            budget = RequestBudget(self._clock, request_limit or limit, request_window or window, request_margin)
+        self._budget = budget
+        # Genesys counts every method against the client's budget and says its count in headers;
+        # the guide's limit is on reads, and the guide names no such headers.
+        self._writes_spend = self._resyncs = self._profile is Profile.GENESYS
         self._http = httpx.AsyncClient(
             base_url=base_url, transport=transport, timeout=timeout, headers={"Accept": "application/json"}
         )
-        self._tokens = TokenManager(self._http, client_id, client_secret, self._clock)
+        if login_url is None:
+            login_url = login_url_for(base_url) if self._profile is Profile.GENESYS else base_url
+        self._login_url = login_url.rstrip("/")
+        self._tokens = TokenManager(self._http, client_id, client_secret, self._clock,
+                                    token_url=f"{self._login_url}/oauth/token")
         self._base_url = base_url
         self._max_get_attempts = max_get_attempts
         self._max_rate_limit_waits = max_rate_limit_waits
         self._max_retry_after = max_retry_after
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
+        # +-20 % after the cap, so many readers never retry in lockstep.
+        self._retry = Backoff(backoff_base, 2.0, backoff_cap, max_tries=None, jitter=0.2)
         self._capacity = dict(dialer_capacity or {})
         self._via_put = genesys_status_via_put and self._profile is Profile.GENESYS
         self._page_size = page_size
@@ -181,8 +207,8 @@ class PlatformClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._owns_limiter:
-            await self._limiter.aclose()
+        if self._owns_budget:
+            await self._budget.aclose()
         await self._http.aclose()
 
     # --- the Platform port -----------------------------------------------------------------------
@@ -204,8 +230,12 @@ class PlatformClient:
         return self._clock
 
     @property
-    def limiter(self) -> ReadLimiter:
-        return self._limiter
+    def budget(self) -> RequestBudget:
+        return self._budget
+
+    @property
+    def login_url(self) -> str:
+        return self._login_url
 
     @property
     def tokens(self) -> TokenManager:
@@ -222,16 +252,40 @@ class PlatformClient:
             body = await self._get(_CAMPAIGNS, key=_LIST_KEY, params={"pageSize": self._page_size,
                                                                       "pageNumber": page})
             entities = body.get("entities")
-            if not isinstance(entities, list):
-                raise PlatformError(f"campaign page {page}: 'entities' is missing or not a list")
-            for entity in entities:
-                try:
-                    out.append(campaign_from_payload(self._profile, entity))
-                except ContractError as exc:
-                    _log.warning("skipping a campaign the platform listed in an unusable shape: %s", exc)
+            out.extend(self._entities(body, f"campaign page {page}"))
             page_count = body.get("pageCount")
             if not entities or not isinstance(page_count, int) or page >= page_count:
                 break
+        return out
+
+    async def get_campaigns(self, campaign_ids: Sequence[str]) -> list[CampaignSnapshot]:
+        """Many campaigns by id, up to `page_size` (100 on Genesys) per request: `GET .../campaigns`
+        with repeated `id` filters (the SDK's `get_outbound_campaigns(id=[...], page_size=...)`).
+
+        Ids the platform does not list (deleted, never there) are simply absent from the answer; an
+        entity that does not parse is logged and skipped, as in `list_campaigns`.
+        """
+        for cid in campaign_ids:
+            _segment(cid)  # a bad id is refused before anything is sent
+        unique = list(dict.fromkeys(campaign_ids))
+        out: list[CampaignSnapshot] = []
+        for start in range(0, len(unique), self._page_size):
+            chunk = unique[start:start + self._page_size]
+            params = httpx.QueryParams([("id", cid) for cid in chunk] + [("pageSize", len(chunk)), ("pageNumber", 1)])
+            body = await self._get(_CAMPAIGNS, key=_LIST_KEY, params=params)
+            out.extend(self._entities(body, f"campaigns by id ({len(chunk)})"))
+        return out
+
+    def _entities(self, body: dict[str, Any], what: str) -> list[CampaignSnapshot]:
+        entities = body.get("entities")
+        if not isinstance(entities, list):
+            raise PlatformError(f"{what}: 'entities' is missing or not a list")
+        out: list[CampaignSnapshot] = []
+        for entity in entities:
+            try:
+                out.append(campaign_from_payload(self._profile, entity))
+            except ContractError as exc:
+                _log.warning("skipping a campaign the platform listed in an unusable shape: %s", exc)
         return out
 
     async def get_errors(self, campaign_id: str) -> list[dict[str, str]]:
@@ -294,7 +348,7 @@ class PlatformClient:
 
     async def _post_action(self, campaign_id: str, action: Action, route: str, body: Any) -> ActionReceipt:
         path = f"{_campaign_path(campaign_id)}/{route}"
-        resp, sent_at = await self._send_once("POST", path, body)
+        resp, sent_at = await self._send_once("POST", path, body, key=campaign_id)
         answered_at = self._clock.now()
         if not resp.is_success:
             self._raise_for(resp, f"POST {path}", sent_at=sent_at)
@@ -325,28 +379,36 @@ class PlatformClient:
         if self._profile is not Profile.GENESYS:
             raise ValueError("campaign progress exists only in the genesys profile")
         path = f"{_campaign_path(campaign_id)}/progress"
-        resp, sent_at = await self._send_once("DELETE", path, None)
+        resp, sent_at = await self._send_once("DELETE", path, None, key=campaign_id)
         if not resp.is_success:
             self._raise_for(resp, f"DELETE {path}", sent_at=sent_at)
 
     async def set_campaign_status_put(self, campaign_id: str, campaign_status: str) -> CampaignSnapshot:
-        """genesys' older way: PUT the whole campaign with its `version` and the wanted `campaignStatus`.
+        """genesys' older way, as a compare-and-set: read the campaign, PUT it back whole with its
+        `version` and the wanted `campaignStatus`.
 
-        Read, then one PUT. A stale `version` (someone changed the campaign in between) is a 409 and
-        raises `PlatformConflict`: re-read and decide again, never re-PUT blindly.
+        Never re-sent. A 409 (a stale `version`: the campaign changed between the read and the PUT,
+        or Genesys' eventual consistency answered an older read) or a 400 invalid transition changed
+        nothing: the campaign is read again and the `PlatformConflict` carries it as `current`, so
+        the caller decides again on the fresh state (fsm/dispatch.py does).
         """
         if self._profile is not Profile.GENESYS:
             raise ValueError("set_campaign_status_put exists only in the genesys profile")
         if campaign_status not in ("on", "off"):
             raise ValueError(f"campaign_status must be 'on' or 'off', got {campaign_status!r}")
         path = _campaign_path(campaign_id)
-        current = await self._get(path, key=campaign_id)
+        current = await self._get(path, key=campaign_id, priority=True)
         if "version" not in current:
             raise PlatformError(f"campaign {campaign_id!r} has no 'version'; the PUT needs one")
         wanted = {**current, "campaignStatus": campaign_status}
-        resp, sent_at = await self._send_once("PUT", path, wanted)
+        resp, sent_at = await self._send_once("PUT", path, wanted, key=campaign_id)
         if not resp.is_success:
-            self._raise_for(resp, f"PUT {path}", sent_at=sent_at)
+            try:
+                self._raise_for(resp, f"PUT {path}", sent_at=sent_at)
+            except PlatformConflict as conflict:
+                fresh = await self.get_campaign(campaign_id, priority=True)
+                raise PlatformConflict(str(conflict), status=conflict.status, sent_at=sent_at,
+                                       current=fresh, stale=conflict.status == 409) from None
         updated = _json_object(resp, f"PUT {path}")
         return self._translate(campaign_from_payload, updated, f"campaign {campaign_id!r}")
 
@@ -354,7 +416,7 @@ class PlatformClient:
 
     async def create_notification_channel(self) -> NotificationChannel:
         """POST /api/v2/notifications/channels. A lost answer only leaks a channel that expires."""
-        resp, sent_at = await self._send_once("POST", _CHANNELS, None)
+        resp, sent_at = await self._send_once("POST", _CHANNELS, None, key=_CHANNEL_KEY)
         if not resp.is_success:
             self._raise_for(resp, f"POST {_CHANNELS}", sent_at=sent_at)
         try:
@@ -365,14 +427,16 @@ class PlatformClient:
     async def set_channel_topics(self, channel_id: str, topics: list[str], *, replace: bool) -> None:
         """PUT (replace=True) or POST (add) the channel's topic subscriptions."""
         path = f"{_CHANNELS}/{_segment(channel_id)}/subscriptions"
-        resp, sent_at = await self._send_once("PUT" if replace else "POST", path, [{"id": t} for t in topics])
+        resp, sent_at = await self._send_once("PUT" if replace else "POST", path, [{"id": t} for t in topics],
+                                             key=_CHANNEL_KEY)
         if not resp.is_success:
             self._raise_for(resp, f"subscriptions of channel {channel_id!r}", sent_at=sent_at)
 
     # --- reads -----------------------------------------------------------------------------------
 
     async def _get(
-        self, path: str, *, key: str, params: Mapping[str, Any] | None = None, priority: bool = False
+        self, path: str, *, key: str, params: httpx.QueryParams | Mapping[str, Any] | None = None,
+        priority: bool = False,
     ) -> dict[str, Any]:
         failures = 0
         rate_waits = 0
@@ -383,9 +447,10 @@ class PlatformClient:
             try:
                 # The grant is held until the answer is back: the limiter then knows the platform
                 # counted this read, however late after the grant it left.
-                async with self._limiter.reading(key, priority=priority):
+                async with self._budget.spend(key, priority=priority) as grant:
                     self.stats.gets_sent += 1
                     resp = await self._http.get(path, params=params, headers=_bearer(token))
+                    self._resync(grant, resp)
             except httpx.HTTPError as exc:
                 failures += 1
                 if failures >= self._max_get_attempts:
@@ -404,14 +469,14 @@ class PlatformClient:
                 continue
             if status == 429:
                 self.stats.http_429 += 1
-                wait = _retry_after(resp)
+                wait = retry_after(resp)
                 if wait is None:
                     wait = self._backoff(rate_waits + 1)
                 rate_waits += 1
                 if rate_waits > self._max_rate_limit_waits or wait > self._max_retry_after:
                     raise PlatformRateLimited(f"{what}: HTTP 429 after {rate_waits} waits", retry_after=wait)
-                _log.warning("%s: HTTP 429, the tenant waits %.2fs", what, wait)
-                self._limiter.defer(wait)
+                _log.warning("%s: HTTP 429 %s, the client waits %.2fs", what, error_fields(resp)[0], wait)
+                self._budget.defer(wait)
                 continue
             if status >= 500:
                 self.stats.http_5xx += 1
@@ -430,20 +495,22 @@ class PlatformClient:
         await self._clock.sleep(delay)
 
     def _backoff(self, attempt: int) -> float:
-        """Exponential, capped, with +-20% jitter so many readers never retry in lockstep."""
-        base: float = min(self._backoff_cap, self._backoff_base * 2.0 ** (attempt - 1))
-        return base * self._rng.uniform(0.8, 1.2)
+        """The delay before retry `attempt` (1-based)."""
+        return self._retry.delay(attempt - 1, self._rng)
 
     # --- writes ----------------------------------------------------------------------------------
 
-    async def _send_once(self, method: str, path: str, body: Any) -> tuple[httpx.Response, float]:
+    async def _send_once(self, method: str, path: str, body: Any, *, key: str) -> tuple[httpx.Response, float]:
         """One write. Re-sent only after a 401, which proves the platform did not process it."""
         for attempt in (1, 2):
             token = await self._tokens.token()  # a failure here means nothing was sent
-            sent_at = self._clock.now()
-            self.stats.writes_sent += 1
             try:
-                resp = await self._http.request(method, path, json=body, headers=_bearer(token))
+                async with self._spending(key) as grant:
+                    sent_at = self._clock.now()
+                    self.stats.writes_sent += 1
+                    resp = await self._http.request(method, path, json=body, headers=_bearer(token))
+                    if grant is not None:
+                        self._resync(grant, resp)
             except httpx.TimeoutException:
                 raise PlatformUnavailable(
                     f"{method} {path}: no answer in time; it may have been executed: re-read before deciding",
@@ -462,8 +529,27 @@ class PlatformClient:
                 self.stats.http_5xx_unretried += 1
             elif resp.status_code == 429:
                 self.stats.http_429 += 1
+                wait = retry_after(resp)
+                if wait is not None:
+                    self._budget.defer(min(wait, self._max_retry_after))
             return resp, sent_at
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextlib.asynccontextmanager
+    async def _spending(self, key: str) -> AsyncIterator[Grant | None]:
+        """A write's grant: from the budget where the profile counts writes (genesys), else none."""
+        if not self._writes_spend:
+            yield None
+            return
+        async with self._budget.spend(key, priority=True) as grant:
+            yield grant
+
+    def _resync(self, grant: Grant, resp: httpx.Response) -> None:
+        """The platform's own count of this client's requests, when the answer carries it."""
+        counted = rate_headers(resp) if self._resyncs else None
+        if counted is not None:
+            count, allowed, reset = counted
+            self._budget.resync(grant, count=count, allowed=allowed, reset_after=reset)
 
     # --- translation -----------------------------------------------------------------------------
 
@@ -475,14 +561,14 @@ class PlatformClient:
 
     def _raise_for(self, resp: httpx.Response, what: str, *, sent_at: float | None = None) -> None:
         status = resp.status_code
-        code, message = _error_fields(resp)
+        code, message = error_fields(resp)
         text = f"{what}: HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
         if status == 404:
             raise PlatformNotFound(text, status=status, sent_at=sent_at)
-        if status == 409 or (status == 400 and (code in _CONFLICT_CODES or "transition" in code)):
+        if status == 409 or (status == 400 and invalid_transition(code, message)):
             raise PlatformConflict(text, status=status, sent_at=sent_at)
         if status == 429:
-            raise PlatformRateLimited(text, retry_after=_retry_after(resp))
+            raise PlatformRateLimited(text, retry_after=retry_after(resp))
         if status >= 500:
             raise PlatformUnavailable(text, status=status, sent_at=sent_at)
         if status in (401, 403):
@@ -518,41 +604,3 @@ def _json_object(resp: httpx.Response, what: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise PlatformError(f"{what}: expected a JSON object, got {type(body).__name__}")
     return body
-
-
-def _error_fields(resp: httpx.Response) -> tuple[str, str]:
-    try:
-        body = resp.json()
-    except ValueError:
-        return "", ""
-    if not isinstance(body, dict):
-        return "", ""
-    code = body.get("code")
-    message = body.get("message")
-    return (code if isinstance(code, str) else "")[:100], (message if isinstance(message, str) else "")[:300]
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    """Seconds to wait from `Retry-After` (seconds or HTTP date) and `inin-ratelimit-reset`; the longer."""
-    waits: list[float] = []
-    raw = resp.headers.get("Retry-After")
-    if raw:
-        try:
-            waits.append(float(raw))
-        except ValueError:
-            try:
-                when = parsedate_to_datetime(raw)
-                date = resp.headers.get("Date")
-                ref = parsedate_to_datetime(date) if date else None
-                if ref is not None:
-                    waits.append((when - ref).total_seconds())
-            except (TypeError, ValueError):
-                pass
-    reset = resp.headers.get("inin-ratelimit-reset")
-    if reset:
-        try:
-            waits.append(float(reset))
-        except ValueError:
-            pass
-    good = [w for w in waits if math.isfinite(w)]
-    return max([0.0, *good]) if good else None

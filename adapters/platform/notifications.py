@@ -50,6 +50,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from fsm.backoff import Backoff
 from fsm.ports import Clock, Notification, NotificationListener, PlatformNotFound
 from schemas.base import ContractError, decode
 from schemas.platform import NotificationChannel, NotificationEnvelope
@@ -123,8 +124,7 @@ class NotificationChannels:
         self.silence_timeout = silence_timeout
         self.channel_lifetime = channel_lifetime
         self.renew_before = renew_before
-        self.reconnect_base = reconnect_base
-        self.reconnect_cap = reconnect_cap
+        self._reconnect = Backoff(reconnect_base, 2.0, reconnect_cap, max_tries=None, jitter=0.2)
         self.open_timeout = open_timeout
         self.drain_seconds = drain_seconds
         self._rng = rng if rng is not None else random.Random()
@@ -224,8 +224,8 @@ class NotificationChannels:
                 _log.exception("notification state listener failed")
 
     def _backoff(self, strikes: int) -> float:
-        base: float = min(self.reconnect_cap, self.reconnect_base * 2.0 ** max(0, strikes - 1))
-        return base * self._rng.uniform(0.8, 1.2)
+        """The delay before reconnecting after `strikes` failed tries in a row (0 and 1: the first step)."""
+        return self._reconnect.delay(max(0, strikes - 1), self._rng)
 
     async def _deliver(self, raw: str | bytes) -> _Signal:
         try:

@@ -8,6 +8,12 @@ refused token back to `invalidate`, and the next `token()` fetches a new one. Ha
 token (rather than "refresh now") matters under concurrency: fifty reads refused with the same old
 token cause one fetch, not fifty. Concurrent callers of `token()` share that one fetch.
 
+Where. Genesys issues tokens at `https://login.<region>/oauth/token`, not on the API host
+`https://api.<region>`: its SDK derives the login host by replacing `//api.` with `//login.` in the
+API URL (PureCloudPlatformClientV2 `api_client.py`, `ApiClient.get_conf_url("login", ...)`).
+`login_url_for` does the same; a host that does not start with `api.` (a test host, the
+simulator) is left as it is, so the token endpoint is then the API host's own.
+
 Secrets. The client secret lives in a `_Secret` whose repr is masked; the token is never logged,
 never put in an exception message and never in a repr. Errors name the client id (an identifier,
 not a credential) and the status, never the body the token endpoint sent back beyond its `error`
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 
 import httpx
 
@@ -26,11 +33,18 @@ from fsm.ports import Clock, PlatformAuthError, PlatformUnavailable
 from schemas.base import ContractError, decode
 from schemas.platform import OAuthToken
 
-__all__ = ["TokenManager"]
+__all__ = ["TokenManager", "login_url_for"]
 
 _log = logging.getLogger(__name__)
 
 _TOKEN_PATH = "/oauth/token"
+_API_HOST = re.compile(r"//api\.")
+
+
+def login_url_for(api_url: str) -> str:
+    """The login host of a Genesys Cloud API URL, as the SDK derives it: `https://api.mypurecloud.ie`
+    -> `https://login.mypurecloud.ie`. Any other URL is returned unchanged (without a trailing /)."""
+    return _API_HOST.sub("//login.", api_url.strip().rstrip("/"), count=1)
 _MAX_EARLY = 60.0
 _EARLY_FRACTION = 0.1
 
@@ -55,10 +69,12 @@ class _Secret:
 class TokenManager:
     """Fetches and caches the bearer token of one OAuth client."""
 
-    def __init__(self, http: httpx.AsyncClient, client_id: str, client_secret: str, clock: Clock) -> None:
+    def __init__(self, http: httpx.AsyncClient, client_id: str, client_secret: str, clock: Clock, *,
+                 token_url: str = _TOKEN_PATH) -> None:
         if not client_id or not client_secret:
             raise ValueError("client_id and client_secret must both be non-empty")
         self._http = http
+        self._token_url = token_url  # absolute (the login host), or a path on the API host
         self._client_id = client_id
         self._secret = _Secret(client_secret)
         self._clock = clock
@@ -70,6 +86,10 @@ class TokenManager:
     @property
     def client_id(self) -> str:
         return self._client_id
+
+    @property
+    def token_url(self) -> str:
+        return self._token_url
 
     async def token(self) -> str:
         """A valid bearer token, fetched only when there is none or it is about to expire."""
@@ -91,7 +111,7 @@ class TokenManager:
         basic = base64.b64encode(f"{self._client_id}:{self._secret.reveal()}".encode()).decode("ascii")
         try:
             resp = await self._http.post(
-                _TOKEN_PATH,
+                self._token_url,
                 data={"grant_type": "client_credentials"},
                 headers={"Authorization": f"Basic {basic}", "Accept": "application/json"},
             )

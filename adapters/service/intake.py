@@ -48,7 +48,7 @@ from uuid import UUID
 
 import orjson
 
-from fsm.backoff import PollPolicy
+from fsm.backoff import Backoff
 from schemas import Command, ContractError, decode
 from schemas.commands import CAMPAIGN_ID_PATTERN, CommandResult
 from schemas.types import ReasonCode
@@ -65,7 +65,7 @@ DEAD_LETTER_CONTENT_TYPE = "application/octet-stream"  # the record as it came, 
 # once the broker is back (the sink's own such errors are given by the service, `sink_errors`).
 # Anything else raised while handling a record is that record's.
 _UNAVAILABLE: tuple[type[Exception], ...] = (KafkaEdgeError, OSError)
-_RETRY = PollPolicy(initial=0.5, multiplier=2.0, cap=30.0, jitter=0.2)
+_RETRY = Backoff(initial=0.5, multiplier=2.0, cap=30.0, max_tries=None, jitter=0.2)
 _SHOWN = 80  # characters of a hostile key or error quoted back in a result
 
 
@@ -113,7 +113,7 @@ class CommandIntake:
     def __init__(self, consumer: CommandSource, orchestrator: CommandCore, producer: DeadLetterProducer,
                  dead_letter_topic: str, *, owns: Callable[[str], bool] | None = None,
                  sink_errors: tuple[type[Exception], ...] = (),
-                 fetch_timeout_s: float = 0.5, max_records: int = 500, retry: PollPolicy = _RETRY,
+                 fetch_timeout_s: float = 0.5, max_records: int = 500, retry: Backoff = _RETRY,
                  unhealthy_after: int = 2, stall_after_s: float = 60.0, check_every_s: float = 0.5,
                  seed: int | None = None) -> None:
         self._consumer = consumer
@@ -197,7 +197,7 @@ class CommandIntake:
         self._restart = task.get_loop().call_later(delay, self._spawn)
 
     def _delay(self, attempt: int) -> float:
-        return self._retry.jittered(self._retry.nominal(min(attempt - 1, 64)), self._rng)
+        return self._retry.delay(attempt - 1, self._rng)
 
     async def _run(self) -> None:
         rewind = True  # a restarted task finds the consumer past whatever the last one left unfinished

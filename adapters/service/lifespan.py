@@ -27,6 +27,7 @@ import httpx
 from fsm.machine import CampaignMachine
 from fsm.orchestrator import Orchestrator
 from fsm.ports import Clock, ManagedSink, Notification
+from fsm.request_budget import share_of
 
 from ..clock import SystemClock
 from ..kafka import CommandConsumer, KafkaConfig, KafkaSecurity, Producer, TopicNames, ensure_topics, open_admin
@@ -134,8 +135,9 @@ class Service:
             client = PlatformClient(
                 settings.platform.url, settings.platform.client_id, settings.platform.client_secret.get_secret_value(),
                 profile=settings.platform.profile, clock=clock, transport=self._transport,
-                timeout=settings.platform.timeout_s, read_rate=settings.read_rate(),
-                read_margin=settings.read_margin(),
+                timeout=settings.platform.timeout_s, request_limit=settings.request_share(),
+                request_window=settings.platform.budget()[1], request_margin=settings.read_margin(),
+                login_url=settings.platform.token_host,
                 dialer_capacity=settings.platform.dialer_capacity,
                 genesys_status_via_put=settings.platform.genesys_status_via_put,
             )
@@ -157,7 +159,11 @@ class Service:
                                         notifications=channels if follow else None,
                                         config=settings.orchestrator_config(), authority=authority,
                                         auth_clock=time.time, owns=owns_nothing)
-            ownership = Ownership(self._kafka, orchestrator, sink)
+            whole_budget = settings.platform.budget()[0]
+            # Instances sharing one OAuth client split its budget by their shares of the partitions:
+            # a dead instance's partitions, and with them its share, come back on the rebalance.
+            ownership = Ownership(self._kafka, orchestrator, sink, on_share=lambda owned, total:
+                                  client.budget.set_limit(share_of(whole_budget, owned, total)))
             consumer = CommandConsumer(self._kafka, hooks=ownership)
             ownership.consumer = consumer
             intake = CommandIntake(consumer, orchestrator, producer, self._kafka.topics.dead_letters,

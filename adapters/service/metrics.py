@@ -69,7 +69,10 @@ def metrics_table(orch: Orchestrator, client: PlatformClient, channels: Notifica
         "campaign_fsm_transition_seconds_sum": ("Seconds spent in finished transitions, by type",
                                                 durations(1)),
         "campaign_fsm_reads_per_second": ("Platform reads in the last second (the limit is read_limit_per_s)",
-                                          lambda: [({}, float(client.limiter.recent(1.0)))]),
+                                          lambda: [({}, float(client.budget.recent(1.0)))]),
+        "campaign_fsm_request_budget": ("This instance's share of the OAuth client's request budget "
+                                        "(requests per window; the window is the profile's)",
+                                        lambda: [({}, float(client.budget.limit))]),
         "campaign_fsm_consumer_lag": ("Commands not yet fetched, per partition of the commands topic", lag),
         "campaign_fsm_campaigns": ("Campaigns by state", states),
         "campaign_fsm_in_flight": ("Transitions in flight per dialer", dialers),

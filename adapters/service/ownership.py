@@ -31,8 +31,10 @@ class Ownership:
     group moves on, which is what keeps two instances from driving one campaign.
     """
 
-    def __init__(self, kafka: KafkaConfig, orchestrator: Orchestrator, sink: ManagedSink) -> None:
+    def __init__(self, kafka: KafkaConfig, orchestrator: Orchestrator, sink: ManagedSink, *,
+                 on_share: Callable[[int, int], None] | None = None) -> None:
         self.kafka = kafka
+        self.on_share = on_share  # (partitions owned, partitions in all) on each assignment
         self.orchestrator = orchestrator
         self.sink = sink
         self.consumer: CommandConsumer | None = None
@@ -62,7 +64,10 @@ class Ownership:
         self.rebalances += 1
         self.generation = generation
         self.owned = frozenset(p.partition for p in partitions if p.topic == self.kafka.topics.commands)
-        owns = self._predicate(self.owned, self.consumer.partition_count())
+        count = self.consumer.partition_count()
+        owns = self._predicate(self.owned, count)
+        if self.on_share is not None:
+            self.on_share(len(self.owned), count)
         # At once, not after the acquisition: a command fetched meanwhile waits in the core (which is
         # suspended) rather than being refused as not owned.
         self._owns = owns

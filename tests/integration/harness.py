@@ -26,7 +26,6 @@ from aiokafka import AIOKafkaConsumer
 
 from adapters.devtools.brokers import BrokerHandle
 from adapters.devtools.simulator import Simulator, SimulatorConfig, run_simulator
-from adapters.devtools.simulator.clock import ScaledClock
 from adapters.devtools.simulator.tenant import Tenant
 from adapters.kafka import Producer, TopicNames, ensure_topics, open_admin
 from adapters.service import Service
@@ -141,7 +140,7 @@ async def e2e(
     **dispatch: Any,
 ) -> AsyncIterator[Run]:
     config = sim_config or SimulatorConfig(profile=profile, rate_clock="sim")  # type: ignore[arg-type]
-    sim = simulator or Simulator(tenant, config, clock=ScaledClock(scale))
+    sim = simulator or Simulator(tenant, config, time_scale=scale)
     topics = topics or TopicNames.with_prefix(unique_name("e2e") + ".")
     group = group or unique_name("group")
     with tempfile.TemporaryDirectory(prefix="campaign-fsm-outbox-") as outbox_dir:

@@ -78,7 +78,6 @@ from aiokafka.protocol.group import LeaveGroupRequest
 
 from adapters.devtools.brokers import BrokerHandle
 from adapters.devtools.simulator import FaultConfig, Simulator, SimulatorConfig, run_simulator
-from adapters.devtools.simulator.clock import ScaledClock
 from adapters.devtools.simulator.tenant import generate_tenant
 from adapters.kafka import Producer, TopicNames, ensure_topics, open_admin, read_topic
 from schemas.commands import Command
@@ -489,7 +488,7 @@ async def test_sigkill_at_20_random_points_loses_nothing_and_reissues_nothing(
         initial[campaign.id] = campaign.state
     faults = FaultConfig(drop_notification_probability=0.1, socket_close_probability=0.1,
                          list_lock_probability=0.08, list_lock_seconds=60.0, fail_probability=0.02)
-    sim = Simulator(tenant, SimulatorConfig(rate_clock="sim", faults=faults, seed=SEED), clock=ScaledClock(SCALE))
+    sim = Simulator(tenant, SimulatorConfig(rate_clock="sim", faults=faults, seed=SEED), time_scale=SCALE)
     topics = TopicNames.with_prefix(unique_name("chaos") + ".")
     group = unique_name("group")
     port = _free_port()

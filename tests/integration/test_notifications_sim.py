@@ -16,7 +16,7 @@ from adapters.devtools.simulator.server import run_simulator
 from adapters.devtools.simulator.tenant import generate_tenant
 from adapters.platform import NotificationChannels, PlatformClient
 from fsm.ports import Notification
-from fsm.read_limiter import ReadLimiter
+from fsm.request_budget import RequestBudget
 from schemas.types import Action, CampaignState, DialerType
 
 pytestmark = pytest.mark.integration
@@ -45,9 +45,9 @@ async def session(
     tenant = generate_tenant(campaigns, 1, dialer_types=(DialerType.POWER,))
     async with run_simulator(tenant, config, time_scale=SCALE) as (url, sim):
         clock = SystemClock(SCALE)
-        limiter = ReadLimiter(SystemClock(), rate=10, margin=0.05)
+        limiter = RequestBudget(SystemClock(), limit=10, margin=0.05)
         client = PlatformClient(url, config.client_id, config.client_secret, profile=profile, clock=clock,
-                                limiter=limiter)
+                                budget=limiter)
         holder: list[Session] = []
 
         async def listener(note: Notification) -> None:

@@ -17,7 +17,7 @@ from adapters.devtools.simulator.server import run_simulator
 from adapters.devtools.simulator.tenant import generate_tenant
 from adapters.platform import PlatformClient
 from fsm.ports import CampaignSnapshot, PlatformConflict, PlatformUnavailable
-from fsm.read_limiter import ReadLimiter
+from fsm.request_budget import RequestBudget
 from schemas.types import Action, CampaignState, DialerType
 
 pytestmark = pytest.mark.integration
@@ -41,9 +41,9 @@ async def platform(
     tenant = generate_tenant(campaigns, dialers, dialer_types=dialer_types)
     async with run_simulator(tenant, config, time_scale=time_scale) as (url, sim):
         # The platform's rate limit and token lifetime are in real seconds; only physics is scaled.
-        limiter = ReadLimiter(SystemClock(), rate=read_rate, margin=0.05)
+        limiter = RequestBudget(SystemClock(), limit=read_rate, margin=0.05)
         client = PlatformClient(url, config.client_id, config.client_secret, profile=profile,
-                                clock=SystemClock(time_scale), limiter=limiter, transport=transport)
+                                clock=SystemClock(time_scale), budget=limiter, transport=transport)
         try:
             yield client, sim
         finally:

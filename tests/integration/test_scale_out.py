@@ -26,7 +26,6 @@ from aiokafka import AIOKafkaConsumer
 
 from adapters.devtools.brokers import BrokerHandle, start_broker
 from adapters.devtools.simulator import Simulator, SimulatorConfig, run_simulator
-from adapters.devtools.simulator.clock import ScaledClock
 from adapters.devtools.simulator.tenant import generate_tenant
 from adapters.kafka import Producer, TopicNames, ensure_topics, open_admin
 from schemas.commands import Command
@@ -73,6 +72,13 @@ async def _campaign_count(port: int) -> float | None:
                if line.startswith("campaign_fsm_campaigns{"))
 
 
+async def _budget(port: int) -> float:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as http:
+        text = (await http.get("/metrics")).text
+    return next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith("campaign_fsm_request_budget"))
+
+
 async def _until(predicate: Any, timeout: float, what: str) -> None:  # noqa: ASYNC109  # a polling wait
     deadline = time.monotonic() + timeout
     while not await predicate():
@@ -85,7 +91,7 @@ async def test_sigkilled_instance_is_taken_over_without_reissuing(tmp_path: Path
     # Two campaigns per dialer: all twelve stops can be in flight at once (two per dialer at most).
     tenant = generate_tenant(12, 6, dialer_types=(DialerType.PREDICTIVE,), state=CampaignState.RUNNING,
                              max_active_calls=5)
-    sim = Simulator(tenant, SimulatorConfig(rate_clock="sim"), clock=ScaledClock(SCALE))
+    sim = Simulator(tenant, SimulatorConfig(rate_clock="sim"), time_scale=SCALE)
     topics = TopicNames.with_prefix(f"so-{uuid.uuid4().hex[:8]}.")
     (tmp_path / "outbox").mkdir()
     async with _tansu(tmp_path) as broker, run_simulator(simulator=sim) as (url, sim):
@@ -126,6 +132,9 @@ async def test_sigkilled_instance_is_taken_over_without_reissuing(tmp_path: Path
 
             await _until(both_own_some, 60, "both instances ready, sharing the 12 campaigns")
             owned_by_a = await _campaign_count(port_a)
+            # The tenant's 10 reads/s split by partition share (3 partitions: 2 and 1 -> 6 and 3).
+            shares = sorted([await _budget(port_a), await _budget(port_b)])
+            assert shares == [3.0, 6.0], shares
             await consumer.start()
             await producer.start()
             ids = sorted(tenant.campaigns)
@@ -158,6 +167,7 @@ async def test_sigkilled_instance_is_taken_over_without_reissuing(tmp_path: Path
 
             await _until(all_completed, 90, "every stop COMPLETED after the takeover")
             assert await _campaign_count(port_b) == 12, "the survivor owns every campaign"
+            assert await _budget(port_b) == 10.0, "the dead instance's share of the budget came back"
         finally:
             if os.environ.get("SO_DEBUG"):
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port_b}") as http:

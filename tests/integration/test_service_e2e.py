@@ -16,7 +16,7 @@ from adapters.devtools.simulator import SimulatorConfig
 from adapters.devtools.simulator.faults import FaultConfig
 from adapters.devtools.simulator.tenant import generate_tenant
 from adapters.service import Service
-from fsm.backoff import PollPolicy
+from fsm.backoff import Backoff
 from schemas.types import CampaignState, DialerType, Priority
 from tests.integration.harness import e2e
 
@@ -78,7 +78,7 @@ async def test_poll_intervals_show_jitter_and_stagger(broker: BrokerHandle,
     """Notifications off: tracked campaigns poll on the guide's backoff, each interval jittered, the
     first polls of a batch staggered. Measured from the simulator's own request log."""
     tenant = generate_tenant(6, 6, dialer_types=(DialerType.PREDICTIVE,), state=S.RUNNING)
-    policy = PollPolicy()
+    policy = Backoff()
     async with e2e(broker, unique_name, tenant=tenant, profile=profile, notifications=False, scale=10) as run:
         for i in range(1, 7):
             run.sim.next_transition(f"campaign-{i:04d}", "stall", duration=150)  # inside the 180 s window

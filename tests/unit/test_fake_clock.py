@@ -179,3 +179,37 @@ async def test_manual_advance_and_auto_mode_agree_on_time() -> None:
         await clock.advance(20)  # the driver may jump to 50 meanwhile: time never goes back
         await task
         assert clock.monotonic() >= 50
+
+
+async def test_jump_to_wakes_due_sleepers_from_sync_code() -> None:
+    # Moved from test_simulator_engine.py (was the simulator's ManualClock, now this FakeClock).
+    clock = FakeClock()
+    sleeper = asyncio.create_task(clock.sleep(3))
+    await asyncio.sleep(0)
+    clock.jump_to(2)
+    await asyncio.sleep(0)
+    assert not sleeper.done()
+    clock.jump_to(3)
+    await asyncio.wait_for(sleeper, 1)
+    with pytest.raises(ValueError, match="only moves forward"):
+        clock.jump_to(1)
+
+
+async def test_jump_to_wakes_every_due_sleeper_at_the_target_time() -> None:
+    clock = FakeClock()
+    woke: list[tuple[str, float]] = []
+
+    async def sleeper(name: str, seconds: float) -> None:
+        await clock.sleep(seconds)
+        woke.append((name, clock.monotonic()))
+
+    tasks = [asyncio.create_task(sleeper(n, s)) for n, s in (("b", 5.0), ("a", 2.0), ("late", 9.0))]
+    await clock.settle()
+    clock.jump_to(6.0)
+    assert clock.monotonic() == 6.0 and clock.sleepers == 1
+    await clock.settle()
+    assert woke == [("a", 6.0), ("b", 6.0)]  # none ran before the jump was over
+    with pytest.raises(ValueError, match="finite"):
+        clock.jump_to(math.inf)
+    tasks[2].cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -19,7 +19,7 @@ from adapters.kafka import Delivery, KafkaEdgeError, Partition, Record, partitio
 from adapters.outbox import OutboxError
 from adapters.service.intake import DEAD_LETTER_CONTENT_TYPE, CommandIntake
 from fsm import CampaignMachine
-from fsm.backoff import PollPolicy
+from fsm.backoff import Backoff
 from fsm.orchestrator import Orchestrator, OrchestratorConfig
 from fsm.testing import FakeClock
 from schemas.base import encode
@@ -29,7 +29,7 @@ from tests.fakes import FakeCampaign, FakePlatform, MemorySink
 
 TOPIC = "campaign.commands"
 PARTITIONS = 3
-FAST = PollPolicy(initial=0.01, multiplier=2.0, cap=0.05, jitter=0.0)
+FAST = Backoff(initial=0.01, multiplier=2.0, cap=0.05, jitter=0.0)
 
 
 class FakeConsumer:

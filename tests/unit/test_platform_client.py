@@ -24,7 +24,7 @@ from fsm.ports import (
     PlatformRateLimited,
     PlatformUnavailable,
 )
-from fsm.read_limiter import ReadLimiter
+from fsm.request_budget import RequestBudget
 from fsm.testing import FakeClock
 from schemas.types import Action, CampaignState, DialerType
 
@@ -202,7 +202,10 @@ async def test_ids_are_escaped_into_one_path_segment(fake: FakePlatform) -> None
     [
         (_error(404, "not.found"), PlatformNotFound),
         (_error(409, "campaign.state.conflict"), PlatformConflict),
-        (_error(400, "invalid.campaign.status.transition"), PlatformConflict),
+        # Genesys words a refused status change in its message (issue 14); the code we once matched
+        # (invalid.campaign.status.transition) appears nowhere public and no longer means anything.
+        (_error(400, "bad.request", "Invalid transition from <COMPLETE> to <OFF>"), PlatformConflict),
+        (_error(400, "invalid.campaign.status.transition"), PlatformError),
         (_error(400, "bad.request"), PlatformError),
         (_error(403, "missing.permissions"), PlatformAuthError),
         (httpx.Response(200, content=b"<html>"), PlatformError),
@@ -338,7 +341,7 @@ async def test_every_get_goes_through_the_tenant_limiter(fake: FakePlatform, clo
     for i in range(5):
         fake.always("GET", f"/api/v2/outbound/campaigns/c{i}",
                     httpx.Response(200, json={**GUIDE_CAMPAIGN, "id": f"c{i}"}))
-    async with _client(fake, read_margin=0.0) as client:
+    async with _client(fake, request_margin=0.0) as client:
         reads = [client.get_campaign(f"c{i % 5}") for i in range(45)]
         await clock.run_until(asyncio.gather(*reads))
     times = sorted(t for t, _ in fake.requests)
@@ -348,9 +351,9 @@ async def test_every_get_goes_through_the_tenant_limiter(fake: FakePlatform, clo
 
 
 async def test_a_shared_limiter_spans_clients(fake: FakePlatform, clock: FakeClock) -> None:
-    limiter = ReadLimiter(clock, rate=3)
+    limiter = RequestBudget(clock, limit=3)
     fake.always("GET", "/api/v2/outbound/campaigns/c1", httpx.Response(200, json=GUIDE_CAMPAIGN))
-    async with _client(fake, limiter=limiter) as one, _client(fake, limiter=limiter) as two:
+    async with _client(fake, budget=limiter) as one, _client(fake, budget=limiter) as two:
         await clock.run_until(asyncio.gather(*(c.get_campaign("c1") for c in (one, two, one, two, one, two))))
     times = sorted(t for t, _ in fake.requests)
     assert times[3] - times[0] >= 1.0
@@ -450,7 +453,7 @@ async def test_genesys_refuses_actions_it_lacks_without_a_request(fake: FakePlat
         (_error(503, "service.unavailable"), PlatformUnavailable),
         (_error(429, "too.many.requests", headers={"Retry-After": "1"}), PlatformRateLimited),
         (_error(409, "campaign.state.conflict"), PlatformConflict),
-        (_error(400, "invalid.campaign.status.transition"), PlatformConflict),
+        (_error(400, "bad.request", "Invalid transition from <ON> to <ON>"), PlatformConflict),
         (_error(404, "not.found"), PlatformNotFound),
         (httpx.ReadTimeout("no answer"), PlatformUnavailable),
         (httpx.WriteTimeout("stuck"), PlatformUnavailable),

@@ -8,7 +8,7 @@ import pytest
 
 from adapters.cli import build_parser, main
 from adapters.cli.simulate import build_simulator
-from adapters.devtools.simulator import ScaledClock
+from adapters.clock import SystemClock
 from schemas.types import CampaignState, DialerType
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +22,7 @@ def test_flags_build_the_simulator_they_describe() -> None:
     ])
     sim = build_simulator(args)
     assert sim.config.profile == "genesys" and sim.config.client_id == "me" and sim.tokens.ttl == 30
-    assert isinstance(sim.clock, ScaledClock) and sim.clock.scale == 40
+    assert isinstance(sim.clock, SystemClock) and sim.clock.time_scale == 40
     assert len(sim.tenant.campaigns) == 5 and set(sim.tenant.dialers) == {"dialer-01", "dialer-02"}
     assert {c.dialer_type for c in sim.tenant.campaigns.values()} == {DialerType.POWER, DialerType.PREDICTIVE}
     assert {c.state for c in sim.tenant.campaigns.values()} == {CampaignState.RUNNING}

@@ -1,8 +1,7 @@
-"""The simulator's clock, tenant and engine, without HTTP: time advanced by hand."""
+"""The simulator's scheduler, tenant and engine, without HTTP: time advanced by hand on a FakeClock."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import pytest
 
 from adapters.devtools.simulator import (
     FaultConfig,
-    ManualClock,
     Scheduler,
     Simulator,
     SimulatorConfig,
@@ -20,6 +18,7 @@ from adapters.devtools.simulator import (
     parse_tenant,
 )
 from adapters.devtools.simulator.engine import DialerOverloaded, InvalidTransition, UnknownCampaign
+from fsm.testing import FakeClock
 from schemas.types import Action, CampaignState, DialerType
 
 S = CampaignState
@@ -40,7 +39,7 @@ def _tenant(*campaigns: tuple[str, DialerType, CampaignState, int], dialer: str 
 
 def _sim(*campaigns: tuple[str, DialerType, CampaignState, int], **faults: float) -> Simulator:
     return Simulator(parse_tenant(_tenant(*campaigns)), SimulatorConfig(faults=FaultConfig(**faults)),
-                     clock=ManualClock())
+                     clock=FakeClock())
 
 
 def _time_to(sim: Simulator, cid: str, state: CampaignState, limit: float = 1000.0, step: float = 0.5) -> float:
@@ -56,7 +55,7 @@ def _time_to(sim: Simulator, cid: str, state: CampaignState, limit: float = 1000
 
 
 def test_scheduler_fires_timers_in_due_order_at_their_own_time() -> None:
-    clock = ManualClock()
+    clock = FakeClock()
     sched = Scheduler(clock)
     seen: list[tuple[str, float]] = []
     sched.call_later(5, lambda: seen.append(("b", clock.monotonic())))
@@ -69,22 +68,9 @@ def test_scheduler_fires_timers_in_due_order_at_their_own_time() -> None:
     assert clock.monotonic() == 10.0
 
 
-async def test_manual_clock_sleep_returns_when_advanced() -> None:
-    clock = ManualClock()
-    sleeper = asyncio.create_task(clock.sleep(3))
-    await asyncio.sleep(0)
-    clock.advance(2)
-    await asyncio.sleep(0)
-    assert not sleeper.done()
-    clock.advance(1)
-    await asyncio.wait_for(sleeper, 1)
-    with pytest.raises(ValueError, match="never goes back"):
-        clock.set(1)
-
-
-def test_advance_needs_a_manual_clock() -> None:
+def test_advance_needs_a_fake_clock() -> None:
     sim = Simulator(generate_tenant(1))
-    with pytest.raises(TypeError, match="ManualClock"):
+    with pytest.raises(TypeError, match="FakeClock"):
         sim.advance(1)
 
 

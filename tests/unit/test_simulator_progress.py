@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from adapters.devtools.simulator import FaultConfig, ManualClock, Simulator, SimulatorConfig, parse_tenant
+from adapters.devtools.simulator import FaultConfig, Simulator, SimulatorConfig, parse_tenant
 from adapters.devtools.simulator.engine import Timing
+from fsm.testing import FakeClock
 from schemas.platform import GenesysCampaignProgress
 from schemas.types import CampaignState
 
@@ -30,7 +31,7 @@ TENANT = {
 def _sim(profile: str = "genesys") -> Simulator:
     config = SimulatorConfig(profile=profile, faults=FaultConfig(read_limit_per_s=0),  # type: ignore[arg-type]
                              timing=Timing(records_per_second=1.0))
-    return Simulator(parse_tenant(TENANT), config, clock=ManualClock())
+    return Simulator(parse_tenant(TENANT), config, clock=FakeClock())
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ from schemas.commands import Command
 
 from ..brokers import BrokerError, BrokerHandle, parse_broker_choice
 from ..simulator import Simulator, SimulatorConfig, run_simulator
-from ..simulator.clock import ScaledClock
 from ..tui import LiveView, plain_frame
 from .feed import Feed, Observer
 from .scenario import KEY_ID, demo_tenant
@@ -140,7 +139,7 @@ async def run_demo(options: DemoOptions, broker: BrokerHandle, *, out: TextIO, d
     signer = Signer(KEY_ID, key)
     tenant = demo_tenant()
     names = {c.id: c.name for c in tenant.campaigns.values()}
-    sim = Simulator(tenant, SimulatorConfig(rate_clock="sim"), clock=ScaledClock(options.speed))
+    sim = Simulator(tenant, SimulatorConfig(rate_clock="sim"), time_scale=options.speed)
     live: LiveView | None = None
     async with contextlib.AsyncExitStack() as stack:
         url, sim = await stack.enter_async_context(run_simulator(simulator=sim))

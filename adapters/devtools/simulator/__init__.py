@@ -1,8 +1,9 @@
 """The platform simulator: a real HTTP + WebSocket server speaking the guide's API or Genesys Cloud's.
 
 It holds a tenant (campaigns, contact lists, dialer instances), moves campaigns through their states
-asynchronously on a scaled or manual clock, pushes notifications, injects the guide's faults (on
-demand through the admin API, or by seeded probability) and records every request it served.
+asynchronously on a scaled clock (`adapters.clock.SystemClock`) or a fake one (`fsm.testing.FakeClock`),
+pushes notifications, injects the guide's faults (on demand through the admin API, or by seeded
+probability) and records every request it served.
 
 Entry points: `Simulator` (the handle; `sim.app` is the ASGI app for `httpx.ASGITransport`),
 `run_simulator()` (serve it on 127.0.0.1:<free port>), and `campaign-fsm simulate` (the CLI).
@@ -11,7 +12,7 @@ See docs/simulator.md.
 
 from .app import Simulator, SimulatorConfig, StateRecord
 from .channels import Hub, NotificationRecord
-from .clock import ManualClock, ScaledClock, Scheduler
+from .clock import Scheduler
 from .engine import DEFAULT_TIMING, DurationSpec, Engine, Timing
 from .faults import FaultConfig, FaultInjector, TransitionOverride
 from .profiles import GENESYS_STATUS_OF_STATE
@@ -37,10 +38,8 @@ __all__ = [
     "FaultInjector",
     "Hub",
     "InFlightSample",
-    "ManualClock",
     "NotificationRecord",
     "RequestRecord",
-    "ScaledClock",
     "Scheduler",
     "SimCampaign",
     "SimContactList",

@@ -41,11 +41,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from fsm.testing import FakeClock
 from schemas.types import CampaignState
 
 from .api import error_response, json_response
 from .channels import ChannelError
-from .clock import ManualClock
 from .engine import EngineError, UnknownCampaign, UnknownContactList
 from .faults import TransitionOverride
 from .profiles import contact_list_payload
@@ -223,7 +223,7 @@ def admin_routes(sim: Simulator) -> list[BaseRoute]:
         })
 
     async def advance(request: Request) -> Response:
-        if not isinstance(sim.clock, ManualClock):
+        if not isinstance(sim.clock, FakeClock):
             return error_response(409, "conflict", "the clock is real-time; advance needs a manual clock")
         seconds = cast(float, _number(await _body(request), "seconds", optional=False))
         return json_response({"fired": sim.advance(seconds), "simTime": sim.clock.monotonic()})

@@ -1,16 +1,20 @@
 """The platform's public API, in the profile the simulator serves (see WIRE.md / docs/platform-profiles.md).
 
-Every request passes the same gate, in order: bearer token (401), then for outbound GETs the
-tenant read limit (429), then the route. Every request is recorded in the traffic log with the
-campaign's and dialer's state as it arrived. Engine refusals become the profile's errors:
+Every request passes the same gate, in order: bearer token (401), then the profile's request limit
+(429; see ratelimit.py: the guide counts outbound GETs, 10 per second; genesys counts every request
+of the OAuth client, 300 per minute, and answers `inin-ratelimit-*` on every answer), then the
+route. Every request is recorded in the traffic log with the campaign's and dialer's state as it
+arrived. Engine refusals become the profile's errors:
 
-=============================  ====================================  =====================================
+=============================  ====================================  =============================================
 refusal                        guide                                 genesys
-=============================  ====================================  =====================================
-transition invalid from state  409 campaign.state.conflict           400 invalid.campaign.status.transition
+=============================  ====================================  =============================================
+transition invalid from state  409 campaign.state.conflict           400 bad.request "Invalid transition from <ON>
+                                                                     to <ON>" (Genesys' wording; the code is ours)
 dialer overloaded (> limit)    409 campaign.state.conflict or 500    same
 PUT with a stale version       (no PUT)                              409 conflict
-=============================  ====================================  =====================================
+over the request limit         429 too.many.requests                 429 too.many.requests.retry.after
+=============================  ====================================  =============================================
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 _GUIDE_ACTIONS = {"start": Action.START, "stop": Action.STOP, "pause": Action.PAUSE, "resume": Action.RESUME}
 _GENESYS_ACTIONS = {"start": Action.START, "stop": Action.STOP}
+_GENESYS_TARGET = {"start": "on", "stop": "off"}  # the campaignStatus an action asks for
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -129,13 +134,19 @@ class _Api:
         if not sim.tokens.valid(request.headers.get("authorization")):
             return error_response(401, "bad.credentials", "Invalid, missing or expired access token.")
         limit_headers: dict[str, str] = {}
-        if kind == "read":
+        if kind == "read" or self.profile == "genesys":
             admission = sim.limiter.admit()
             limit_headers = admission.headers()
             if not admission.allowed:
+                if self.profile == "guide":
+                    return error_response(
+                        429, "too.many.requests",
+                        f"Rate limit exceeded: at most {admission.limit:g} outbound reads per second per tenant.",
+                        limit_headers)
                 return error_response(
-                    429, "too.many.requests",
-                    f"Rate limit exceeded: at most {admission.limit:g} outbound reads per second per tenant.",
+                    429, "too.many.requests.retry.after",
+                    f"Rate limit exceeded the maximum [{admission.limit:g}] requests within "
+                    f"[{admission.window:g}] seconds. Retry the request in [{admission.retry_after}] seconds",
                     limit_headers)
         try:
             response = await handler(request)
@@ -147,7 +158,7 @@ class _Api:
             response = error_response(404, "not.found", str(exc))
         except InvalidTransition as exc:
             response = (error_response(409, "campaign.state.conflict", str(exc)) if self.profile == "guide"
-                        else error_response(400, "invalid.campaign.status.transition", str(exc)))
+                        else error_response(400, "bad.request", self._invalid_transition(request, exc)))
         except DialerOverloaded as exc:
             response = (error_response(409, "campaign.state.conflict", str(exc)) if exc.status == 409
                         else error_response(500, "internal.server.error", str(exc)))
@@ -157,6 +168,13 @@ class _Api:
             response = error_response(exc.status, exc.code, str(exc))
         response.headers.update(limit_headers)
         return response
+
+    def _invalid_transition(self, request: Request, exc: InvalidTransition) -> str:
+        """Genesys' words for a refused status change: `Invalid transition from <COMPLETE> to <OFF>`."""
+        campaign = self.sim.tenant.campaigns.get(request.path_params.get("campaign_id", ""))
+        current = genesys_status(campaign) if campaign is not None else exc.state.value
+        wanted = _GENESYS_TARGET.get(exc.action, exc.action)
+        return f"Invalid transition from <{current.upper()}> to <{wanted.upper()}>"
 
     # --- auth --------------------------------------------------------------------------------------
 
@@ -191,6 +209,11 @@ class _Api:
         page_number = _int_param(request, "pageNumber", 1, 1)
         page_size = min(page_size, self.sim.config.max_page_size)
         ids = list(self.sim.tenant.campaigns)
+        # `id` filters, repeated (`id=a&id=b`, as the API documents an array) or joined with commas
+        # (as the SDK's to_path_value sends a list): only those campaigns, unknown ids left out.
+        wanted = {part for raw in request.query_params.getlist("id") for part in raw.split(",") if part}
+        if wanted:
+            ids = [cid for cid in ids if cid in wanted]
         chunk = ids[(page_number - 1) * page_size: page_number * page_size]
         total = len(ids)
         return json_response({
@@ -238,7 +261,7 @@ class _Api:
         elif wanted == "off":
             sim.engine.request(campaign.id, Action.STOP)
         else:
-            raise InvalidTransition(campaign.id, campaign.state, f"set campaignStatus {wanted!r}")
+            raise InvalidTransition(campaign.id, campaign.state, str(wanted))
         return json_response(self._campaign_body(campaign.id))
 
     async def get_progress(self, request: Request) -> Response:

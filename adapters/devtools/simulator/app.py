@@ -1,9 +1,9 @@
 """The simulator handle: one tenant, one profile, one clock, and the ASGI app that serves them.
 
-`Simulator` wires the parts (engine, notification hub, tokens, read limiter, traffic log, faults)
+`Simulator` wires the parts (engine, notification hub, tokens, request limiter, traffic log, faults)
 and exposes them to Python tests; `Simulator.app` is the Starlette application serving the
 profile's API, the notification WebSockets and the admin API. Mount it in unit tests with
-`httpx.ASGITransport(sim.app)` (no socket; drive time with a `ManualClock` and `sim.advance`), or
+`httpx.ASGITransport(sim.app)` (no socket; drive time with a `FakeClock` and `sim.advance`), or
 serve it over TCP with `adapters.devtools.simulator.server.run_simulator`.
 
 Two kinds of time: campaign physics, heartbeats, socket closing and channel lifetime run on the
@@ -26,17 +26,20 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fsm.ports import Clock
+from fsm.testing import FakeClock
 from schemas.types import TRANSITIONAL_STATES, CampaignState
 
+from ...clock import SystemClock
 from .admin import admin_routes
 from .api import api_routes, error_response
 from .auth import TokenStore
 from .channels import Hub
-from .clock import ManualClock, ScaledClock, Scheduler, SimClock
+from .clock import Scheduler
 from .engine import Engine, Timing
 from .faults import FaultConfig, FaultInjector, TransitionOverride
 from .profiles import Profile, campaign_payload, contact_list_payload, genesys_status
-from .ratelimit import ReadLimiter
+from .ratelimit import RequestLimiter
 from .tenant import SimCampaign, SimContactList, Tenant, generate_tenant
 from .traffic import InFlightSample, TrafficLog
 
@@ -58,8 +61,8 @@ class SimulatorConfig:
     seed: int | None = 0
     faults: FaultConfig = field(default_factory=FaultConfig)
     timing: Timing = field(default_factory=Timing)
-    # "sim": the 10 reads/s window runs on the simulated clock, so a client sharing the time scale
-    # is held to 10 reads per *simulated* second (rates in the simulation's clock).
+    # "sim": the request limit's window runs on the simulated clock, so a client sharing the time
+    # scale is held to the limit per *simulated* second or minute (rates in the simulation's clock).
     rate_clock: Literal["wall", "sim"] = "wall"
 
     def __post_init__(self) -> None:
@@ -89,11 +92,11 @@ class Simulator:
     """The simulated platform. Build one, then serve `app` (see module docstring).
 
     Parameters: `tenant` (default: 3 generated campaigns on 1 dialer), `config`, `clock` (default
-    `ScaledClock(time_scale)`), `wall` (real seconds; default `time.monotonic`, or the manual clock's
-    own time when `clock` is a `ManualClock`, so unit tests of the rate limit are deterministic).
+    `SystemClock(time_scale, start=0.0)`), `wall` (real seconds; default `time.monotonic`, or the fake
+    clock's own time when `clock` is a `FakeClock`, so unit tests of the rate limit are deterministic).
 
     Served by uvicorn, the app's lifespan starts and stops the timer driver. Mounted with
-    `httpx.ASGITransport` (no lifespan): with a `ManualClock` nothing needs starting (call
+    `httpx.ASGITransport` (no lifespan): with a `FakeClock` nothing needs starting (call
     `advance`); with a real-time clock, wrap the test in `async with sim:`.
     """
 
@@ -102,22 +105,25 @@ class Simulator:
         tenant: Tenant | None = None,
         config: SimulatorConfig | None = None,
         *,
-        clock: SimClock | None = None,
+        clock: Clock | None = None,
         wall: Callable[[], float] | None = None,
         time_scale: float = 1.0,
     ) -> None:
         self.config = config or SimulatorConfig()
         self.tenant = tenant if tenant is not None else generate_tenant(3, 1)
-        self.clock: SimClock = clock if clock is not None else ScaledClock(time_scale)
+        self.clock: Clock = clock if clock is not None else SystemClock(time_scale, start=0.0)
         self.wall: Callable[[], float] = wall or (
-            self.clock.monotonic if isinstance(self.clock, ManualClock) else time.monotonic)
+            self.clock.monotonic if isinstance(self.clock, FakeClock) else time.monotonic)
         self.scheduler = Scheduler(self.clock)
         self.faults = FaultInjector(self.config.faults, self.config.seed)
         self.traffic = TrafficLog()
         self.history: list[StateRecord] = []
         self.tokens = TokenStore(self.config.client_id, self.config.client_secret, self.config.token_ttl, self.wall)
         rate_time = self.clock.monotonic if self.config.rate_clock == "sim" else self.wall
-        self.limiter = ReadLimiter(lambda: self.faults.config.read_limit_per_s, rate_time)
+        if self.config.profile == "genesys":
+            self.limiter = RequestLimiter(lambda: self.faults.config.request_limit_per_min, rate_time, 60.0)
+        else:
+            self.limiter = RequestLimiter(lambda: self.faults.config.read_limit_per_s, rate_time, 1.0)
         self.hub = Hub(self.scheduler, self.faults, heartbeat_seconds=self.config.heartbeat_seconds,
                        channel_ttl=self.config.channel_ttl, max_topics=self.config.max_topics)
         self.engine = Engine(self.tenant, self.scheduler, timing=self.config.timing, faults=self.faults,
@@ -140,7 +146,7 @@ class Simulator:
         """Start the scheduler's driver (real-time clocks only). Idempotent; the app's lifespan calls it."""
         if not self._started:
             self._started = True
-            if not isinstance(self.clock, ManualClock):
+            if not isinstance(self.clock, FakeClock):
                 self.scheduler.start()
 
     async def stop(self) -> None:
@@ -172,7 +178,7 @@ class Simulator:
     # --- time --------------------------------------------------------------------------------------
 
     def advance(self, seconds: float) -> int:
-        """Manual clock only: move simulated time, firing every timer at its due time. Returns timers fired."""
+        """Fake clock only: move simulated time, firing every timer at its due time. Returns timers fired."""
         return self.scheduler.advance(seconds)
 
     # --- conveniences for tests --------------------------------------------------------------------

@@ -30,7 +30,7 @@ import orjson
 from pydantic.alias_generators import to_camel
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .clock import Scheduler, Timer
+from .clock import Scheduler, Timer, wall_deadline
 from .faults import FaultInjector
 
 __all__ = [
@@ -137,7 +137,7 @@ class Hub:
     # --- channels and subscriptions ----------------------------------------------------------------
 
     def create(self) -> Channel:
-        channel = Channel(uuid.uuid4().hex, self.scheduler.clock.wall_deadline(self.channel_ttl))
+        channel = Channel(uuid.uuid4().hex, wall_deadline(self.scheduler.clock, self.channel_ttl))
         channel.expiry = self.scheduler.call_later(self.channel_ttl, functools.partial(self._expire, channel.id),
                                                    name=f"expire-channel-{channel.id}")
         self.channels[channel.id] = channel

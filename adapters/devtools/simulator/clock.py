@@ -1,15 +1,14 @@
-"""Simulated time: a scaled real clock, a manual clock for tests, and the timer wheel that moves the tenant.
+"""Simulated time: the timer wheel that moves the tenant, on the service's own clocks.
 
 Everything the simulated platform does on its own schedule (a campaign finishing STARTING, a
 heartbeat, a channel expiring, a socket closing after its warning) is a timer on one `Scheduler`,
-read against an injected clock in *simulated* seconds:
+read against an injected `Clock` in *simulated* seconds. The clocks are the service's:
 
-* `ScaledClock(scale)` runs `scale` times faster than real time (100 => a 120 s drain takes 1.2 s),
-  and the scheduler's background driver fires timers as they fall due;
-* `ManualClock` stands still until a test calls `Scheduler.advance(seconds)`, which steps the clock
-  to each due timer in order and fires it, so a unit test is deterministic and instant.
-
-Both satisfy `fsm.ports.Clock` (`now`, `monotonic`, `sleep`).
+* `adapters.clock.SystemClock(scale, start=0.0)` runs `scale` times faster than real time
+  (100 => a 120 s drain takes 1.2 s), and the scheduler's background driver fires timers as they
+  fall due;
+* `fsm.testing.FakeClock` stands still until a test calls `Scheduler.advance(seconds)`, which steps
+  the clock to each due timer in order and fires it, so a unit test is deterministic and instant.
 """
 
 from __future__ import annotations
@@ -20,105 +19,26 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
 
-__all__ = ["ManualClock", "ScaledClock", "Scheduler", "SimClock", "Timer"]
+from fsm.ports import Clock
+from fsm.testing import FakeClock
+
+from ...clock import SystemClock
+
+__all__ = ["Scheduler", "Timer", "wall_deadline"]
 
 _log = logging.getLogger(__name__)
 
 
-class SimClock(Protocol):
-    """Simulated time. `monotonic()` orders timers; `now()` is the simulated epoch time.
+def wall_deadline(clock: Clock, seconds: float) -> float:
+    """The epoch time at which `seconds` of `clock` will have passed, as a client's wall clock reads it.
 
-    `wall_deadline(d)` is the real epoch time at which `d` simulated seconds will have passed (what a
-    client comparing with its own wall clock needs, e.g. a channel's `expires`).
+    A scaled clock's seconds are shorter than real ones, and a channel's `expires` is read against
+    real time; a `FakeClock`'s own wall time is the only one its tests have.
     """
-
-    @property
-    def scale(self) -> float: ...
-
-    def now(self) -> float: ...
-
-    def monotonic(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-    def wall_deadline(self, seconds: float) -> float: ...
-
-
-class ScaledClock:
-    """Real time multiplied by `scale` (>0): simulated seconds pass `scale` times faster."""
-
-    def __init__(self, scale: float = 1.0) -> None:
-        if not scale > 0:
-            raise ValueError(f"time scale must be > 0, got {scale!r}")
-        self._scale = float(scale)
-        self._real0 = time.monotonic()
-        self._epoch0 = time.time()
-
-    @property
-    def scale(self) -> float:
-        return self._scale
-
-    def monotonic(self) -> float:
-        return (time.monotonic() - self._real0) * self._scale
-
-    def now(self) -> float:
-        return self._epoch0 + self.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds) / self._scale)
-
-    def wall_deadline(self, seconds: float) -> float:
-        return time.time() + seconds / self._scale
-
-    def __repr__(self) -> str:
-        return f"ScaledClock(scale={self._scale})"
-
-
-class ManualClock:
-    """A clock that moves only when told. `sleep` returns once the clock has been moved far enough."""
-
-    scale = 1.0
-
-    def __init__(self, start: float = 0.0, epoch: float = 1_700_000_000.0) -> None:
-        self._t = float(start)
-        self._epoch = float(epoch)
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._seq = itertools.count()
-
-    def monotonic(self) -> float:
-        return self._t
-
-    def now(self) -> float:
-        return self._epoch + self._t
-
-    def wall_deadline(self, seconds: float) -> float:
-        return self.now() + seconds
-
-    def set(self, t: float) -> None:
-        """Move to simulated time `t` (never backwards) and wake the sleepers now due."""
-        if t < self._t:
-            raise ValueError(f"a clock never goes back: {t} < {self._t}")
-        self._t = t
-        while self._sleepers and self._sleepers[0][0] <= t:
-            _, _, fut = heapq.heappop(self._sleepers)
-            if not fut.done():
-                fut.set_result(None)
-
-    def advance(self, seconds: float) -> None:
-        self.set(self._t + seconds)
-
-    async def sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            await asyncio.sleep(0)
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self._t + seconds, next(self._seq), fut))
-        await fut
-
-    def __repr__(self) -> str:
-        return f"ManualClock(t={self._t})"
+    if isinstance(clock, SystemClock):
+        return time.time() + seconds / clock.time_scale
+    return clock.now() + seconds
 
 
 class Timer:
@@ -144,11 +64,11 @@ class Scheduler:
     """One heap of timers in simulated time. Callbacks are plain functions run on the event loop.
 
     With a real-time clock, `start()` launches the driver task that fires timers as they fall due
-    (a timer added earlier than the one being waited for wakes it). With a `ManualClock`, tests call
+    (a timer added earlier than the one being waited for wakes it). With a `FakeClock`, tests call
     `advance(seconds)` instead. A callback that raises is logged and never stops the others.
     """
 
-    def __init__(self, clock: SimClock) -> None:
+    def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._heap: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
@@ -156,7 +76,7 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
 
     @property
-    def clock(self) -> SimClock:
+    def clock(self) -> Clock:
         return self._clock
 
     def call_later(self, delay: float, callback: Callable[[], None], *, name: str = "timer") -> Timer:
@@ -197,10 +117,10 @@ class Scheduler:
                 _log.exception("simulator timer %s failed", timer.name)
 
     def advance(self, seconds: float) -> int:
-        """Manual clocks only: move time forward, firing each timer at its own due time."""
+        """Fake clocks only: move time forward, firing each timer at its own due time."""
         clock = self._clock
-        if not isinstance(clock, ManualClock):
-            raise TypeError("advance() needs a ManualClock; a real-time clock advances by itself")
+        if not isinstance(clock, FakeClock):
+            raise TypeError("advance() needs a FakeClock; a real-time clock advances by itself")
         if seconds < 0:
             raise ValueError("cannot advance by a negative amount")
         target = clock.monotonic() + seconds
@@ -209,15 +129,15 @@ class Scheduler:
             due = self.next_due()
             if due is None or due > target:
                 break
-            clock.set(max(due, clock.monotonic()))
+            clock.jump_to(max(due, clock.monotonic()))
             fired += self.run_due()
-        clock.set(target)
+        clock.jump_to(target)
         return fired + self.run_due()
 
     # --- the driver (real-time clocks) -------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the driver task (idempotent). Not needed, and not wanted, with a ManualClock."""
+        """Start the driver task (idempotent). Not needed, and not wanted, with a FakeClock."""
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
             self._task = asyncio.create_task(self._drive(), name="simulator-scheduler")

@@ -5,7 +5,8 @@ The design guide's failure modes, each a knob here:
 * dialer overload: more than `dialer_transition_limit` (3) campaigns transitional at once on one
   dialer instance -> the next transition request is refused with 409, or 500 with probability
   `overload_500_probability` (guide, edge case 2);
-* read rate limit: more than `read_limit_per_s` (10) outbound GETs in any 1 s -> 429;
+* request rate limit: guide, more than `read_limit_per_s` (10) outbound GETs in any 1 s -> 429;
+  genesys, more than `request_limit_per_min` (300) requests of any method in any 60 s -> 429;
 * contact-list contention: with probability `list_lock_probability` a start/stop locks the campaign's
   contact list (LOCKED or IMPORTING) for `list_lock_seconds`, holding the campaign in STARTING or
   STOPPING with an empty errors array (guide, edge case 1);
@@ -40,6 +41,7 @@ class FaultConfig:
     dialer_transition_limit: int = 3
     overload_500_probability: float = 0.0
     read_limit_per_s: float = 10.0
+    request_limit_per_min: float = 300.0
     list_lock_probability: float = 0.0
     list_lock_seconds: float = 90.0
     stall_probability: float = 0.0

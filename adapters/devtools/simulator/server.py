@@ -17,9 +17,9 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from adapters.service.http import ServerStartError, serve_asgi
+from fsm.ports import Clock
 
 from .app import Simulator, SimulatorConfig
-from .clock import SimClock
 from .tenant import Tenant
 
 __all__ = ["SimulatorServerError", "run_simulator"]
@@ -34,7 +34,7 @@ async def run_simulator(
     config: SimulatorConfig | None = None,
     *,
     simulator: Simulator | None = None,
-    clock: SimClock | None = None,
+    clock: Clock | None = None,
     time_scale: float = 1.0,
     host: str = "127.0.0.1",
     port: int = 0,

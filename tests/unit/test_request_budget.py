@@ -1,4 +1,4 @@
-"""The tenant read limiter: the sliding-window bound, round-robin fairness, priority, cancellation."""
+"""The request budget: the sliding-window bound, round-robin fairness, priority, cancellation, resync."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from fsm.read_limiter import ReadLimiter, ReadLimiterClosed
+from fsm.request_budget import RequestBudget, RequestBudgetClosed, share_of
 from fsm.testing import FakeClock
 
 
@@ -26,13 +26,13 @@ def _max_in_window(times: list[float], window: float, *, closed: bool) -> int:
     return best
 
 
-async def _grant(limiter: ReadLimiter, key: str, *, priority: bool = False) -> None:
+async def _grant(limiter: RequestBudget, key: str, *, priority: bool = False) -> None:
     """A read that takes no time: its grant is counted from the instant it was given."""
-    async with limiter.reading(key, priority=priority):
+    async with limiter.spend(key, priority=priority):
         pass
 
 
-async def _reader(limiter: ReadLimiter, clock: FakeClock, key: str, n: int, log: list[tuple[str, float]]) -> None:
+async def _reader(limiter: RequestBudget, clock: FakeClock, key: str, n: int, log: list[tuple[str, float]]) -> None:
     for _ in range(n):
         await _grant(limiter, key)
         log.append((key, clock.monotonic()))
@@ -40,7 +40,7 @@ async def _reader(limiter: ReadLimiter, clock: FakeClock, key: str, n: int, log:
 
 async def test_no_window_ever_holds_more_than_rate_grants() -> None:
     clock = FakeClock()
-    limiter = ReadLimiter(clock, rate=10)
+    limiter = RequestBudget(clock, limit=10)
     log: list[tuple[str, float]] = []
     readers = [asyncio.create_task(_reader(limiter, clock, f"c{k}", 40, log)) for k in range(7)]
     await clock.run_until(asyncio.gather(*readers))
@@ -56,7 +56,7 @@ async def test_grants_are_paced_and_the_window_still_holds() -> None:
     # No burst: ten grants spread over the first window (1/N apart), the 11th a full window after
     # the first. Refills spaced 1/N alone would already be fine here; the window rule is the backstop.
     clock = FakeClock()
-    limiter = ReadLimiter(clock, rate=10)
+    limiter = RequestBudget(clock, limit=10)
     log: list[tuple[str, float]] = []
     task = asyncio.create_task(_reader(limiter, clock, "c", 11, log))
     await clock.run_until(task)
@@ -67,7 +67,7 @@ async def test_grants_are_paced_and_the_window_still_holds() -> None:
 
 async def test_margin_makes_closed_windows_safe_too() -> None:
     clock = FakeClock()
-    limiter = ReadLimiter(clock, rate=5, window=1.0, margin=0.05)
+    limiter = RequestBudget(clock, limit=5, window=1.0, margin=0.05)
     log: list[tuple[str, float]] = []
     readers = [asyncio.create_task(_reader(limiter, clock, f"c{k}", 20, log)) for k in range(3)]
     await clock.run_until(asyncio.gather(*readers))
@@ -76,7 +76,7 @@ async def test_margin_makes_closed_windows_safe_too() -> None:
 
 async def test_saturated_limiter_still_delivers_the_full_rate() -> None:
     clock = FakeClock()
-    limiter = ReadLimiter(clock, rate=10)
+    limiter = RequestBudget(clock, limit=10)
     log: list[tuple[str, float]] = []
     start = clock.monotonic()
     readers = [asyncio.create_task(_reader(limiter, clock, f"c{k}", 1000, log)) for k in range(3)]
@@ -91,7 +91,7 @@ async def test_saturated_limiter_still_delivers_the_full_rate() -> None:
 
 async def test_a_hot_key_cannot_starve_the_others() -> None:
     clock = FakeClock()
-    limiter = ReadLimiter(clock, rate=10)
+    limiter = RequestBudget(clock, limit=10)
     order: list[str] = []
 
     async def one(key: str) -> None:
@@ -115,7 +115,7 @@ async def test_a_hot_key_cannot_starve_the_others() -> None:
 
 async def test_round_robin_alternates_between_busy_keys() -> None:
     clock = FakeClock()
-    limiter = ReadLimiter(clock, rate=1)
+    limiter = RequestBudget(clock, limit=1)
     order: list[str] = []
 
     async def one(key: str) -> None:
@@ -130,7 +130,7 @@ async def test_round_robin_alternates_between_busy_keys() -> None:
 
 async def test_priority_lane_goes_first_within_the_limit() -> None:
     clock = FakeClock()
-    limiter = ReadLimiter(clock, rate=2)
+    limiter = RequestBudget(clock, limit=2)
     order: list[tuple[str, float]] = []
 
     async def one(key: str, priority: bool) -> None:
@@ -150,7 +150,7 @@ async def test_priority_lane_goes_first_within_the_limit() -> None:
 
 async def test_cancelled_waiter_does_not_consume_a_grant() -> None:
     clock = FakeClock()
-    limiter = ReadLimiter(clock, rate=1)
+    limiter = RequestBudget(clock, limit=1)
     await _grant(limiter, "x")
     doomed = asyncio.create_task(_grant(limiter, "a"))
     waiting = asyncio.create_task(_grant(limiter, "b"))
@@ -165,7 +165,7 @@ async def test_cancelled_waiter_does_not_consume_a_grant() -> None:
 
 async def test_defer_holds_every_key_back() -> None:
     clock = FakeClock()
-    limiter = ReadLimiter(clock, rate=10)
+    limiter = RequestBudget(clock, limit=10)
     t0 = clock.monotonic()
     limiter.defer(3.0)
     task = asyncio.create_task(_grant(limiter, "a"))
@@ -177,22 +177,22 @@ async def test_defer_holds_every_key_back() -> None:
 
 async def test_close_fails_waiters_and_refuses_new_ones() -> None:
     clock = FakeClock()
-    limiter = ReadLimiter(clock, rate=1)
+    limiter = RequestBudget(clock, limit=1)
     await _grant(limiter, "a")
     waiter = asyncio.create_task(_grant(limiter, "b"))
     await clock.settle()
     await limiter.aclose()
-    with pytest.raises(ReadLimiterClosed):
+    with pytest.raises(RequestBudgetClosed):
         await waiter
-    with pytest.raises(ReadLimiterClosed):
+    with pytest.raises(RequestBudgetClosed):
         await _grant(limiter, "c")
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"rate": 0}, "rate must be an integer >= 1"),
-        ({"rate": 2.5}, "rate must be an integer >= 1"),
+        ({"limit": 0}, "limit must be an integer >= 1"),
+        ({"limit": 2.5}, "limit must be an integer >= 1"),
         ({"window": 0}, "window must be a positive"),
         ({"window": float("inf")}, "window must be a positive"),
         ({"margin": -0.1}, "margin must be"),
@@ -200,14 +200,14 @@ async def test_close_fails_waiters_and_refuses_new_ones() -> None:
 )
 def test_bad_configuration_is_refused_clearly(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        ReadLimiter(FakeClock(), **kwargs)  # type: ignore[arg-type]
+        RequestBudget(FakeClock(), **kwargs)  # type: ignore[arg-type]
 
 
 async def test_jittered_arrivals_never_overfill_a_window() -> None:
     """What the platform counts is arrivals. Reads that leave on their grant but arrive up to 40 %
     of a spacing late (a busy server, a slow network) must still never put 11 in one window."""
     clock = FakeClock()
-    limiter = ReadLimiter(clock, rate=10, window=1.0, margin=0.05)
+    limiter = RequestBudget(clock, limit=10, window=1.0, margin=0.05)
     rng = random.Random(5)
     arrivals: list[float] = []
 
@@ -228,17 +228,17 @@ async def test_jittered_arrivals_never_overfill_a_window() -> None:
 
 async def test_a_read_in_the_air_holds_the_grant_rate_places_later() -> None:
     clock = FakeClock()
-    limiter = ReadLimiter(clock, rate=2, window=1.0)
+    limiter = RequestBudget(clock, limit=2, window=1.0)
     ended = asyncio.Event()
     granted: list[float] = []
 
     async def slow_read() -> None:
-        async with limiter.reading("slow"):
+        async with limiter.spend("slow"):
             granted.append(clock.monotonic())
             await ended.wait()  # its answer takes as long as the test says
 
     async def quick_read(key: str) -> None:
-        async with limiter.reading(key):
+        async with limiter.spend(key):
             granted.append(clock.monotonic())
 
     slow = asyncio.create_task(slow_read())
@@ -268,12 +268,12 @@ async def test_arrivals_never_overfill_a_window_however_late_reads_leave(seed: i
     takes a heap of queued requests at once): counted from the answer, no window ever holds 11.
     (Counted from the grant instead, as this limiter did before, the same reads put 14 or 15 into one window.)"""
     clock = FakeClock()
-    limiter = ReadLimiter(clock, rate=10, window=1.0, margin=0.0)
+    limiter = RequestBudget(clock, limit=10, window=1.0, margin=0.0)
     rng = random.Random(seed)
     arrivals: list[float] = []
 
     async def read(i: int) -> None:
-        async with limiter.reading(f"k{i % 13}"):
+        async with limiter.spend(f"k{i % 13}"):
             stall = rng.choice((0.0, 0.0, 0.0, rng.uniform(0.0, 0.8)))  # one read in four is held up
             await clock.sleep(stall)
             arrivals.append(clock.monotonic())  # the platform counts it here ...
@@ -284,3 +284,110 @@ async def test_arrivals_never_overfill_a_window_however_late_reads_leave(seed: i
     assert len(arrivals) == 200
     assert _max_in_window(arrivals, 1.0, closed=True) <= 10
     await limiter.aclose()
+
+
+# --- the genesys budget: 300 per 60 s, resynchronised by the platform's headers (issue 14) ----------
+
+
+async def test_a_minute_window_holds_at_most_300_requests() -> None:
+    clock = FakeClock()
+    budget = RequestBudget(clock, limit=300, window=60.0)
+    log: list[tuple[str, float]] = []
+    workers = [asyncio.create_task(_reader(budget, clock, f"c{k}", 100, log)) for k in range(7)]
+    await clock.run_until(asyncio.gather(*workers))
+    times = [t for _, t in log]
+    assert len(times) == 700
+    assert _max_in_window(times, 60.0, closed=False) == 300
+    assert budget.recent() <= 300 and budget.window == 60.0
+    await budget.aclose()
+
+
+async def test_resync_caps_grants_until_the_platform_window_resets() -> None:
+    # Another instance of the same OAuth client spent 290 of 300: the headers say so, and this
+    # instance, whose own window is nearly empty, grants only what is left until the reset.
+    clock = FakeClock()
+    budget = RequestBudget(clock, limit=300, window=60.0)
+    async with budget.spend("c") as grant:
+        budget.resync(grant, count=290, allowed=300, reset_after=20.0)
+    granted: list[float] = []
+
+    async def request(i: int) -> None:
+        async with budget.spend(f"k{i}"):
+            granted.append(clock.monotonic())
+
+    tasks = [asyncio.create_task(request(i)) for i in range(15)]
+    await clock.advance(19.9)
+    assert len(granted) == 10, "300 - 290 counted: ten more before the platform's window ends"
+    await clock.run_until(asyncio.gather(*tasks))
+    assert len(granted) == 15 and min(granted[10:]) >= 20.0
+    await budget.aclose()
+
+
+async def test_resync_counts_grants_the_platform_may_not_have_seen() -> None:
+    clock = FakeClock()
+    budget = RequestBudget(clock, limit=300, window=60.0)
+    grants = []
+    for _ in range(3):
+        async with budget.spend("c") as grant:
+            grants.append(grant)
+        await clock.advance(0.2)
+    # The answer of the first request says 297 counted; the two granted after it may be on their
+    # way still: only 300 - 297 - 2 = 1 more before the reset.
+    budget.resync(grants[0], count=297, allowed=300, reset_after=30.0)
+    done: list[float] = []
+
+    async def request() -> None:
+        async with budget.spend("d"):
+            done.append(clock.monotonic())
+
+    tasks = [asyncio.create_task(request()) for _ in range(2)]
+    await clock.advance(10.0)
+    assert len(done) == 1
+    await clock.run_until(asyncio.gather(*tasks))
+    assert done[1] >= 30.0
+    await budget.aclose()
+
+
+async def test_nonsense_headers_change_nothing() -> None:
+    clock = FakeClock()
+    budget = RequestBudget(clock, limit=2, window=1.0)
+    async with budget.spend("c") as grant:
+        budget.resync(grant, count=-1, allowed=300, reset_after=5.0)
+        budget.resync(grant, count=1, allowed=300, reset_after=float("nan"))
+    await clock.advance(0.5)
+    async with budget.spend("c"):
+        pass
+    assert clock.monotonic() == pytest.approx(0.5)
+    await budget.aclose()
+
+
+async def test_set_limit_applies_to_the_newest_grants() -> None:
+    clock = FakeClock()
+    budget = RequestBudget(clock, limit=4, window=1.0)
+    for _ in range(4):
+        await _grant(budget, "c")
+        await clock.advance(0.25)
+    budget.set_limit(2)  # a rebalance gave this instance half the partitions
+    assert budget.limit == 2
+    start = clock.monotonic()
+    await clock.run_until(asyncio.ensure_future(_grant(budget, "c")))
+    # Two places back is the grant at 0.5 s: the next one a full window after it.
+    assert clock.monotonic() >= 1.5 - 1e-9 and clock.monotonic() >= start
+    budget.set_limit(8)
+    assert budget.limit == 8
+    with pytest.raises(ValueError, match="limit must be"):
+        budget.set_limit(0)
+    await budget.aclose()
+
+
+@pytest.mark.parametrize(("owned", "total", "share"), [(12, 12, 300), (6, 12, 150), (4, 12, 100), (5, 12, 125),
+                                                       (0, 12, 1), (1, 7, 42)])
+def test_share_of_partitions_never_adds_up_to_more_than_the_whole(owned: int, total: int, share: int) -> None:
+    assert share_of(300, owned, total) == share
+
+
+def test_shares_of_a_split_add_up_to_at_most_the_budget() -> None:
+    for total in range(1, 40):
+        for instances in range(1, total + 1):
+            parts = [len(range(i, total, instances)) for i in range(instances)]
+            assert sum(share_of(300, p, total) for p in parts) <= 300
