@@ -62,6 +62,12 @@ _DESCRIPTIONS: dict[str, str] = {
     "kafka.fetch_max_wait_ms": "Longest a fetch waits on the broker for new commands, ms.",
     "kafka.session_timeout_ms": "Consumer group session timeout, ms: how soon a dead instance's partitions move.",
     "kafka.heartbeat_interval_ms": "Consumer group heartbeat interval, ms.",
+    "kafka.max_poll_interval_ms": "Longest the service may go between two fetches of commands before the group "
+                                  "gives its partitions to another instance, ms.",
+    "kafka.linger_ms": "How long the producer waits to batch records before sending, ms (0: at once).",
+    "kafka.request_timeout_ms": "Timeout of one request to a broker, ms.",
+    "kafka.max_request_size": "Largest record the producer sends, bytes; a larger one is refused and a stand-in "
+                              "goes to the dead-letter topic instead.",
     "kafka.security_protocol": "How to reach the brokers: plain, TLS, SASL, or SASL over TLS.",
     "kafka.sasl_mechanism": "SASL mechanism; required with a SASL security protocol.",
     "kafka.sasl_username": "SASL user; required with a SASL security protocol.",

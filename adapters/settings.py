@@ -22,12 +22,12 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fsm.authorization import CommandAuthority, Policy, PolicyError
 from fsm.backoff import Backoff
+from fsm.campaign_cap import CapPolicy
 from fsm.dialer_queue import DialerPolicy
 from fsm.orchestrator import OrchestratorConfig
 from fsm.preflight import PreflightPolicy
@@ -35,15 +35,17 @@ from fsm.windows import ToleranceWindows, WindowSpec
 from schemas.commands import KeyId
 from schemas.types import DialerType
 
-from .kafka import TopicNames
+from .kafka import KafkaSettings
 from .service.http import HttpLimits
 from .signing import load_keys
 
 _KEY_ID: TypeAdapter[str] = TypeAdapter(KeyId)
 
-__all__ = ["ConfigFileError", "Settings", "load_settings"]
+__all__ = ["ConfigFileError", "KafkaSettings", "Settings", "load_settings"]
 
 ENV_PREFIX = "CAMPAIGN_FSM_"
+# Genesys help, "Limitations with outbound dialer": at most 50 voice campaigns run at once per organisation.
+GENESYS_ACTIVE_CAMPAIGN_CAP = 50
 CONFIG_ENV = "CAMPAIGN_FSM_CONFIG"
 
 
@@ -79,6 +81,14 @@ class PlatformSettings(_Section):
     dialer_capacity: dict[str, int] = Field(default_factory=dict, description="genesys: licensed lines per dialer")
     genesys_status_via_put: bool = False
     notifications: bool = Field(default=True, description="follow the notification channel (else poll only)")
+    max_channels: int = Field(
+        default=0, ge=0, le=20,
+        description="notification channels this instance may open. Genesys allows 20 per OAuth client and "
+                    "silently removes the least recently used one when a 21st is created, so instances "
+                    "sharing a client must stay within 20 together, each counting one more for the overlap "
+                    "while a channel is renewed (there is no call to delete the old one). 0 (the default): "
+                    "20 // instances - 1, at least 1",
+    )
 
     @property
     def url(self) -> str:
@@ -98,49 +108,6 @@ class PlatformSettings(_Section):
         if self.profile == "genesys":
             return self.request_limit, self.request_window_s
         return self.read_limit_per_s, 1.0
-
-
-_DEFAULT_TOPICS = TopicNames()
-
-
-class TopicSettings(_Section):
-    commands: str = _DEFAULT_TOPICS.commands
-    results: str = _DEFAULT_TOPICS.results
-    events: str = _DEFAULT_TOPICS.events
-    state: str = _DEFAULT_TOPICS.state
-    dead_letters: str = _DEFAULT_TOPICS.dead_letters
-
-    def names(self) -> TopicNames:
-        return TopicNames(**self.model_dump())
-
-
-class KafkaSettings(_Section):
-    bootstrap: str = "127.0.0.1:9092"
-    group_id: str = "campaign-fsm"
-    client_id: str = "campaign-fsm"
-    partitions: int = Field(default=12, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
-    enable_idempotence: bool = True
-    fetch_max_wait_ms: int = Field(default=500, ge=1)
-    session_timeout_ms: int = Field(default=10_000, ge=1)
-    heartbeat_interval_ms: int = Field(default=3_000, ge=1)
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    topics: TopicSettings = Field(default_factory=TopicSettings)
-
-    @model_validator(mode="after")
-    def _sasl_complete(self) -> KafkaSettings:
-        if self.security_protocol.startswith("SASL") and not (
-            self.sasl_mechanism and self.sasl_username and self.sasl_password
-        ):
-            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism, "
-                             "sasl_username and sasl_password")
-        return self
 
 
 class WindowSettings(_Section):
@@ -173,6 +140,14 @@ class DispatchSettings(_Section):
                                         "notBefore may be (else REFUSED NOT_BEFORE_TOO_FAR)")
     max_scheduled_per_campaign: int = Field(default=16, ge=1, description="commands waiting for their notBefore "
                                             "per campaign (else REFUSED TOO_MANY_WAITING)")
+    active_campaign_cap: int | None = Field(
+        default=None, ge=0,
+        description="campaigns the organisation may run at once: a start or resume past it is DEFERRED "
+                    "ACTIVE_CAMPAIGN_CAP until a place frees. Default: 50 on genesys (its voice-campaign limit), "
+                    "none on guide; 0 turns the gate off")
+    active_campaign_ttl_s: float = Field(
+        default=15.0, gt=0, description="how long one read of the organisation's campaigns (one GET per 100) "
+                                        "is reused to count the active ones")
 
 
 class AuthSettings(_Section):
@@ -274,6 +249,14 @@ class Settings(BaseSettings):
         """This instance's share of the OAuth client's budget until its first assignment says better."""
         return max(1, self.platform.budget()[0] // self.platform.instances)
 
+    def notification_channels(self) -> int:
+        """This instance's share of the 20 notification channels per OAuth client: instances x
+        (channels + 1) <= 20, the one more being a channel renewed before its 24 h end, which stays
+        on the platform (no delete call exists) until it expires."""
+        if self.platform.max_channels:
+            return self.platform.max_channels
+        return max(1, 20 // self.platform.instances - 1)
+
     def read_margin(self) -> float:
         """Delays between our grant and the platform's count need no slack: the budget counts a request
         from its answer (see fsm/request_budget.py), whatever the time scale."""
@@ -307,7 +290,15 @@ class Settings(BaseSettings):
             preflight_fresh_for=d.preflight_fresh_for_s,
             not_before_horizon=d.not_before_horizon_s,
             max_scheduled=d.max_scheduled_per_campaign,
+            cap=CapPolicy(self.active_campaign_cap(), d.active_campaign_ttl_s, instances=self.platform.instances),
         )
+
+    def active_campaign_cap(self) -> int | None:
+        """The cap in force: as configured (0: none), else the profile's own (genesys 50, guide none)."""
+        configured = self.dispatch.active_campaign_cap
+        if configured is None:
+            return GENESYS_ACTIVE_CAMPAIGN_CAP if self.platform.profile == "genesys" else None
+        return configured or None
 
 
 class ConfigFileError(ValueError):

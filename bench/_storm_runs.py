@@ -26,9 +26,8 @@ from aiokafka import AIOKafkaConsumer
 
 from adapters.devtools.brokers import BrokerHandle
 from adapters.devtools.simulator.traffic import peak_in_window
-from adapters.kafka import KafkaSink, OutgoingRecord, Producer, TopicNames
-from adapters.service import Service
-from adapters.settings import Settings
+from adapters.devtools.stack import Platform, local_stack
+from adapters.kafka import KafkaSink, OutgoingRecord, TopicNames
 from schemas.commands import Command, CommandResult
 from schemas.types import Action, Priority
 
@@ -187,17 +186,6 @@ def _resource(path: str) -> str:
     return "campaign" if parts[-2] == "campaigns" else parts[-1]
 
 
-def _settings(broker: BrokerHandle, topics: TopicNames, group: str, url: str, secret: str, *, scale: float,
-              notifications: bool) -> Settings:
-    return Settings(
-        platform={"profile": "guide", "base_url": url, "client_id": CLIENT_ID, "client_secret": secret,
-                  "notifications": notifications},
-        kafka=broker.service_kafka_settings(topics, group_id=group, partitions=6),
-        http={"port": 0},
-        time_scale=scale,
-    )
-
-
 @dataclass(slots=True)
 class _Seen:
     outcomes: dict[str, str] = field(default_factory=dict)  # command id -> latest terminal outcome
@@ -263,19 +251,18 @@ async def service_run(broker: BrokerHandle, args: argparse.Namespace, workdir: P
         print(f"[{label}] simulator pid {sim.pid} at {sim.url}, scale {scale:g}", file=sys.stderr, flush=True)
         prefix = f"storm-{uuid.uuid4().hex[:8]}.{label}."
         topics = TopicNames.with_prefix(prefix)
-        settings = _settings(broker, topics, prefix + "group", sim.url, secret, scale=scale,
-                             notifications=notifications)
         marks: dict[str, tuple[float, float]] = {}
         sent: list[tuple[str, str, float, float, int]] = []
-        service = Service(settings, serve_http=False, platform_transport=_StampingTransport(sent),
-                          sink_factory=lambda producer, names: _TimedSink(KafkaSink(producer, names), marks))
+        service_options = {"serve_http": False, "platform_transport": _StampingTransport(sent),
+                           "sink_factory": lambda producer, names: _TimedSink(KafkaSink(producer, names), marks)}
         seen = _Seen()
         stop = asyncio.Event()
-        booted = started = time.monotonic()
-        async with service.running():
-            run.startup_real_s = time.monotonic() - booted
-            producer = Producer(broker.kafka_config(topics=topics, client_id="storm-bench"))
-            await producer.start()
+        started = time.monotonic()
+        async with local_stack(broker, topics, platform=Platform(sim.url, CLIENT_ID, secret), group=prefix + "group",
+                               scale=scale, partitions=6, client_id="storm-bench",
+                               service_options=service_options, notifications=notifications) as stack:
+            run.startup_real_s = stack.startup_s
+            producer = stack.producer
             watcher = asyncio.create_task(_watch(broker, topics, args.fetch_wait_ms, seen, stop),
                                           name=f"storm-watch-{label}")
             lag = asyncio.create_task(_loop_lag(run.loop_lag_ms), name=f"storm-loop-lag-{label}")
@@ -307,7 +294,6 @@ async def service_run(broker: BrokerHandle, args: argparse.Namespace, workdir: P
                 await asyncio.sleep(0.2)  # let the last STOPPED events reach the watcher
                 stop.set()
                 await watcher
-                await producer.stop()
         run.outcomes.update(seen.outcomes.values())
         run.storm_at, run.high = started, frozenset(high)
         run.accepted_at = [at for at, _, outcome, _ in seen.log if outcome == "ACCEPTED"]

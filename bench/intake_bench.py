@@ -25,11 +25,10 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 
 from adapters.devtools.brokers import start_broker
-from adapters.devtools.simulator import Simulator, SimulatorConfig, run_simulator
+from adapters.devtools.simulator import Simulator, SimulatorConfig
 from adapters.devtools.simulator.tenant import generate_tenant
-from adapters.kafka import OutgoingRecord, Producer, TopicNames
-from adapters.service import Service
-from adapters.settings import Settings
+from adapters.devtools.stack import local_stack
+from adapters.kafka import OutgoingRecord, TopicNames
 from schemas.commands import Command
 from schemas.types import Action, CampaignState
 
@@ -41,48 +40,35 @@ async def run(commands: int, campaigns: int, kind: str) -> dict[str, float]:
             running = generate_tenant(campaigns, max(1, campaigns // 50), state=CampaignState.RUNNING)
             sim = Simulator(running, SimulatorConfig(rate_clock="sim"))
             topics = TopicNames.with_prefix("bench.")
-            async with run_simulator(simulator=sim) as (url, sim):
+            async with local_stack(broker, topics, platform=sim, group="campaign-fsm", scale=1.0, partitions=6,
+                                   data_dir=Path(tmp), service_options={"serve_http": False}) as stack:
+                producer = stack.producer
                 overrides = broker.client_overrides
-                settings = Settings(
-                    platform={"base_url": url, "client_id": sim.config.client_id,
-                              "client_secret": sim.config.client_secret},
-                    kafka={"bootstrap": broker.bootstrap, "partitions": 6,
-                           "enable_idempotence": overrides.get("enable_idempotence", True),
-                           "fetch_max_wait_ms": overrides.get("fetch_max_wait_ms", 100),
-                           "topics": {"commands": topics.commands, "results": topics.results,
-                                      "events": topics.events, "state": topics.state,
-                                      "dead_letters": topics.dead_letters}},
-                    http={"port": 0}, outbox_path=str(Path(tmp) / "outbox.sqlite3"),
-                )
-                async with Service(settings, serve_http=False).running():
-                    producer = Producer(broker.kafka_config(topics=topics))
-                    await producer.start()
-                    consumer = AIOKafkaConsumer(topics.results, bootstrap_servers=broker.bootstrap,
-                                                auto_offset_reset="earliest", group_id=None,
-                                                fetch_max_wait_ms=overrides.get("fetch_max_wait_ms", 100))
-                    await consumer.start()
-                    ids = sorted(running.campaigns)
-                    batch = []
-                    for i in range(commands):
-                        cid = ids[i % len(ids)]
-                        command = Command(id=uuid.uuid4(), campaign_id=cid,
-                                          action=Action.START if i % 2 == 0 else Action.PAUSE,
-                                          requested_by="bench", issued_at=datetime.now(UTC),
-                                          expected_state=None if i % 2 == 0 else CampaignState.PAUSED)
-                        batch.append(OutgoingRecord(topics.commands, cid, command))
-                    start = time.perf_counter()
-                    for i in range(0, len(batch), 500):
-                        await producer.send_many(batch[i:i + 500])
-                    published = time.perf_counter() - start
-                    seen = 0
-                    while seen < commands:
-                        for records in (await consumer.getmany(timeout_ms=200)).values():
-                            seen += len(records)
-                        if time.perf_counter() - start > 600:
-                            break
-                    elapsed = time.perf_counter() - start
-                    await consumer.stop()
-                    await producer.stop()
+                consumer = AIOKafkaConsumer(topics.results, bootstrap_servers=broker.bootstrap,
+                                            auto_offset_reset="earliest", group_id=None,
+                                            fetch_max_wait_ms=overrides.get("fetch_max_wait_ms", 100))
+                await consumer.start()
+                ids = sorted(running.campaigns)
+                batch = []
+                for i in range(commands):
+                    cid = ids[i % len(ids)]
+                    command = Command(id=uuid.uuid4(), campaign_id=cid,
+                                      action=Action.START if i % 2 == 0 else Action.PAUSE,
+                                      requested_by="bench", issued_at=datetime.now(UTC),
+                                      expected_state=None if i % 2 == 0 else CampaignState.PAUSED)
+                    batch.append(OutgoingRecord(topics.commands, cid, command))
+                start = time.perf_counter()
+                for i in range(0, len(batch), 500):
+                    await producer.send_many(batch[i:i + 500])
+                published = time.perf_counter() - start
+                seen = 0
+                while seen < commands:
+                    for records in (await consumer.getmany(timeout_ms=200)).values():
+                        seen += len(records)
+                    if time.perf_counter() - start > 600:
+                        break
+                elapsed = time.perf_counter() - start
+                await consumer.stop()
         finally:
             await asyncio.to_thread(broker.stop)
     return {"commands": commands, "results": seen, "seconds": elapsed, "publish_seconds": published,

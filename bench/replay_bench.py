@@ -35,7 +35,7 @@ from adapters.audit import read_events, timelines_json
 from adapters.devtools.brokers import BrokerHandle, broker_from_env
 from adapters.kafka import (
     EVENT_CONTENT_TYPE,
-    KafkaConfig,
+    KafkaSettings,
     OutgoingRecord,
     Producer,
     TopicSpec,
@@ -48,7 +48,7 @@ from schemas.events import STATE_CHANGED_TYPE
 CHUNK = 20_000
 
 
-async def produce(config: KafkaConfig, topic: str, events: int, campaigns: int, partitions: int) -> float:
+async def produce(config: KafkaSettings, topic: str, events: int, campaigns: int, partitions: int) -> float:
     async with open_admin(config) as admin:
         await ensure_topics(admin, [TopicSpec(topic, partitions)])
     generator = HistoryGenerator(campaigns, seed=20240501)
@@ -67,7 +67,7 @@ async def produce(config: KafkaConfig, topic: str, events: int, campaigns: int, 
     return time.perf_counter() - started
 
 
-async def raw_consume(config: KafkaConfig, topic: str, expected: int) -> float:
+async def raw_consume(config: KafkaSettings, topic: str, expected: int) -> float:
     """The floor: records fetched and handed over by aiokafka, nothing else done with them."""
     consumer = AIOKafkaConsumer(bootstrap_servers=config.bootstrap, group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="earliest",
@@ -88,7 +88,7 @@ async def raw_consume(config: KafkaConfig, topic: str, expected: int) -> float:
     return time.perf_counter() - started
 
 
-async def replay(config: KafkaConfig, topic: str, expected: int) -> tuple[float, float, float]:
+async def replay(config: KafkaSettings, topic: str, expected: int) -> tuple[float, float, float]:
     """(wall seconds, CPU seconds) of the read and rebuild, then the wall seconds of rendering."""
     started, cpu = time.perf_counter(), time.process_time()
     result = await read_events(config, topic, strict=False)

@@ -2,7 +2,7 @@
 
 Three runs, each on a fresh simulator process with a fresh tenant (so nothing carries over):
 
-1. `ws-up`: the service (in-process, `Service(settings).running()`, its own topics and group)
+1. `ws-up`: the service (in-process, `adapters.devtools.stack.local_stack`, its own topics and group)
    with platform notifications followed;
 2. `ws-down`: the same with `platform.notifications = False`, so the service never opens a channel
    and tracks every transition by fallback polling (2 s, x1.5, cap 30 s, +-20 % jitter, staggered).

@@ -27,6 +27,7 @@ from schemas.types import Action, CampaignState, Cause, Outcome, ReasonCode
 
 from .authorization import CommandAuthority
 from .backoff import Backoff, PollSchedule
+from .campaign_cap import CapLine, CapPolicy, OrgRead
 from .dialer_queue import DialerGate, DialerPolicy
 from .held import HeldCommand
 from .machine import Campaign, CampaignMachine, StateChange
@@ -45,6 +46,8 @@ class OrchestratorConfig:
     poll: Backoff = field(default_factory=Backoff)
     preflight: PreflightPolicy = field(default_factory=PreflightPolicy)
     dialer: DialerPolicy = field(default_factory=DialerPolicy)
+    # The organisation's active-campaign cap (fsm/campaign_cap.py); no cap unless configured.
+    cap: CapPolicy = field(default_factory=CapPolicy)
     # While notifications are up a tracked campaign is still read now and then: a dropped
     # notification must not leave it unseen until its tolerance deadline.
     safety_poll: float = 60.0
@@ -131,6 +134,9 @@ class Core:
     _list_waiters: dict[str, set[str]]
     _loads: dict[str, tuple[float, DialerLoad]]
     _lists: dict[str, tuple[float, ContactListSnapshot]]
+    _cap_line: CapLine  # this instance's openings waiting for a place under the cap
+    _cap_read: OrgRead | None  # the last read of the organisation's active campaigns
+    _cap_lock: asyncio.Lock  # one organisation read at a time, shared by every waiting opening
     _owns: Callable[[str], bool]
     _suspended: bool
     _notifications_up: bool

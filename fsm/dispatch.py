@@ -1,6 +1,7 @@
 """Dispatch: a held command from acceptance to its one POST (guide, edge cases 1 and 2).
 
-Pre-flight (the contact list ready; for STANDARD, the dialer under 80 % of capacity), then the
+Pre-flight (the contact list ready; for STANDARD, the dialer under 80 % of capacity; for a start or
+resume, a place under the organisation's active-campaign cap, fsm/campaign_cap.py), then the
 dialer's priority queue (a `SlotLease`: two in flight per dialer, HIGH at once, STANDARD 15 s apart
 as sent), then the POST. Right before the POST the campaign is read if its view is stale and the
 pre-flight is judged again on facts at most `preflight_fresh_for` old. A POST is sent once: after
@@ -11,23 +12,26 @@ is never sent again. A 429 means nothing was done: the same POST goes again afte
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from schemas.commands import CommandResult
 from schemas.events import rfc3339
-from schemas.types import Cause, Outcome, Priority, ReasonCode
+from schemas.types import CampaignState, Cause, Outcome, Priority, ReasonCode
 
+from .campaign_cap import ACTIVE_STATES, OPENING_ACTIONS, LocalView, OrgRead, count_active, share
 from .core import Core
 from .held import HeldCommand, SlotLease, Stage
 from .ports import (
     CampaignSnapshot,
     ContactListSnapshot,
     DialerLoad,
+    PlatformCapReached,
     PlatformConflict,
     PlatformError,
     PlatformRateLimited,
 )
-from .preflight import GateVerdict, WaitFor, preflight
+from .preflight import CapCheck, GateVerdict, WaitFor, preflight
 from .record import CampaignRecord
 
 __all__ = ["Dispatch"]
@@ -81,8 +85,15 @@ class Dispatch(Core):
         if command.priority is Priority.STANDARD and campaign.dialer_id:
             load = await self._dialer_load(campaign.dialer_id, record.id,
                                            min(fresh_for, self.config.load_ttl) if fresh_for else self.config.load_ttl)
+        cap = await self._cap_check(record, held)
         decision = preflight(contact_list=contact_list, load=load, priority=command.priority, now=now,
-                             deferred_at=held.deferred_at, policy=self.config.preflight)
+                             deferred_at=held.deferred_at, policy=self.config.preflight, cap=cap)
+        if decision.reason is ReasonCode.ACTIVE_CAMPAIGN_CAP:
+            self._cap_line.join(held.command_id, record.id, command.priority)
+        else:
+            self._cap_line.leave(held.command_id)
+            if cap is not None and not cap.reserved and decision.proceed and self._cap_read is not None:
+                self._cap_read.admitted += 1  # one place of this instance's share taken
         if decision.verdict is GateVerdict.PROCEED:
             return True
         if decision.verdict is GateVerdict.REFUSE:
@@ -112,6 +123,71 @@ class Dispatch(Core):
         load = await self.platform.get_dialer_load(dialer_id, campaign_id)
         self._loads[dialer_id] = (self.clock.monotonic(), load)
         return load
+
+    # --- the organisation's active-campaign cap (fsm/campaign_cap.py) ------------------------------
+
+    async def _cap_check(self, record: CampaignRecord, held: HeldCommand) -> CapCheck | None:
+        """The cap's facts for an opening, None if there is no cap or this is not an opening."""
+        limit = self.config.cap.limit
+        if limit is None or held.command.action not in OPENING_ACTIONS:
+            return None
+        read = await self._org_active()
+        self._cap_line.retain(self._holds)
+        return CapCheck(record.id, count_active(read.active, read.read_at, self._local_views()), limit,
+                        ahead=self._cap_line.ahead(held.command_id, held.command.priority),
+                        reserved=held.stage is not Stage.PREFLIGHT, recheck=self.config.cap.recheck,
+                        quota_left=read.quota_left)
+
+    async def _org_active(self) -> OrgRead:
+        """The organisation's active campaigns, one list read shared for `cap.ttl` (one GET per page)."""
+        policy = self.config.cap
+        cached = self._cap_read
+        if cached is not None and self.clock.monotonic() - cached.read_at <= policy.ttl:
+            return cached
+        async with self._cap_lock:  # a storm of starts makes one read, not one each
+            cached = self._cap_read
+            if cached is not None and self.clock.monotonic() - cached.read_at <= policy.ttl:
+                return cached
+            read_at = self.clock.monotonic()  # local observations after this are fresher than the read
+            snapshots = await self.platform.list_campaigns()
+            active = frozenset(s.id for s in snapshots if s.state in ACTIVE_STATES)
+            free = (policy.limit or 0) - len(count_active(active, read_at, self._local_views()))
+            # Alone, the count is the whole rule; with others, a share of what this read left free
+            # (places freed later come back with the next read, at most `ttl` away).
+            quota = share(free, policy.instances) if policy.instances > 1 else None
+            self._cap_read = cached = OrgRead(read_at, active, quota)
+        self._poke_cap_line()
+        return cached
+
+    def _local_views(self) -> Iterator[LocalView]:
+        for record in self._records.values():
+            campaign, held = record.campaign, record.held
+            if campaign is None or not self._owns(record.id):
+                continue
+            reserved = campaign.current is CampaignState.STARTING or (
+                held is not None and held.command.action in OPENING_ACTIONS and held.stage is not Stage.PREFLIGHT)
+            yield LocalView(record.id, campaign.current in ACTIVE_STATES, record.observed_at, reserved)
+
+    def _holds(self, command_id: str, campaign_id: str) -> bool:
+        record = self._records.get(campaign_id)
+        return record is not None and record.held is not None and record.held.command_id == command_id
+
+    def _poke_cap_line(self) -> None:
+        """Places are free: the openings first in line look again now, not at their recheck."""
+        limit, cached = self.config.cap.limit, self._cap_read
+        if limit is None or not self._cap_line:
+            return
+        if cached is None:
+            free = limit - len(count_active((), None, self._local_views()))
+        else:
+            free = limit - len(count_active(cached.active, cached.read_at, self._local_views()))
+            if cached.quota_left is not None:
+                free = min(free, cached.quota_left)
+        for campaign_id in self._cap_line.first(free):
+            record = self._records.get(campaign_id)
+            if record is not None and record.held is not None:
+                record.held = record.held.poke()
+                self._queue.hint(campaign_id)
 
     async def _send(self, record: CampaignRecord) -> None:
         """One POST, or (after an unknown outcome) only reads until the truth is known."""
@@ -168,6 +244,8 @@ class Dispatch(Core):
                 await self._resolve(record, sending, exc.current or await self.platform.get_campaign(record.id), exc)
                 return
         except PlatformError as exc:
+            if isinstance(exc, PlatformCapReached):
+                self._cap_read = None  # our count was short (another instance, a campaign we cannot see)
             if lease is not None:
                 lease.sent()
             _log.warning("campaign %s: %s request failed (%s); reading the campaign before deciding",
@@ -230,11 +308,17 @@ class Dispatch(Core):
         assert record.campaign is not None
         command = held.command
         reason = ReasonCode.PLATFORM_CONFLICT if isinstance(failure, PlatformConflict) else ReasonCode.PLATFORM_ERROR
-        await self._drop_held(record, self._result(
-            command, Outcome.FAILED, reason,
-            f"the platform did not take the {command.action} request "
-            f"({type(failure).__name__ if failure else 'no answer'}); campaign still {record.campaign.current}",
-            record.campaign.current))
+        message = (f"the platform did not take the {command.action} request "
+                   f"({type(failure).__name__ if failure else 'no answer'}); campaign still {record.campaign.current}")
+        if isinstance(failure, PlatformCapReached):
+            # Not sent again: a count that missed a place once can miss it again, and a loop of
+            # refused starts helps no one. The producer decides whether to send the command again.
+            reason = ReasonCode.ACTIVE_CAMPAIGN_CAP
+            message = (f"the platform refused the {command.action}: the organisation already runs its maximum of "
+                       f"active campaigns (another instance, or a campaign this service does not see, took the "
+                       f"last place); campaign still {record.campaign.current}; not retried")
+        await self._drop_held(record, self._result(command, Outcome.FAILED, reason, message,
+                                                   record.campaign.current))
 
     async def _fire(self, record: CampaignRecord, held: HeldCommand, request: dict[str, Any] | None) -> None:
         """The POST was executed: the model enters the transitional state; the lease goes with it."""
@@ -254,4 +338,7 @@ class Dispatch(Core):
         record.held = None
         self.machine.unhold(record.campaign, held.command_id)
         record.give_back_slot()
+        self._cap_line.leave(held.command_id)
+        if held.stage is not Stage.PREFLIGHT and held.command.action in OPENING_ACTIONS:
+            self._poke_cap_line()  # the place it held is free again
         await self._save(record, result)

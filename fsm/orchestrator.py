@@ -35,6 +35,7 @@ from schemas.types import Outcome, ReasonCode
 from . import log_context
 from .authorization import CommandAuthority
 from .backoff import PollSchedule
+from .campaign_cap import CapLine
 from .core import Campaigns, OrchestratorConfig, OrchestratorStats
 from .dialer_queue import DialerGate
 from .dispatch import Dispatch
@@ -87,6 +88,9 @@ class Orchestrator(Ownership, Intake, Dispatch, Tracker):
         self._list_waiters = {}
         self._loads = {}
         self._lists = {}
+        self._cap_line = CapLine()
+        self._cap_read = None
+        self._cap_lock = asyncio.Lock()
         # Refusals of authentication, replay and policy (metrics); restored records set aside.
         self.auth_refusals = Counter()
         self.quarantined = Counter()

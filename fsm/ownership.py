@@ -179,4 +179,13 @@ class Ownership(Core):
             for waiting in self._list_waiters.values():
                 waiting.discard(record.id)
         self._owns = owns
+        if self.notifications is not None and gone:
+            # Not ours to hear about any more; a list still used by a campaign we keep stays.
+            kept = {r.campaign.contact_list_id for r in self._records.values() if r.campaign is not None}
+            lists = {r.campaign.contact_list_id for r in gone if r.campaign is not None} - kept
+            try:
+                await self.notifications.unsubscribe_campaigns([r.id for r in gone])
+                await self.notifications.unsubscribe_contact_lists(sorted(c for c in lists if c))
+            except Exception:
+                _log.exception("unsubscribing %d campaigns given away failed", len(gone))
         return [record.id for record in gone if record.campaign is not None]

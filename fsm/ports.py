@@ -12,6 +12,7 @@ Platform exceptions (raised by a `Platform`, caught by the core)::
     ├── PlatformUnavailable       5xx, timeout, connection failure (retriable for reads only)
     ├── PlatformRateLimited       429 that outlived the client's own retries
     ├── PlatformNotFound          404: the campaign, list or dialer does not exist
+    ├── PlatformCapReached        a start refused: the organisation runs its maximum of active campaigns
     └── PlatformAuthError         the OAuth client was refused
 """
 
@@ -37,6 +38,7 @@ __all__ = [
     "Notifications",
     "Platform",
     "PlatformAuthError",
+    "PlatformCapReached",
     "PlatformConflict",
     "PlatformError",
     "PlatformNotFound",
@@ -174,6 +176,11 @@ class PlatformAuthError(PlatformError):
     pass
 
 
+class PlatformCapReached(PlatformError):
+    """A start (or resume) refused because the organisation already runs its maximum of active
+    campaigns (Genesys: 50 voice). Nothing was done; a later attempt may find a place."""
+
+
 # --- the platform port ---------------------------------------------------------------------------
 
 
@@ -231,14 +238,22 @@ NotificationListener = Callable[[Notification], Awaitable[None]]
 
 
 class Notifications(Protocol):
-    """The platform's notification channel(s). `up` is False whenever events may be missed."""
+    """The platform's notification channel(s). `up` is False whenever events may be missed;
+    `live(id)` is False for a campaign whose changes are not pushed even while up (its topic was
+    rejected, or found no room within the channel cap): that one is polled."""
 
     @property
     def up(self) -> bool: ...
 
+    def live(self, campaign_id: str) -> bool: ...
+
     async def subscribe_campaigns(self, campaign_ids: list[str]) -> None: ...
 
     async def subscribe_contact_lists(self, contact_list_ids: list[str]) -> None: ...
+
+    async def unsubscribe_campaigns(self, campaign_ids: list[str]) -> None: ...
+
+    async def unsubscribe_contact_lists(self, contact_list_ids: list[str]) -> None: ...
 
 
 # --- outputs -------------------------------------------------------------------------------------

@@ -8,6 +8,10 @@ Before a transition is sent (guide, edge cases 1 and 2):
   notification or a poll brings it back, not a busy loop.
 - **dialer capacity**: when `active_calls` exceeds 80 % of licensed capacity, STANDARD commands are
   DEFERRED with `DIALER_OVER_CAPACITY`; HIGH proceeds. Unknown capacity never defers.
+- **active-campaign cap**: a start or resume that would make one campaign more active than the
+  organisation may run (Genesys: 50) is DEFERRED with `ACTIVE_CAMPAIGN_CAP`, waiting for a place; the
+  count and the waiting line are in fsm/campaign_cap.py. Checked last, so the line holds only
+  commands that nothing else holds back.
 - **deferral expiry**: a command deferred longer than `deferral_ttl` is REFUSED with
   `DEFERRAL_EXPIRED`, checked first so a stale command never runs late.
 
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
@@ -34,12 +38,14 @@ from schemas.types import Priority, ReasonCode
 from .ports import ContactListSnapshot, DialerLoad
 
 __all__ = [
+    "CapCheck",
     "ExpiryDecision",
     "ExpiryVerdict",
     "GateVerdict",
     "PreflightDecision",
     "PreflightPolicy",
     "WaitFor",
+    "check_active_cap",
     "check_capacity",
     "check_contact_list",
     "check_deferral",
@@ -59,6 +65,7 @@ class WaitFor(StrEnum):
 
     CONTACT_LIST = "CONTACT_LIST"  # a contact-list notification or poll showing it ready
     DIALER_CAPACITY = "DIALER_CAPACITY"  # the dialer's load falling back under the ratio
+    ACTIVE_CAMPAIGN_PLACE = "ACTIVE_CAMPAIGN_PLACE"  # a campaign of the organisation going inactive
 
 
 class ExpiryVerdict(StrEnum):
@@ -128,6 +135,24 @@ class ExpiryDecision:
         return self.verdict is ExpiryVerdict.DELAYED
 
 
+@dataclass(frozen=True, slots=True)
+class CapCheck:
+    """The facts of the active-campaign cap for one opening (start or resume).
+
+    `active`: every campaign holding a place (fsm/campaign_cap.py `count_active`); `ahead`: openings of
+    this instance waiting in line before this one; `reserved`: this opening already passed the gate
+    (it is judged again right before its POST) and keeps its place ahead of every waiter.
+    """
+
+    campaign_id: str
+    active: Set[str]
+    limit: int
+    ahead: int = 0
+    reserved: bool = False
+    recheck: float = 5.0
+    quota_left: int | None = None  # places this instance may still take before the next count
+
+
 _PROCEED = PreflightDecision(GateVerdict.PROCEED)
 _DEFAULT_POLICY = PreflightPolicy()
 
@@ -179,10 +204,32 @@ def check_capacity(load: DialerLoad | None, priority: Priority, now: float,
     )
 
 
+def check_active_cap(cap: CapCheck | None, now: float, policy: PreflightPolicy = _DEFAULT_POLICY, *,
+                     deferred_at: float | None = None) -> PreflightDecision:
+    """DEFER an opening while the campaigns holding a place (itself apart), plus the openings waiting
+    before it, already fill the organisation's cap. None (no cap, or not an opening): proceed."""
+    if cap is None:
+        return _PROCEED
+    others = len(cap.active - {cap.campaign_id})
+    before = 0 if cap.reserved else cap.ahead
+    shared_out = not cap.reserved and cap.quota_left is not None and cap.quota_left <= 0
+    if others + before < cap.limit and not shared_out:
+        return _PROCEED
+    waiting = f"; {before} opening(s) wait before it" if before else ""
+    if shared_out and others + before < cap.limit:
+        waiting += "; this instance took its share of the free places until the next count"
+    return _defer(
+        ReasonCode.ACTIVE_CAMPAIGN_CAP,
+        f"the organisation has {others} active campaign(s), its cap is {cap.limit}{waiting}",
+        WaitFor.ACTIVE_CAMPAIGN_PLACE, "(organisation)", now, cap.recheck, policy, deferred_at,
+    )
+
+
 def preflight(*, contact_list: ContactListSnapshot | None, load: DialerLoad | None, priority: Priority,
               now: float, deferred_at: float | None = None,
-              policy: PreflightPolicy = _DEFAULT_POLICY) -> PreflightDecision:
-    """All gates in order: deferral expiry, contact list, dialer capacity. The first no wins.
+              policy: PreflightPolicy = _DEFAULT_POLICY, cap: CapCheck | None = None) -> PreflightDecision:
+    """All gates in order: deferral expiry, contact list, dialer capacity, active-campaign cap. The
+    first no wins.
 
     `deferred_at` is when the command was first deferred (None if never): a deferral keeps its
     original expiry however many times it is re-deferred.
@@ -193,7 +240,10 @@ def preflight(*, contact_list: ContactListSnapshot | None, load: DialerLoad | No
     listed = check_contact_list(contact_list, now, policy, deferred_at=deferred_at)
     if not listed.proceed:
         return listed
-    return check_capacity(load, priority, now, policy, deferred_at=deferred_at)
+    loaded = check_capacity(load, priority, now, policy, deferred_at=deferred_at)
+    if not loaded.proceed:
+        return loaded
+    return check_active_cap(cap, now, policy, deferred_at=deferred_at)
 
 
 def judge_expiry(errors: Iterable[Mapping[str, str]], contact_list: ContactListSnapshot | None,

@@ -128,7 +128,7 @@ class Tracker(Core):
 
     def _track(self, record: CampaignRecord, command_id: str | None, action: Action | None, now: float) -> None:
         backoff = self._schedule.backoff(self.clock.monotonic())
-        delay = self._safety_delay() if self._notifications_up else (backoff.next_delay() or 0.0)
+        delay = self._safety_delay() if self._pushed(record.id) else (backoff.next_delay() or 0.0)
         record.tracking = Tracking(command_id, action, backoff, now + delay)
         if record.lease is None:
             # A transition we did not start here (restart, takeover, someone else's command) still
@@ -147,7 +147,7 @@ class Tracker(Core):
         await self._observe(record, await self.platform.get_campaign(record.id), Cause.POLL)
         if record.tracking is not tracking:
             return  # it settled
-        delay = self._safety_delay() if self._notifications_up else tracking.backoff.next_delay()
+        delay = self._safety_delay() if self._pushed(record.id) else tracking.backoff.next_delay()
         if delay is None:  # the guide's 60 tries are spent: judge it now rather than poll forever
             deadline_due = True
             tracking.backoff = self._schedule.backoff(self.clock.monotonic())
@@ -172,6 +172,10 @@ class Tracker(Core):
         change = self.machine.expire(campaign, at=now, errors=verdict.errors)
         await self._emit(record, change, self._settle(record, tracking, change))
 
+    def _pushed(self, campaign_id: str) -> bool:
+        """Its changes reach us as notifications: the channels are up and its topic is live."""
+        return self._notifications_up and (self.notifications is None or self.notifications.live(campaign_id))
+
     def _safety_delay(self) -> float:
         # Jittered like every other interval: safety polls of a batch must not line up either.
         return self.config.poll.jittered(self.config.safety_poll, self._rng)
@@ -186,8 +190,10 @@ class Tracker(Core):
             tracking = record.tracking
             if tracking is None:
                 continue
-            if up:
+            if up and self._pushed(record.id):
                 tracking.next_poll = now + self._safety_delay()
+            elif up:
+                continue  # not pushed either way (rejected or unplaced): keeps its backoff
             else:
                 tracking.backoff = self._schedule.backoff(self.clock.monotonic())
                 tracking.next_poll = now + (tracking.backoff.next_delay() or 0.0)

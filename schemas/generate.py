@@ -19,6 +19,7 @@ from .platform import (
     GenesysCampaignDiagnostics,
     GenesysCampaignStats,
     GenesysContactList,
+    GenesysLineDistribution,
     GuideCampaign,
     GuideCampaignErrors,
     GuideContactList,
@@ -42,6 +43,7 @@ MESSAGES: dict[str, type[BaseModel]] = {
     "platform-genesys-contact-list": GenesysContactList,
     "platform-genesys-campaign-diagnostics": GenesysCampaignDiagnostics,
     "platform-genesys-campaign-stats": GenesysCampaignStats,
+    "platform-genesys-campaign-line-distribution": GenesysLineDistribution,
     "platform-notification": NotificationEnvelope,
 }
 

@@ -17,6 +17,8 @@ from .events import PlatformErrorDetail
 from .types import CampaignState, DialerType
 
 __all__ = [
+    "ChannelTopic",
+    "ChannelTopicListing",
     "DialerStats",
     "EntityRef",
     "GenesysCampaign",
@@ -24,7 +26,10 @@ __all__ = [
     "GenesysCampaignProgress",
     "GenesysCampaignStats",
     "GenesysContactList",
+    "GenesysImportProgress",
     "GenesysImportStatus",
+    "GenesysLineDistribution",
+    "GenesysLinesUtilization",
     "GuideCampaign",
     "GuideCampaignErrors",
     "GuideContactList",
@@ -132,13 +137,35 @@ class GenesysCampaignDiagnostics(PlatformModel):
     idle_agents: int | None = None
 
 
+class GenesysLinesUtilization(PlatformModel):
+    """The SDK's `CampaignLinesUtilization`: lines assigned to the campaign, lines available in its
+    edge group or site."""
+
+    assigned_outbound_lines: int | None = None
+    total_available_outbound_lines: int | None = None
+
+
 class GenesysCampaignStats(PlatformModel):
-    """GET /api/v2/outbound/campaigns/{id}/stats: `outstandingCalls` is the live call load."""
+    """GET /api/v2/outbound/campaigns/{id}/stats (SDK `CampaignStats`): `outstandingCalls` is this
+    campaign's own calls; `linesUtilization` speaks for its whole edge group or site."""
 
     outstanding_calls: int | None = None
     scheduled_calls: int | None = None
     idle_agents: int | None = None
     adjusted_calls_per_agent: float | None = None
+    lines_utilization: GenesysLinesUtilization | None = None
+
+
+class GenesysLineDistribution(PlatformModel):
+    """GET /api/v2/outbound/campaigns/{id}/linedistribution (SDK >= 207, `CampaignOutboundLinesDistribution`),
+    for the campaign's edge group or site: `maxOutboundLineCount` the outbound calls it may place (its
+    lines under Max Line Utilization), `availableOutboundLines` those not in use, `maxLineUtilization`
+    the ratio itself. The per-campaign lists are not needed here and are ignored."""
+
+    max_outbound_line_count: int | None = None
+    max_line_utilization: float | None = None
+    available_outbound_lines: int | None = None
+    reserved_lines: int | None = None
 
 
 class GenesysCampaignProgress(PlatformModel):
@@ -169,6 +196,35 @@ class NotificationChannel(PlatformModel):
     id: str
     connect_uri: str
     expires: str | None = None
+
+
+class GenesysImportProgress(PlatformModel):
+    """The body of `v2.outbound.contactlists.{id}.importstatus` (the SDK's
+    ContactlistImportStatusImportStatus): `importState` IN_PROGRESS or FAILED, `percentageComplete`."""
+
+    import_state: str | None = None
+    percentage_complete: int | None = None
+    total_records: int | None = None
+    completed_records: int | None = None
+    failure_reason: str | None = None
+
+
+class ChannelTopic(PlatformModel):
+    """One topic of a subscription answer (the SDK's ChannelTopic): `state` Permitted or Rejected."""
+
+    id: str
+    state: str | None = None
+    rejection_reason: str | None = None
+
+
+class ChannelTopicListing(PlatformModel):
+    """PUT/POST/GET .../channels/{id}/subscriptions (the SDK's ChannelTopicEntityListing)."""
+
+    entities: list[ChannelTopic] = Field(default_factory=list)
+
+    def rejected(self) -> dict[str, str]:
+        """Rejected topics and why. A topic without a state (an older answer) counts as permitted."""
+        return {t.id: t.rejection_reason or "rejected" for t in self.entities if t.state == "Rejected"}
 
 
 class NotificationEnvelope(PlatformModel):

@@ -109,6 +109,9 @@ class ReasonCode(StrEnum):
     CONTACT_LIST_NOT_READY = "CONTACT_LIST_NOT_READY"
     DIALER_OVER_CAPACITY = "DIALER_OVER_CAPACITY"
     DIALER_BUSY = "DIALER_BUSY"
+    # A start (or resume) that would make one active campaign more than the organisation may run at
+    # once (Genesys: 50 voice campaigns): DEFERRED until a place frees; FAILED if the platform refused it.
+    ACTIVE_CAMPAIGN_CAP = "ACTIVE_CAMPAIGN_CAP"
     DEFERRAL_EXPIRED = "DEFERRAL_EXPIRED"
     PLATFORM_CONFLICT = "PLATFORM_CONFLICT"
     PLATFORM_ERROR = "PLATFORM_ERROR"

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from adapters.devtools.brokers import BrokerError, BrokerHandle, broker_from_env
-from adapters.kafka import KafkaConfig, TopicNames
+from adapters.kafka import KafkaSettings, TopicNames
 
 
 @pytest.fixture(scope="session")
@@ -54,8 +54,8 @@ def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
 
 
 @pytest.fixture
-def kafka_config(broker: BrokerHandle, unique_name: Callable[[str], str]) -> KafkaConfig:
-    """A KafkaConfig for the session broker with this test's own topic names and group id."""
+def kafka_config(broker: BrokerHandle, unique_name: Callable[[str], str]) -> KafkaSettings:
+    """A KafkaSettings for the session broker with this test's own topic names and group id."""
     return broker.kafka_config(
         topics=TopicNames.with_prefix(unique_name("t") + "."),
         group_id=unique_name("g"),

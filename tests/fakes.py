@@ -164,9 +164,19 @@ class FakeNotifications:
         self.up = up
         self.campaign_topics: set[str] = set()
         self.list_topics: set[str] = set()
+        self.not_live: set[str] = set()  # campaigns whose topic was rejected (polled instead)
 
     async def subscribe_campaigns(self, campaign_ids: list[str]) -> None:
         self.campaign_topics.update(campaign_ids)
 
     async def subscribe_contact_lists(self, contact_list_ids: list[str]) -> None:
         self.list_topics.update(contact_list_ids)
+
+    async def unsubscribe_campaigns(self, campaign_ids: list[str]) -> None:
+        self.campaign_topics.difference_update(campaign_ids)
+
+    async def unsubscribe_contact_lists(self, contact_list_ids: list[str]) -> None:
+        self.list_topics.difference_update(contact_list_ids)
+
+    def live(self, campaign_id: str) -> bool:
+        return campaign_id not in self.not_live

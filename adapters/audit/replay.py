@@ -25,7 +25,7 @@ from fsm.windows import ToleranceWindows
 
 from ..kafka import (  # STATE_TYPE: the state records' type, as the service itself publishes them
     STATE_TYPE,
-    KafkaConfig,
+    KafkaSettings,
     OutgoingRecord,
     Producer,
     TopicReader,
@@ -60,7 +60,7 @@ def _bulk_load() -> Iterator[None]:
 
 
 async def read_events(
-    config: KafkaConfig,
+    config: KafkaSettings,
     topic: str | None = None,
     *,
     strict: bool,
@@ -84,7 +84,7 @@ async def read_events(
         return log.finish()
 
 
-async def read_state_records(config: KafkaConfig, topic: str) -> dict[str, dict[str, Any]]:
+async def read_state_records(config: KafkaSettings, topic: str) -> dict[str, dict[str, Any]]:
     """The latest `campaign.state` record per campaign; records that are not JSON objects are skipped."""
     out: dict[str, dict[str, Any]] = {}
     for key, record in (await restore_latest(config, topic)).items():
@@ -97,7 +97,7 @@ async def read_state_records(config: KafkaConfig, topic: str) -> dict[str, dict[
     return out
 
 
-async def read_requesters(config: KafkaConfig, topic: str) -> dict[str, str]:
+async def read_requesters(config: KafkaSettings, topic: str) -> dict[str, str]:
     """Command id -> `requestedBy`, from the commands topic (events do not carry who asked)."""
     found: dict[str, str] = {}
     async with TopicReader(config, topic) as reader:
@@ -128,7 +128,7 @@ def rebuilt_state_records(replay: LogReplay, windows: ToleranceWindows | None = 
     return records, problems
 
 
-async def write_state_records(config: KafkaConfig, topic: str, records: list[tuple[str, bytes]],
+async def write_state_records(config: KafkaSettings, topic: str, records: list[tuple[str, bytes]],
                               *, partitions: int | None = None, chunk: int = 5_000) -> int:
     """Produce the records keyed by campaign id (acks=all), creating the compacted topic if absent."""
     async with open_admin(config) as admin:

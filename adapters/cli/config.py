@@ -36,6 +36,12 @@ def _check(args: argparse.Namespace) -> int:
     if problems:
         print("campaign-fsm: invalid configuration:\n" + "\n".join(f"  {p}" for p in problems), file=sys.stderr)
         return 1
+    channels, instances = settings.notification_channels(), settings.platform.instances
+    if settings.platform.notifications and instances * (channels + 1) > 20:
+        print(f"campaign-fsm: warning: {instances} instances x ({channels} notification channels + 1 being "
+              f"renewed) = {instances * (channels + 1)} > 20, the platform's cap per OAuth client: creating the "
+              "21st silently removes another channel (set platform.max_channels to 20 // instances - 1 or less)",
+              file=sys.stderr)
     print(f"configuration ok: profile {settings.platform.profile} at {settings.platform.url}, "
           f"kafka {settings.kafka.bootstrap} (group {settings.kafka.group_id}), "
           f"budget {_budget(settings)}")

@@ -53,7 +53,7 @@ def render_diagram_doc() -> str:
 def kafka_contract() -> KafkaContract:
     """The wire as the adapters make it with the default configuration: topics, partitions, types."""
     kafka = KafkaSettings()
-    names = kafka.topics.names()
+    names = kafka.topics
     specs = {spec.name: spec for spec in names.specs(kafka.partitions, kafka.replication_factor)}
 
     def topic(name: str) -> Topic:

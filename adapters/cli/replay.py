@@ -25,7 +25,8 @@ import orjson
 from aiokafka.errors import KafkaError
 
 from ..audit import read_events, rebuilt_state_records, render_timelines, timelines_json, write_state_records
-from ..kafka import KafkaConfig, KafkaEdgeError, TopicNames, TopicSetupError
+from ..kafka import KafkaEdgeError, KafkaSettings, TopicNames, TopicSetupError
+from ..kafka.config import problem
 from .send import BOOTSTRAP_ENV
 
 __all__ = [
@@ -77,17 +78,17 @@ def add_event_log_arguments(parser: argparse.ArgumentParser) -> None:
                         help="produce without the idempotent producer (brokers without InitProducerId, e.g. tansu)")
 
 
-def kafka_config(args: argparse.Namespace) -> KafkaConfig:
+def kafka_config(args: argparse.Namespace) -> KafkaSettings:
     bootstrap = args.bootstrap or os.environ.get(BOOTSTRAP_ENV, "")
     if not bootstrap.strip():
         raise UsageError(f"no broker: pass --bootstrap HOST:PORT or set {BOOTSTRAP_ENV}")
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
     try:
-        return KafkaConfig(bootstrap=bootstrap.strip(), client_id="campaign-fsm-audit",
+        return KafkaSettings(bootstrap=bootstrap.strip(), client_id="campaign-fsm-audit",
                            enable_idempotence=not args.no_idempotence)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(problem(exc)) from None
 
 
 def _instant(text: str | None, option: str) -> float | None:

@@ -40,7 +40,8 @@ from schemas.base import ContractError, decode
 from schemas.commands import Command, CommandResult
 from schemas.types import Action, CampaignState, Outcome, Priority, ReasonCode
 
-from ..kafka import Delivery, KafkaConfig, KafkaEdgeError, Producer, TopicNames
+from ..kafka import Delivery, KafkaEdgeError, KafkaSettings, Producer, TopicNames
+from ..kafka.config import problem
 from ..signing import DEFAULT_KEY_ENV, DEFAULT_KEY_ID_ENV, Signer, SigningKeyError, signer_from_env
 
 __all__ = [
@@ -75,14 +76,14 @@ class SendError(Exception):
     """The command could not be sent. The message says why (never a key)."""
 
 
-def send_config(bootstrap: str, topics: TopicNames, client_id: str) -> KafkaConfig:
-    """A KafkaConfig for a one-shot client.
+def send_config(bootstrap: str, topics: TopicNames, client_id: str) -> KafkaSettings:
+    """A KafkaSettings for a one-shot client.
 
     Idempotent producing is off: a duplicate from a retried produce carries the same command id
     and the service refuses it as REPLAYED, so the broker feature adds nothing, and some local
     brokers (tansu) cannot do it at all.
     """
-    return KafkaConfig(bootstrap=bootstrap, topics=topics, client_id=client_id, enable_idempotence=False,
+    return KafkaSettings(bootstrap=bootstrap, topics=topics, client_id=client_id, enable_idempotence=False,
                        fetch_max_wait_ms=100, request_timeout_ms=15_000)
 
 
@@ -128,7 +129,7 @@ class ResultWatcher:
     the command-id filter drops.
     """
 
-    def __init__(self, config: KafkaConfig) -> None:
+    def __init__(self, config: KafkaSettings) -> None:
         self._config = config
         self._consumer: AIOKafkaConsumer | None = None
 
@@ -180,7 +181,7 @@ class ResultWatcher:
         return found
 
 
-async def send_and_follow(config: KafkaConfig, command: Command, *, timeout_s: float,
+async def send_and_follow(config: KafkaSettings, command: Command, *, timeout_s: float,
                           out: TextIO | None = None, err: TextIO | None = None, as_json: bool = False,
                           on_sent: Callable[[Delivery], None] | None = None) -> int:
     """Publish the (already signed) `command`, print its results, return the exit status."""
@@ -264,14 +265,14 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
                         "keys are never taken from the command line")
 
 
-def connection_from_args(args: argparse.Namespace, client_id: str) -> tuple[KafkaConfig, Signer]:
+def connection_from_args(args: argparse.Namespace, client_id: str) -> tuple[KafkaSettings, Signer]:
     """The Kafka config and signer the arguments name; SendError/SigningKeyError with a clear message."""
     bootstrap = args.bootstrap or os.environ.get(BOOTSTRAP_ENV) or "127.0.0.1:9092"
     try:
         topics = TopicNames.with_prefix(args.topic_prefix)
         config = send_config(bootstrap, topics, client_id)
     except ValueError as exc:
-        raise SendError(str(exc)) from None
+        raise SendError(problem(exc)) from None
     return config, signer_from_env(args.key_id, args.key_env)
 
 

@@ -107,6 +107,9 @@ def register(subparsers: Any) -> None:
                      help="clock of the 10 reads/s window: real seconds, or simulated seconds so a client "
                           "sharing --time-scale is held to the limit in simulated time (default wall)")
     net.add_argument("--seed", type=int, default=0, help="seed for generated tenants and fault dice")
+    net.add_argument("--active-campaign-cap", type=_count, default=None, metavar="N",
+                     help="refuse a start that would make more than N campaigns active at once "
+                          "(default: 50 on genesys, as Genesys does; none on guide; 0: none)")
     net.add_argument("--heartbeat-seconds", type=_positive, default=30.0,
                      help="WebSocket heartbeat interval, simulated seconds (default 30)")
     net.add_argument("--channel-ttl", type=_positive, default=86_400.0,
@@ -180,9 +183,26 @@ def build_simulator(args: argparse.Namespace) -> Simulator:
     config = SimulatorConfig(
         profile=args.profile, client_id=args.client_id, client_secret=secret, token_ttl=args.token_ttl,
         heartbeat_seconds=args.heartbeat_seconds, channel_ttl=args.channel_ttl, seed=args.seed, faults=faults,
-        rate_clock=args.rate_clock,
+        rate_clock=args.rate_clock, active_campaign_cap=_cap(args),
     )
     return Simulator(tenant, config, time_scale=args.time_scale)
+
+
+def _cap(args: argparse.Namespace) -> int | None:
+    cap: int | None = args.active_campaign_cap
+    if cap is None:
+        return 50 if args.profile == "genesys" else None
+    return cap or None
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 async def _serve(args: argparse.Namespace, sim: Simulator) -> None:

@@ -43,11 +43,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from adapters.kafka import KafkaConfig, TopicNames
+from adapters.kafka import KafkaSettings, TopicNames
 
 __all__ = [
     "BROKER_ENV_VAR",
@@ -124,7 +124,7 @@ def parse_broker_choice(value: str | None) -> BrokerChoice:
 class BrokerHandle:
     """One broker: where to reach it, which process it is, and how to stop, freeze or thaw it.
 
-    `pid` is None for an external broker. `client_overrides` are the KafkaConfig fields this
+    `pid` is None for an external broker. `client_overrides` are the KafkaSettings fields this
     broker needs (see the module docstring); `kafka_config()` applies them.
     """
 
@@ -154,22 +154,16 @@ class BrokerHandle:
     def frozen(self) -> bool:
         return self._state is _State.FROZEN
 
-    def kafka_config(self, **fields: Any) -> KafkaConfig:
-        """A KafkaConfig for this broker: its bootstrap, its quirks, then `fields` on top."""
-        merged: dict[str, Any] = {"bootstrap": self.bootstrap, **self.client_overrides, **fields}
-        return KafkaConfig(**merged)
+    def kafka_config(self, **fields: Any) -> KafkaSettings:
+        """The Kafka settings for this broker: its bootstrap, its quirks, then `fields` on top."""
+        return KafkaSettings.model_validate({"bootstrap": self.bootstrap, **self.client_overrides, **fields})
 
-    def service_kafka_settings(self, topics: TopicNames, *, group_id: str, partitions: int) -> dict[str, Any]:
-        """The service's `kafka` settings for this broker: its bootstrap and quirks, `topics`, the group."""
-        overrides = self.client_overrides
-        return {
-            "bootstrap": self.bootstrap, "group_id": group_id, "partitions": partitions,
-            "enable_idempotence": overrides.get("enable_idempotence", True),
-            "fetch_max_wait_ms": overrides.get("fetch_max_wait_ms", 100),
-            "session_timeout_ms": overrides.get("session_timeout_ms", 10_000),
-            "heartbeat_interval_ms": overrides.get("heartbeat_interval_ms", 3_000),
-            "topics": asdict(topics),
-        }
+    def service_kafka_settings(self, topics: TopicNames, *, group_id: str, partitions: int) -> KafkaSettings:
+        """The service's `kafka` settings for this broker: its bootstrap and quirks, `topics`, the group.
+
+        Fetches wait at most 100 ms unless the broker asks for less: a local run wants commands fast."""
+        return self.kafka_config(**{"fetch_max_wait_ms": 100, **self.client_overrides}, topics=topics,
+                                 group_id=group_id, partitions=partitions)
 
     def freeze(self) -> None:
         """SIGSTOP the broker: sockets stay open, nothing answers (an outage without data loss)."""

@@ -4,13 +4,16 @@ No business rule lives here; the orchestrator decides what to send, when to comm
 record means. This package only makes the Kafka side behave the same on real Kafka and on the two
 local emulators (see `adapters.devtools.brokers`):
 
-- `config`: `KafkaConfig` (everything the edge needs) and `KafkaSecurity` (TLS/SASL);
+- `config`: `KafkaSettings`, everything the edge needs (TLS/SASL included); it is also the
+  `kafka` section of the service's settings;
 - `topics`: `TopicNames` / `ensure_topics`: the five topics, created idempotently; ``campaign.state``
   is compacted (brokers that refuse or ignore the config still get the topic); `partition_of`;
-- `records`: `Record`, `OutgoingRecord`, `Partition`, `Delivery`, and what the service's own records
-  carry (`RESULT_TYPE`, `STATE_TYPE`, `EVENT_CONTENT_TYPE`, `result_id`, `dead_letter_stand_in`);
+- `records`: `Record`, `OutgoingRecord`, `Partition`, `Delivery`, and `dead_letter_stand_in`;
+- `mapping`: a state change as the service's records (`state_changed_records`, `state_saved_records`,
+  `result_records`: events, state and results, as `ServiceRecord`s), and what they carry
+  (`RESULT_TYPE`, `STATE_TYPE`, `EVENT_CONTENT_TYPE`, `result_id`), for the outbox and `KafkaSink`;
 - `producer`: `Producer`: acks=all, idempotent where the broker supports it
-  (`KafkaConfig.enable_idempotence`, default True; tansu needs False because aiokafka's
+  (`KafkaSettings.enable_idempotence`, default True; tansu needs False because aiokafka's
   InitProducerId fails there), key = campaign id, orjson values, CloudEvents-style headers, `send`
   answers (partition, offset);
 - `consumer`: `CommandConsumer`: a group member with manual commits only (commit offset + 1 once
@@ -33,26 +36,32 @@ help)::
     ├── CommitRejected        the group moved on: this member no longer owns the partition (fenced)
     └── ReaderStalled         a reader made no progress towards the end offsets in time
 
-Secrets: `KafkaSecurity.password` never appears in a repr, a log line or an error message.
+Secrets: `KafkaSettings.sasl_password` never appears in a repr, a log line or an error message.
 """
 
-from .config import KafkaConfig, KafkaSecurity
+from .config import KafkaSettings
 from .consumer import CommandConsumer, RebalanceHooks
 from .errors import CommitRejected, KafkaEdgeError, NotStarted, ProduceFailed, ReaderStalled, TopicSetupError
+from .mapping import (
+    EVENT_CONTENT_TYPE,
+    RESULT_TYPE,
+    STATE_TYPE,
+    ServiceRecord,
+    result_id,
+    result_records,
+    state_changed_records,
+    state_saved_records,
+)
 from .producer import Producer
 from .reader import TopicReader, read_topic, restore_latest
 from .records import (
-    EVENT_CONTENT_TYPE,
-    RESULT_TYPE,
     STAND_IN_CONTENT_TYPE,
     STAND_IN_VALUE_BYTES,
-    STATE_TYPE,
     Delivery,
     OutgoingRecord,
     Partition,
     Record,
     dead_letter_stand_in,
-    result_id,
 )
 from .sink import KafkaSink
 from .topics import TopicNames, TopicSpec, ensure_topics, open_admin, partition_of
@@ -66,9 +75,8 @@ __all__ = [
     "CommandConsumer",
     "CommitRejected",
     "Delivery",
-    "KafkaConfig",
     "KafkaEdgeError",
-    "KafkaSecurity",
+    "KafkaSettings",
     "KafkaSink",
     "NotStarted",
     "OutgoingRecord",
@@ -78,6 +86,7 @@ __all__ = [
     "ReaderStalled",
     "RebalanceHooks",
     "Record",
+    "ServiceRecord",
     "TopicNames",
     "TopicReader",
     "TopicSetupError",
@@ -89,4 +98,7 @@ __all__ = [
     "read_topic",
     "restore_latest",
     "result_id",
+    "result_records",
+    "state_changed_records",
+    "state_saved_records",
 ]

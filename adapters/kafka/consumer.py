@@ -15,7 +15,7 @@ from aiokafka.client import AIOKafkaClient, ConnectionGroup
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, RebalanceInProgressError
 from aiokafka.protocol.group import LeaveGroupRequest
 
-from .config import KafkaConfig
+from .config import KafkaSettings
 from .errors import CommitRejected, KafkaEdgeError, Lifecycle, NotStarted
 from .records import Partition, Record, to_record
 
@@ -63,7 +63,7 @@ class CommandConsumer:
 
     def __init__(
         self,
-        config: KafkaConfig,
+        config: KafkaSettings,
         *,
         topic: str | None = None,
         group_id: str | None = None,

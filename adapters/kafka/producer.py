@@ -1,7 +1,7 @@
 """`Producer`: acks=all, idempotent where the broker supports it, key = campaign id, orjson values,
 CloudEvents-style headers; `send` answers (partition, offset).
 
-`KafkaConfig.enable_idempotence` is True by default; tansu needs False because aiokafka's
+`KafkaSettings.enable_idempotence` is True by default; tansu needs False because aiokafka's
 InitProducerId fails there. A record too large to produce, or one the broker refuses for what it
 is, is named in `ProduceFailed.refused`.
 """
@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from schemas.base import encode
 
-from .config import KafkaConfig
+from .config import KafkaSettings
 from .errors import Lifecycle, NotStarted, ProduceFailed
 from .records import Delivery, OutgoingRecord
 
@@ -78,7 +78,7 @@ class Producer:
     in flight per partition. With `enable_idempotence` a retried batch is not duplicated either.
     """
 
-    def __init__(self, config: KafkaConfig, *, client_id: str | None = None) -> None:
+    def __init__(self, config: KafkaSettings, *, client_id: str | None = None) -> None:
         self._config = config
         self._client_id = client_id or config.client_id
         self._producer: AIOKafkaProducer | None = None

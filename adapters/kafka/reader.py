@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as _AioTopicPartition
 from aiokafka.errors import KafkaError
 
-from .config import KafkaConfig
+from .config import KafkaSettings
 from .errors import KafkaEdgeError, Lifecycle, NotStarted, ReaderStalled, TopicSetupError
 from .records import Partition, Record, to_record
 
@@ -40,7 +40,7 @@ class TopicReader:
 
     def __init__(
         self,
-        config: KafkaConfig,
+        config: KafkaSettings,
         topic: str,
         *,
         since_ms: int | None = None,
@@ -194,7 +194,7 @@ class TopicReader:
         return target
 
 
-async def read_topic(config: KafkaConfig, topic: str, **options: Any) -> list[Record]:
+async def read_topic(config: KafkaSettings, topic: str, **options: Any) -> list[Record]:
     """Every record of `topic` up to its end as of now (options as for TopicReader)."""
     records: list[Record] = []
     async with TopicReader(config, topic, **options) as reader:
@@ -203,7 +203,7 @@ async def read_topic(config: KafkaConfig, topic: str, **options: Any) -> list[Re
     return records
 
 
-async def restore_latest(config: KafkaConfig, topic: str, **options: Any) -> dict[str, Record]:
+async def restore_latest(config: KafkaSettings, topic: str, **options: Any) -> dict[str, Record]:
     """The latest record per key of a (compacted) topic; a tombstone (None value) deletes its key.
 
     Keyless records are skipped. Per-key order is partition order, which holds because a key

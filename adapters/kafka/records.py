@@ -1,33 +1,26 @@
 """The values that cross the Kafka edge: a consumed `Record`, an `OutgoingRecord` to produce, the
 `Partition` a record is on and the `Delivery` (partition, offset) of an acknowledged one.
 
-Also what the service's own records carry, wherever they are produced from (the outbox, the direct
-`KafkaSink`): the record types of results and state records, the content type of events, a result's
-record id, and the dead-letter stand-in for a record the broker refuses for good.
+Also the dead-letter stand-in for a record the broker refuses for good, wherever it is produced
+from (the outbox, the direct `KafkaSink`). What the service's own records carry is in `mapping`.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from schemas.base import truncate_text
-from schemas.commands import CommandResult
 
 __all__ = [
-    "EVENT_CONTENT_TYPE",
-    "RESULT_TYPE",
     "STAND_IN_CONTENT_TYPE",
     "STAND_IN_VALUE_BYTES",
-    "STATE_TYPE",
     "Delivery",
     "OutgoingRecord",
     "Partition",
     "Record",
     "dead_letter_stand_in",
-    "result_id",
     "to_record",
 ]
 
@@ -95,17 +88,7 @@ def to_record(raw: Any) -> Record:
                   raw.value, tuple(raw.headers or ()), raw.timestamp, key_bytes)
 
 
-# --- the service's records ------------------------------------------------------------------------
-
-RESULT_TYPE = "com.campaign-fsm.command.result.v1"
-STATE_TYPE = "com.campaign-fsm.campaign.state.v1"
-EVENT_CONTENT_TYPE = "application/cloudevents+json"
-
-
-def result_id(result: CommandResult, value: bytes) -> str:
-    """A result's record id: stable across re-deliveries, distinct for each result of one command
-    (several DEFERRED results of one command differ in content, hence the digest)."""
-    return f"{result.command_id}:{result.outcome.value}:{hashlib.blake2b(value, digest_size=6).hexdigest()}"
+# --- the dead-letter stand-in --------------------------------------------------------------------
 
 # A stand-in is small whatever it stands for: enough of the value to recognise it, never the
 # size that got the original refused.

@@ -17,14 +17,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
-from schemas.base import encode, truncate_text
+from schemas.base import truncate_text
 from schemas.commands import CommandResult
 
 from .errors import ProduceFailed
+from .mapping import ServiceRecord, result_records, state_changed_records, state_saved_records
 from .producer import Producer
-from .records import EVENT_CONTENT_TYPE, RESULT_TYPE, STATE_TYPE, OutgoingRecord, dead_letter_stand_in, result_id
+from .records import OutgoingRecord, dead_letter_stand_in
 from .topics import TopicNames
 
 __all__ = ["KafkaSink"]
@@ -54,33 +53,20 @@ class KafkaSink:
 
     async def state_changed(self, event: dict[str, Any], snapshot: dict[str, Any],
                             results: Sequence[CommandResult] = ()) -> None:
-        key = event["subject"]
-        await self._send([
-            OutgoingRecord(self._topics.events, key, orjson.dumps(event), ce_type=event["type"], ce_id=event["id"],
-                           content_type=EVENT_CONTENT_TYPE),
-            OutgoingRecord(self._topics.state, key, orjson.dumps(snapshot), ce_type=STATE_TYPE),
-            *(self._result_record(result) for result in results),
-        ])
+        await self._send(state_changed_records(event, snapshot, results))
         self.events += 1
         self.results += len(results)
 
     async def state_saved(self, snapshot: dict[str, Any], results: Sequence[CommandResult] = ()) -> None:
-        await self._send([
-            OutgoingRecord(self._topics.state, snapshot["campaignId"], orjson.dumps(snapshot), ce_type=STATE_TYPE),
-            *(self._result_record(result) for result in results),
-        ])
+        await self._send(state_saved_records(snapshot, results))
         self.results += len(results)
 
     async def command_result(self, result: CommandResult) -> None:
-        await self._send([self._result_record(result)])
+        await self._send(result_records([result]))
         self.results += 1
 
-    def _result_record(self, result: CommandResult) -> OutgoingRecord:
-        value = encode(result)
-        return OutgoingRecord(self._topics.results, result.campaign_id, value, ce_type=RESULT_TYPE,
-                              ce_id=result_id(result, value))
-
-    async def _send(self, records: list[OutgoingRecord]) -> None:
+    async def _send(self, rows: list[ServiceRecord]) -> None:
+        records = [row.outgoing(self._topics) for row in rows]
         pending = records
         # Each pass delivers everything or takes one refused record out: at most len(records) + 1.
         for _ in range(len(records) + 1):

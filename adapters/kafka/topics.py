@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from .errors import TopicSetupError
 
-if TYPE_CHECKING:  # config.py imports this module (TopicNames is part of a KafkaConfig)
-    from .config import KafkaConfig
+if TYPE_CHECKING:  # config.py imports this module (TopicNames is part of the KafkaSettings)
+    from .config import KafkaSettings
 
 __all__ = ["TopicNames", "TopicSpec", "ensure_topics", "open_admin", "partition_of"]
 
@@ -47,9 +48,12 @@ class TopicSpec:
     configs: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class TopicNames:
-    """The service's topics. Every name is configurable; `state` is the compacted one."""
+class TopicNames(BaseModel):
+    """The service's topics. Every name is configurable; `state` is the compacted one.
+
+    A pydantic model: the `kafka.topics` section of the settings is this very value."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     commands: str = "campaign.commands"
     results: str = "campaign.command-results"
@@ -57,13 +61,15 @@ class TopicNames:
     state: str = "campaign.state"
     dead_letters: str = "campaign.commands.dlq"
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _valid_names(self) -> TopicNames:
         names = self.all()
         for name in names:
             if not _TOPIC_NAME.match(name):
                 raise ValueError(f"invalid Kafka topic name {name!r}: use 1-249 of [A-Za-z0-9._-]")
         if len(set(names)) != len(names):
             raise ValueError(f"topic names must be distinct, got {names}")
+        return self
 
     def all(self) -> tuple[str, ...]:
         return (self.commands, self.results, self.events, self.state, self.dead_letters)
@@ -71,8 +77,7 @@ class TopicNames:
     @classmethod
     def with_prefix(cls, prefix: str) -> TopicNames:
         """The default names under `prefix` (e.g. per test, per environment)."""
-        base = cls()
-        return cls(*(f"{prefix}{name}" for name in base.all()))
+        return cls(**{name: f"{prefix}{value}" for name, value in cls().model_dump().items()})
 
     def specs(self, partitions: int, replication_factor: int = 1) -> list[TopicSpec]:
         """What `ensure_topics` creates. Dead letters get one partition: they are rare and read in order."""
@@ -87,7 +92,7 @@ class TopicNames:
 
 
 @contextlib.asynccontextmanager
-async def open_admin(config: KafkaConfig) -> AsyncIterator[AIOKafkaAdminClient]:
+async def open_admin(config: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
     """An admin client for `config`, closed on the way out."""
     admin = AIOKafkaAdminClient(**config.client_kwargs())
     try:

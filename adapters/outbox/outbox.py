@@ -14,25 +14,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import orjson
-
 from fsm.backoff import Backoff
 from fsm.ports import Clock
-from schemas.base import encode, truncate_text
+from schemas.base import truncate_text
 from schemas.commands import CommandResult
 
 from ..clock import SystemClock
 from ..kafka import (
-    EVENT_CONTENT_TYPE,
-    RESULT_TYPE,
-    STATE_TYPE,
     Delivery,
     OutgoingRecord,
     ProduceFailed,
+    ServiceRecord,
     TopicNames,
     dead_letter_stand_in,
-    result_id,
+    result_records,
+    state_changed_records,
+    state_saved_records,
 )
+from ..kafka.mapping import topic_of
 from .errors import OutboxClosed
 from .store import Append, Close, Delete, Fetch, NewRow, Op, OpOutcome, Row, SetAside, Stats, Store
 from .writer import Writer
@@ -40,9 +39,6 @@ from .writer import Writer
 __all__ = ["Outbox", "Publisher"]
 
 _log = logging.getLogger(__name__)
-
-_JSON = "application/json"
-
 
 class Publisher(Protocol):
     """What the drainer publishes through: `adapters.kafka.Producer` (acks=all) in the service.
@@ -91,9 +87,8 @@ class Outbox:
             raise ValueError(f"need 0 < retry_initial <= retry_max, got {retry_initial} and {retry_max}")
         self._path = Path(path)
         self._publisher = publisher
-        topics = topics or TopicNames()
-        self._topic = {"events": topics.events, "state": topics.state, "results": topics.results}
-        self._dead_letters = topics.dead_letters
+        self._topics = topics or TopicNames()
+        self._dead_letters = self._topics.dead_letters
         self._clock: Clock = clock or SystemClock()
         self._synchronous = synchronous
         self._batch_size = batch_size
@@ -224,44 +219,24 @@ class Outbox:
                             results: Sequence[CommandResult] = ()) -> None:
         """The event (``events``), the snapshot (``state``) and the results it decides, in one
         transaction and that order; returns once durable."""
-        event_id, event_type = event.get("id"), event.get("type")
-        if not isinstance(event_id, str) or not isinstance(event_type, str):
-            raise ValueError("a state-changed event needs string 'id' and 'type' fields")
-        key = _event_campaign(event)
-        now = self._clock.now()
-        await self._append([
-            NewRow("events", key, orjson.dumps(event), event_type, event_id, EVENT_CONTENT_TYPE, now),
-            self._state_row(snapshot, now),
-            *(self._result_row(result, now) for result in results),
-        ])
+        await self._append(state_changed_records(event, snapshot, results))
 
     async def state_saved(self, snapshot: dict[str, object], results: Sequence[CommandResult] = ()) -> None:
         """The snapshot (``state``), then the results it decides, in one transaction; returns once durable."""
-        now = self._clock.now()
-        await self._append([self._state_row(snapshot, now), *(self._result_row(result, now) for result in results)])
+        await self._append(state_saved_records(snapshot, results))
 
     async def command_result(self, result: CommandResult) -> None:
         """The result (``results``); returns once durable, so its command's offset may be committed."""
-        await self._append([self._result_row(result, self._clock.now())])
-
-    @staticmethod
-    def _result_row(result: CommandResult, now: float) -> NewRow:
-        value = encode(result)
-        return NewRow("results", result.campaign_id, value, RESULT_TYPE, result_id(result, value), _JSON, now)
-
-    @staticmethod
-    def _state_row(snapshot: dict[str, object], now: float) -> NewRow:
-        key = snapshot.get("campaignId")
-        if not isinstance(key, str) or not key:
-            raise ValueError("a campaign snapshot needs a non-empty string 'campaignId'")
-        return NewRow("state", key, orjson.dumps(snapshot), STATE_TYPE, None, _JSON, now)
+        await self._append(result_records([result]))
 
     # --- talking to the writer -----------------------------------------------------------------
 
     def _new_future(self) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().create_future()
 
-    async def _append(self, rows: list[NewRow]) -> None:
+    async def _append(self, records: list[ServiceRecord]) -> None:
+        now = self._clock.now()
+        rows = [NewRow(r.kind, r.key, r.value, r.ce_type, r.ce_id, r.content_type, now) for r in records]
         op = Append(self._new_future(), rows)
         self._send(op)
         # Counted until the writer answers (even if the caller is cancelled meanwhile: the row
@@ -392,11 +367,11 @@ class Outbox:
         where = f"a stand-in went to {self._dead_letters}" if dead_lettered else "no stand-in could be sent"
         _log.error("outbox %s: row %d (%s for %s, key %s, %d bytes) can never be delivered (%s): %s; "
                    "the row is kept in table undeliverable and delivery goes on behind it",
-                   self._path, row.seq, row.kind, self._topic[row.kind], truncate_text(row.key or "", 100),
+                   self._path, row.seq, row.kind, topic_of(row.kind, self._topics), truncate_text(row.key or "", 100),
                    len(row.value), truncate_text(error + why, 500), where)
 
     def _record(self, row: Row) -> OutgoingRecord:
-        return OutgoingRecord(self._topic[row.kind], row.key, row.value, row.ce_type, row.ce_id, {},
+        return OutgoingRecord(topic_of(row.kind, self._topics), row.key, row.value, row.ce_type, row.ce_id, {},
                               row.content_type)
 
     def _backoff(self) -> float:
@@ -407,12 +382,3 @@ class Outbox:
             _log.error("outbox %s: the drainer died; rows stay on disk until the next start",
                        self._path, exc_info=task.exception())
 
-
-def _event_campaign(event: dict[str, object]) -> str:
-    subject = event.get("subject")
-    if isinstance(subject, str) and subject:
-        return subject
-    data = event.get("data")
-    if isinstance(data, dict) and isinstance(data.get("campaignId"), str) and data["campaignId"]:
-        return str(data["campaignId"])
-    raise ValueError("a state-changed event needs its campaign id in 'subject' or 'data.campaignId'")

@@ -12,10 +12,15 @@ from __future__ import annotations
 import math
 import re
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 
-__all__ = ["error_fields", "invalid_transition", "rate_headers", "retry_after"]
+from fsm.ports import PlatformError
+
+__all__ = [
+    "cap_refusal", "cap_text", "error_fields", "invalid_transition", "json_object", "rate_headers", "retry_after",
+]
 
 _CONFLICT_CODES = frozenset({"campaign.state.conflict", "conflict"})
 _INVALID_TRANSITION = re.compile(r"invalid transition from\s*<?\s*[a-z_]+\s*>?\s*to\s*<?\s*[a-z_]+", re.I)
@@ -74,3 +79,31 @@ def rate_headers(resp: httpx.Response) -> tuple[int, int, float] | None:
     except ValueError:
         return None
     return (count, allowed, reset) if math.isfinite(reset) else None
+
+
+# Genesys publishes the cap (50 voice campaigns per organisation) but not the words of the refusal: a
+# 4xx whose code or message speaks of a campaign limit is taken as one. The simulator's wording is a guess.
+_CAP_WORDS = ("limit", "maximum", "max.", "too.many", "too many")
+
+
+def cap_refusal(resp: httpx.Response) -> bool:
+    """A start refused because the organisation's active-campaign cap is reached."""
+    code, message = error_fields(resp)
+    return cap_text(resp.status_code, f"{code} {message}")
+
+
+def cap_text(status: int | None, text: str) -> bool:
+    lowered = text.lower()
+    return (status in (400, 403, 409, 422) and "campaign" in lowered and "transition" not in lowered
+            and any(word in lowered for word in _CAP_WORDS))
+
+
+def json_object(resp: httpx.Response, what: str) -> dict[str, Any]:
+    """The answer's body as a JSON object, or a PlatformError saying why it is not one."""
+    try:
+        body = resp.json()
+    except ValueError:
+        raise PlatformError(f"{what}: HTTP {resp.status_code} with a body that is not JSON") from None
+    if not isinstance(body, dict):
+        raise PlatformError(f"{what}: expected a JSON object, got {type(body).__name__}")
+    return body

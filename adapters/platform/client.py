@@ -61,13 +61,11 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import httpx
 
 from fsm.backoff import Backoff
 from fsm.ports import (
-    ActionReceipt,
     CampaignSnapshot,
     Clock,
     ContactListSnapshot,
@@ -81,14 +79,14 @@ from fsm.ports import (
 )
 from fsm.request_budget import Grant, RequestBudget
 from schemas.base import ContractError
-from schemas.platform import GenesysCampaignProgress, NotificationChannel
-from schemas.types import Action, CampaignState
+from schemas.platform import ChannelTopicListing, NotificationChannel
+from schemas.types import Action
 
 from ..clock import SystemClock
-from .answers import error_fields, invalid_transition, rate_headers, retry_after
+from .actions import _CAMPAIGNS, ActionsMixin, _campaign_path, _segment
+from .answers import error_fields, invalid_transition, json_object, rate_headers, retry_after
 from .oauth import TokenManager, login_url_for
 from .profiles import (
-    GENESYS_TURN,
     SUPPORTED_ACTIONS,
     SUPPORTS_RECYCLE,
     Profile,
@@ -96,13 +94,13 @@ from .profiles import (
     contact_list_from_payload,
     dialer_load_from_payload,
     errors_from_payload,
+    line_distribution_load,
 )
 
 __all__ = ["DEFAULT_BUDGET", "ClientStats", "PlatformClient"]
 
 _log = logging.getLogger(__name__)
 
-_CAMPAIGNS = "/api/v2/outbound/campaigns"
 _CONTACT_LISTS = "/api/v2/outbound/contactlists"
 _DIALERS = "/api/v2/outbound/dialers"
 _CHANNELS = "/api/v2/notifications/channels"
@@ -110,10 +108,6 @@ _LIST_KEY = "(campaign-list)"
 _CHANNEL_KEY = "(notification-channels)"
 # Requests per window of each profile's budget (see the module docstring).
 DEFAULT_BUDGET: Mapping[Profile, tuple[int, float]] = {Profile.GUIDE: (10, 1.0), Profile.GENESYS: (300, 60.0)}
-# Without the state the model leaves: what each action asks for (a stop of a paused campaign then
-# sends an off the platform may refuse as already off; the core always names the state).
-_GENESYS_DEFAULT_TURN = {Action.START: "on", Action.RESUME: "on", Action.PAUSE: "off", Action.STOP: "off"}
-_GENESYS_ROUTE = {"on": "start", "off": "stop"}
 _MAX_PAGES = 10_000
 _T = TypeVar("_T")
 
@@ -131,7 +125,7 @@ class ClientStats:
     reauths: int = 0
 
 
-class PlatformClient:
+class PlatformClient(ActionsMixin):
     """The dialing platform over REST, in the `guide` or `genesys` profile."""
 
     def __init__(
@@ -195,6 +189,7 @@ class PlatformClient:
         self._page_size = page_size
         self._rng = rng if rng is not None else random.Random()
         self.stats = ClientStats()
+        self._line_distribution = True  # False once the platform showed it has no such route
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -299,118 +294,17 @@ class PlatformClient:
         return self._translate(contact_list_from_payload, payload, f"contact list {contact_list_id!r}")
 
     async def get_dialer_load(self, dialer_id: str, campaign_id: str) -> DialerLoad:
-        """guide: the dialer's own stats. genesys: the campaign's outstanding calls, configured capacity."""
-        if self._profile is Profile.GUIDE:
-            payload = await self._get(f"{_DIALERS}/{_segment(dialer_id)}/stats", key=f"dialer:{dialer_id}")
-        else:
-            payload = await self._get(f"{_campaign_path(campaign_id)}/stats", key=campaign_id)
+        """guide: the dialer's own stats. genesys: the line distribution of the campaign's edge group or
+        site (`get_line_load`), configuration overriding its capacity."""
+        if self._profile is Profile.GENESYS:
+            return await self.get_line_load(dialer_id, campaign_id)
+        payload = await self._get(f"{_DIALERS}/{_segment(dialer_id)}/stats", key=f"dialer:{dialer_id}")
         try:
             return dialer_load_from_payload(
                 self._profile, payload, dialer_id=dialer_id, capacity=self._capacity.get(dialer_id)
             )
         except ContractError as exc:
             raise PlatformError(f"dialer {dialer_id!r}: unusable payload: {exc}") from exc
-
-    async def send_action(self, campaign_id: str, action: Action, *, source: CampaignState | None = None,
-                          recycle: bool = False) -> ActionReceipt:
-        """Ask for a transition, exactly once. The receipt says "accepted", never "done".
-
-        genesys: the campaign is turned on or off (`GENESYS_TURN`, by `source`, the state the model
-        leaves); a stop of a paused campaign sends nothing. `recycle` (start only) first resets the
-        campaign's progress, so dialing begins again at the contact list's first record.
-        """
-        action = Action(action)
-        if action not in self.supported_actions:
-            raise ValueError(
-                f"the {self._profile.value} profile has no {action.value!r} action "
-                f"(supported: {', '.join(sorted(a.value for a in self.supported_actions))})"
-            )
-        if recycle and (action is not Action.START or not self.supports_recycle):
-            raise ValueError(f"recycle is a start option of the genesys profile, not of {self._profile.value} "
-                             f"{action.value}")
-        if self._profile is Profile.GUIDE:
-            return await self._post_action(campaign_id, action, action.value, {})
-        key = (action, source or CampaignState.FAILED)  # no source: no pair matches
-        turn = GENESYS_TURN[key] if key in GENESYS_TURN else _GENESYS_DEFAULT_TURN[action]
-        if recycle:
-            await self.reset_progress(campaign_id)
-        if turn is None:
-            now = self._clock.now()
-            return ActionReceipt(campaign_id, action, 0, now, now, method=None)
-        if self._via_put:
-            sent_at = self._clock.now()
-            await self.set_campaign_status_put(campaign_id, turn)
-            answered = self._clock.now()
-            path = _campaign_path(campaign_id)
-            return ActionReceipt(campaign_id, action, 200, sent_at, answered, path, method="PUT", path=path)
-        # Genesys' start and stop routes take no body at all.
-        return await self._post_action(campaign_id, action, _GENESYS_ROUTE[turn], None)
-
-    async def _post_action(self, campaign_id: str, action: Action, route: str, body: Any) -> ActionReceipt:
-        path = f"{_campaign_path(campaign_id)}/{route}"
-        resp, sent_at = await self._send_once("POST", path, body, key=campaign_id)
-        answered_at = self._clock.now()
-        if not resp.is_success:
-            self._raise_for(resp, f"POST {path}", sent_at=sent_at)
-        return ActionReceipt(
-            campaign_id=campaign_id,
-            action=action,
-            status=resp.status_code,
-            sent_at=sent_at,
-            answered_at=answered_at,
-            location=resp.headers.get("Location"),
-            path=path,
-        )
-
-    async def get_progress(self, campaign_id: str) -> GenesysCampaignProgress:
-        """genesys GET .../campaigns/{id}/progress: how far through its contact list the campaign is."""
-        if self._profile is not Profile.GENESYS:
-            raise ValueError("campaign progress exists only in the genesys profile")
-        payload = await self._get(f"{_campaign_path(campaign_id)}/progress", key=campaign_id)
-        try:
-            return GenesysCampaignProgress.model_validate(payload)
-        except ValueError as exc:
-            raise PlatformError(f"progress of campaign {campaign_id!r}: unusable payload: {exc}") from None
-
-    async def reset_progress(self, campaign_id: str) -> None:
-        """genesys DELETE .../campaigns/{id}/progress: recycle, the next dialing begins at record one.
-        Safe to repeat (a recycled campaign recycled again is where it was), but Genesys takes at most
-        one recycle per campaign every five seconds."""
-        if self._profile is not Profile.GENESYS:
-            raise ValueError("campaign progress exists only in the genesys profile")
-        path = f"{_campaign_path(campaign_id)}/progress"
-        resp, sent_at = await self._send_once("DELETE", path, None, key=campaign_id)
-        if not resp.is_success:
-            self._raise_for(resp, f"DELETE {path}", sent_at=sent_at)
-
-    async def set_campaign_status_put(self, campaign_id: str, campaign_status: str) -> CampaignSnapshot:
-        """genesys' older way, as a compare-and-set: read the campaign, PUT it back whole with its
-        `version` and the wanted `campaignStatus`.
-
-        Never re-sent. A 409 (a stale `version`: the campaign changed between the read and the PUT,
-        or Genesys' eventual consistency answered an older read) or a 400 invalid transition changed
-        nothing: the campaign is read again and the `PlatformConflict` carries it as `current`, so
-        the caller decides again on the fresh state (fsm/dispatch.py does).
-        """
-        if self._profile is not Profile.GENESYS:
-            raise ValueError("set_campaign_status_put exists only in the genesys profile")
-        if campaign_status not in ("on", "off"):
-            raise ValueError(f"campaign_status must be 'on' or 'off', got {campaign_status!r}")
-        path = _campaign_path(campaign_id)
-        current = await self._get(path, key=campaign_id, priority=True)
-        if "version" not in current:
-            raise PlatformError(f"campaign {campaign_id!r} has no 'version'; the PUT needs one")
-        wanted = {**current, "campaignStatus": campaign_status}
-        resp, sent_at = await self._send_once("PUT", path, wanted, key=campaign_id)
-        if not resp.is_success:
-            try:
-                self._raise_for(resp, f"PUT {path}", sent_at=sent_at)
-            except PlatformConflict as conflict:
-                fresh = await self.get_campaign(campaign_id, priority=True)
-                raise PlatformConflict(str(conflict), status=conflict.status, sent_at=sent_at,
-                                       current=fresh, stale=conflict.status == 409) from None
-        updated = _json_object(resp, f"PUT {path}")
-        return self._translate(campaign_from_payload, updated, f"campaign {campaign_id!r}")
 
     # --- notification channel REST calls (used by adapters/platform/notifications.py) ------------
 
@@ -420,17 +314,23 @@ class PlatformClient:
         if not resp.is_success:
             self._raise_for(resp, f"POST {_CHANNELS}", sent_at=sent_at)
         try:
-            return NotificationChannel.model_validate(_json_object(resp, f"POST {_CHANNELS}"))
+            return NotificationChannel.model_validate(json_object(resp, f"POST {_CHANNELS}"))
         except ValueError as exc:
             raise PlatformError(f"notification channel answer is unusable: {exc}") from None
 
-    async def set_channel_topics(self, channel_id: str, topics: list[str], *, replace: bool) -> None:
-        """PUT (replace=True) or POST (add) the channel's topic subscriptions."""
+    async def set_channel_topics(self, channel_id: str, topics: list[str], *, replace: bool) -> dict[str, str]:
+        """PUT (replace=True) or POST (add) the channel's topic subscriptions. Returns the topics the
+        platform Rejected, each with its reason: `ignoreErrors=true` makes it subscribe the others
+        and answer each topic's state (the SDK's ChannelTopic) instead of failing the whole request."""
         path = f"{_CHANNELS}/{_segment(channel_id)}/subscriptions"
-        resp, sent_at = await self._send_once("PUT" if replace else "POST", path, [{"id": t} for t in topics],
-                                             key=_CHANNEL_KEY)
+        resp, sent_at = await self._send_once("PUT" if replace else "POST", f"{path}?ignoreErrors=true",
+                                              [{"id": t} for t in topics], key=_CHANNEL_KEY)
         if not resp.is_success:
             self._raise_for(resp, f"subscriptions of channel {channel_id!r}", sent_at=sent_at)
+        try:
+            return ChannelTopicListing.model_validate(json_object(resp, f"subscriptions of {channel_id!r}")).rejected()
+        except ValueError as exc:
+            raise PlatformError(f"subscription answer of channel {channel_id!r} is unusable: {exc}") from None
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -461,7 +361,7 @@ class PlatformClient:
                 continue
             status = resp.status_code
             if resp.is_success:
-                return _json_object(resp, what)
+                return json_object(resp, what)
             if status == 401 and not reauthed:
                 reauthed = True
                 self.stats.reauths += 1
@@ -575,6 +475,40 @@ class PlatformClient:
             raise PlatformAuthError(text, status=status, sent_at=sent_at)
         raise PlatformError(text, status=status, sent_at=sent_at)
 
+    # --- genesys line load (issue 14, item 5) ------------------------------------------------------
+
+    async def get_line_load(self, dialer_id: str, campaign_id: str) -> DialerLoad:
+        """The load of a campaign's edge group or site (`dialer_id`), read through that campaign.
+
+        `GET .../campaigns/{id}/linedistribution` (SDK >= 207) speaks for the whole group. A platform
+        without that route (404 while the campaign exists) is read from `/stats` `linesUtilization`
+        from then on. One read per call: callers cache per dialer (fsm/dispatch.py, `load_ttl`).
+        """
+        key = f"dialer:{dialer_id}"
+        capacity = self._capacity.get(dialer_id)
+        if self._line_distribution:
+            try:
+                payload = await self._get(f"{_campaign_path(campaign_id)}/linedistribution", key=key)
+            except PlatformNotFound:
+                stats = await self._get(f"{_campaign_path(campaign_id)}/stats", key=key)
+                self._line_distribution = False
+                _log.warning("this platform has no campaign line distribution: edge-group load from /stats "
+                             "linesUtilization and the configured capacity instead")
+                return self._load(lambda p: dialer_load_from_payload(
+                    Profile.GENESYS, p, dialer_id=dialer_id, capacity=capacity), stats, dialer_id)
+            return self._load(lambda p: line_distribution_load(p, dialer_id=dialer_id, capacity=capacity),
+                              payload, dialer_id)
+        stats = await self._get(f"{_campaign_path(campaign_id)}/stats", key=key)
+        return self._load(lambda p: dialer_load_from_payload(Profile.GENESYS, p, dialer_id=dialer_id,
+                                                             capacity=capacity), stats, dialer_id)
+
+    @staticmethod
+    def _load(parse: Callable[[dict[str, Any]], DialerLoad], payload: dict[str, Any], dialer_id: str) -> DialerLoad:
+        try:
+            return parse(payload)
+        except ContractError as exc:
+            raise PlatformError(f"dialer {dialer_id!r}: unusable payload: {exc}") from exc
+
     def __repr__(self) -> str:
         return (
             f"PlatformClient(profile={self._profile.value!r}, base_url={self._base_url!r}, "
@@ -584,23 +518,3 @@ class PlatformClient:
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def _segment(value: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"an id must be a non-empty string, got {value!r}")
-    return quote(value, safe="")
-
-
-def _campaign_path(campaign_id: str) -> str:
-    return f"{_CAMPAIGNS}/{_segment(campaign_id)}"
-
-
-def _json_object(resp: httpx.Response, what: str) -> dict[str, Any]:
-    try:
-        body = resp.json()
-    except ValueError:
-        raise PlatformError(f"{what}: HTTP {resp.status_code} with a body that is not JSON") from None
-    if not isinstance(body, dict):
-        raise PlatformError(f"{what}: expected a JSON object, got {type(body).__name__}")
-    return body

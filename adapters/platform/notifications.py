@@ -26,6 +26,14 @@ Each channel has one named background task (`notifications-channel-N`), started 
 - failures: reconnect with exponential backoff and jitter (injected clock). After two failed tries,
   or when the channel is gone (404), a new channel is created and every topic subscribed again.
 
+Within the platform's caps: at most `max_channels` channels (Genesys: 20 per OAuth client; a 21st
+silently removes the least recently used one, maybe another instance's, so instances sharing a
+client split them: `Settings.notification_channels`). A topic without room ("unplaced") or answered
+Rejected (ChannelTopic `state`; sent with `ignoreErrors=true`) is not followed: `live()` is False
+and the core polls that campaign. A rebalance's losses are unsubscribed, making room for unplaced
+topics. Lists are followed on `v2.outbound.contactlists.{id}` and, on genesys, its `.importstatus`;
+both reach the core with `contact_list_id`, so the list gate reads the list again.
+
 "Down" and "up": `up` is True only while every channel has a subscribed, live socket. Any gap
 (before the first connect, during a reconnect, after `stop()`) is "down": notifications may have
 been missed, and the service polls instead. Listeners added with `add_state_listener` (or the
@@ -53,7 +61,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from fsm.backoff import Backoff
 from fsm.ports import Clock, Notification, NotificationListener, PlatformNotFound
 from schemas.base import ContractError, decode
-from schemas.platform import NotificationChannel, NotificationEnvelope
+from schemas.platform import GenesysImportProgress, NotificationChannel, NotificationEnvelope
 
 from .client import PlatformClient
 from .profiles import campaign_from_payload
@@ -61,6 +69,8 @@ from .profiles import campaign_from_payload
 __all__ = [
     "CAMPAIGN_TOPIC",
     "CONTACT_LIST_TOPIC",
+    "IMPORT_STATUS_TOPIC",
+    "MAX_CHANNELS",
     "MAX_TOPICS_PER_CHANNEL",
     "NotificationChannels",
     "StateListener",
@@ -70,7 +80,10 @@ _log = logging.getLogger(__name__)
 
 CAMPAIGN_TOPIC = "v2.outbound.campaigns.{}"
 CONTACT_LIST_TOPIC = "v2.outbound.contactlists.{}"
+IMPORT_STATUS_TOPIC = "v2.outbound.contactlists.{}.importstatus"
 MAX_TOPICS_PER_CHANNEL = 1000
+MAX_CHANNELS = 20  # per OAuth client (SDK: post_notifications_channels)
+_IMPORT_SUFFIX = ".importstatus"
 _CAMPAIGN_PREFIX = "v2.outbound.campaigns."
 _LIST_PREFIX = "v2.outbound.contactlists."
 _METADATA = "channel.metadata"
@@ -100,6 +113,7 @@ class NotificationChannels:
         clock: Clock | None = None,
         on_state_change: StateListener | None = None,
         max_topics_per_channel: int = MAX_TOPICS_PER_CHANNEL,
+        max_channels: int = MAX_CHANNELS,
         ping_interval: float = 15.0,
         silence_timeout: float = 65.0,
         channel_lifetime: float = 24 * 3600.0,
@@ -112,6 +126,8 @@ class NotificationChannels:
     ) -> None:
         if not 1 <= max_topics_per_channel <= MAX_TOPICS_PER_CHANNEL:
             raise ValueError(f"max_topics_per_channel must be within 1..{MAX_TOPICS_PER_CHANNEL}")
+        if not 1 <= max_channels <= MAX_CHANNELS:
+            raise ValueError(f"max_channels must be within 1..{MAX_CHANNELS} (the platform's cap per OAuth client)")
         if not 0 < ping_interval < silence_timeout:
             raise ValueError("ping_interval must be > 0 and shorter than silence_timeout")
         if not 0 <= renew_before < channel_lifetime:
@@ -120,6 +136,7 @@ class NotificationChannels:
         self._listener = listener
         self._clock = clock if clock is not None else client.clock
         self._max_topics = max_topics_per_channel
+        self.max_channels = max_channels
         self.ping_interval = ping_interval
         self.silence_timeout = silence_timeout
         self.channel_lifetime = channel_lifetime
@@ -134,6 +151,9 @@ class NotificationChannels:
         self._started = False
         self._up = False
         self.mismatched = 0  # campaign bodies on another campaign's topic, ignored (metrics)
+        self.rejected: dict[str, str] = {}  # topic -> the platform's reason (not subscribed)
+        self.rejections = 0  # topics answered Rejected, ever (metrics)
+        self.unplaced: dict[str, None] = {}  # topics wanted but beyond max_channels (not subscribed)
 
     # --- the Notifications port ------------------------------------------------------------------
 
@@ -145,7 +165,26 @@ class NotificationChannels:
         await self.subscribe_topics(CAMPAIGN_TOPIC.format(_valid_id(i)) for i in campaign_ids)
 
     async def subscribe_contact_lists(self, contact_list_ids: list[str]) -> None:
-        await self.subscribe_topics(CONTACT_LIST_TOPIC.format(_valid_id(i)) for i in contact_list_ids)
+        await self.subscribe_topics(self._list_topics(contact_list_ids))
+
+    async def unsubscribe_campaigns(self, campaign_ids: list[str]) -> None:
+        await self.unsubscribe_topics(CAMPAIGN_TOPIC.format(_valid_id(i)) for i in campaign_ids)
+
+    async def unsubscribe_contact_lists(self, contact_list_ids: list[str]) -> None:
+        await self.unsubscribe_topics(self._list_topics(contact_list_ids))
+
+    def live(self, campaign_id: str) -> bool:
+        """Whether the campaign's changes are pushed to us: its topic is subscribed (not rejected, not
+        beyond the channel cap). `up` says whether the channels themselves are connected."""
+        return CAMPAIGN_TOPIC.format(campaign_id) in self._assigned
+
+    def _list_topics(self, contact_list_ids: list[str]) -> list[str]:
+        topics = []
+        for list_id in contact_list_ids:
+            topics.append(CONTACT_LIST_TOPIC.format(_valid_id(list_id)))
+            if self._client.profile == "genesys":
+                topics.append(IMPORT_STATUS_TOPIC.format(list_id))
+        return topics
 
     # --- lifecycle and introspection -------------------------------------------------------------
 
@@ -192,22 +231,58 @@ class NotificationChannels:
         await self.stop()
 
     async def subscribe_topics(self, topics: Iterable[str]) -> None:
-        """Add topics, filling existing channels before opening new ones. Known topics are ignored."""
+        """Add topics, filling existing channels before opening new ones (at most `max_channels`).
+        Known topics are ignored; one that finds no room waits in `unplaced` (and is polled)."""
         touched: dict[int, _ChannelWorker] = {}
         for topic in topics:
             if topic in self._assigned:
                 continue
+            self.rejected.pop(topic, None)  # asked again: the platform may permit it now
             worker = next((w for w in self._workers if len(w.topics) < self._max_topics), None)
-            if worker is None:
+            if worker is None and len(self._workers) < self.max_channels:
                 worker = _ChannelWorker(self, len(self._workers))
                 self._workers.append(worker)
                 if self._started:
                     worker.start()
+            if worker is None:
+                if topic not in self.unplaced:
+                    _log.warning("no room for %s within %d channels of %d topics: polled instead", topic,
+                                 self.max_channels, self._max_topics)
+                self.unplaced[topic] = None
+                continue
+            self.unplaced.pop(topic, None)
             worker.topics[topic] = None
             self._assigned[topic] = worker
             touched[id(worker)] = worker
         self._refresh()
         await asyncio.gather(*(w.sync_topics() for w in touched.values()))
+
+    async def unsubscribe_topics(self, topics: Iterable[str]) -> None:
+        """Stop following topics (a campaign given away): each channel that held one is subscribed
+        again with what it keeps; the room made goes to topics that had none."""
+        touched: dict[int, _ChannelWorker] = {}
+        for topic in topics:
+            self.unplaced.pop(topic, None)
+            self.rejected.pop(topic, None)
+            worker = self._assigned.pop(topic, None)
+            if worker is not None:
+                worker.topics.pop(topic, None)
+                touched[id(worker)] = worker
+        await asyncio.gather(*(w.resync() for w in touched.values()))
+        if self.unplaced and touched:
+            await self.subscribe_topics(list(self.unplaced))
+
+    def _rejected_by_platform(self, worker: _ChannelWorker, rejected: dict[str, str]) -> None:
+        """Topics the platform refused: no longer ours to wait for (polled instead), logged, counted."""
+        for topic, reason in rejected.items():
+            if self._assigned.get(topic) is worker:
+                del self._assigned[topic]
+            worker.topics.pop(topic, None)
+            worker.synced.discard(topic)
+            if topic not in self.rejected:
+                self.rejections += 1
+                _log.warning("the platform rejected the subscription to %s (%s): polled instead", topic, reason)
+            self.rejected[topic] = reason
 
     # --- internals shared with the workers -------------------------------------------------------
 
@@ -255,8 +330,18 @@ class NotificationChannels:
                 return _Signal.NONE
             note = Notification(topic=topic, received_at=note.received_at, campaign=campaign, body=body)
         elif topic.startswith(_LIST_PREFIX) and topic[len(_LIST_PREFIX):]:
-            note = Notification(topic=topic, received_at=note.received_at,
-                                contact_list_id=topic[len(_LIST_PREFIX):], body=body)
+            list_id = topic[len(_LIST_PREFIX):]
+            if list_id.endswith(_IMPORT_SUFFIX):
+                # Import progress: the list is about to change readiness; the gate reads it again.
+                list_id = list_id[: -len(_IMPORT_SUFFIX)]
+                try:
+                    progress = GenesysImportProgress.model_validate(body)
+                except ValueError as exc:
+                    _log.warning("skipping a notification on %s with an unusable import status: %s", topic, exc)
+                    return _Signal.NONE
+                _log.info("contact list %s import %s, %s %%", list_id, progress.import_state,
+                          progress.percentage_complete)
+            note = Notification(topic=topic, received_at=note.received_at, contact_list_id=list_id, body=body)
         try:
             await self._listener(note)
         except Exception:
@@ -313,7 +398,7 @@ class _ChannelWorker:
             if not new or self.ws is None or self.channel is None:
                 return
             try:
-                await self.owner._client.set_channel_topics(self.channel.id, new, replace=False)
+                rejected = await self.owner._client.set_channel_topics(self.channel.id, new, replace=False)
             except Exception as exc:
                 # The channel no longer matches what we want: reconnect, which subscribes everything.
                 _log.warning("%s: adding %d topics failed (%s); reconnecting", self.name, len(new), exc)
@@ -321,6 +406,24 @@ class _ChannelWorker:
                 await self.ws.close()
                 return
             self.synced.update(new)
+            self.owner._rejected_by_platform(self, rejected)
+
+    async def resync(self) -> None:
+        """Topics were taken away: subscribe the channel to exactly what it keeps, if connected."""
+        async with self.lock:
+            if self.ws is None or self.channel is None:
+                self.synced &= set(self.topics)
+                return
+            topics = list(self.topics)
+            try:
+                rejected = await self.owner._client.set_channel_topics(self.channel.id, topics, replace=True)
+            except Exception as exc:
+                _log.warning("%s: unsubscribing failed (%s); reconnecting", self.name, exc)
+                self._set_up(False)
+                await self.ws.close()
+                return
+            self.synced = set(topics)
+            self.owner._rejected_by_platform(self, rejected)
 
     # --- the background task ---------------------------------------------------------------------
 
@@ -382,11 +485,12 @@ class _ChannelWorker:
             async with self.lock:
                 topics = list(self.topics)
                 try:
-                    await client.set_channel_topics(channel.id, topics, replace=True)
+                    rejected = await client.set_channel_topics(channel.id, topics, replace=True)
                 except PlatformNotFound:
                     self.channel = None
                     raise
                 self.synced = set(topics)
+                self.owner._rejected_by_platform(self, rejected)
                 self.channel, self.born = channel, born
                 self.ws = ws
         except BaseException:

@@ -6,6 +6,13 @@ models it: a `campaignStatus` string, a `dialingMode`, the dialer instance as th
 errors from `/diagnostics`, load from the campaign's `/stats`. Everything the core sees is
 profile-free: `CampaignSnapshot`, `ContactListSnapshot`, `DialerLoad`, errors as `{code, message}`.
 
+Load on genesys (there is no dialer object): the dialer key is the campaign's edge group or site, and
+its load is read from `GET .../campaigns/{id}/linedistribution` (`line_distribution_load`): the calls
+in use are `maxOutboundLineCount - availableOutboundLines`, the capacity `maxOutboundLineCount` (the
+group's lines under Max Line Utilization) unless configuration overrides it. Where that route is
+missing (SDK < 207 platforms), `/stats` `linesUtilization.totalAvailableOutboundLines` against the
+configured capacity.
+
 Genesys `campaignStatus` -> state (SDK model `Campaign.campaign_status`)::
 
     on               RUNNING    (Genesys has no "starting": a start shows "on" at once)
@@ -53,6 +60,7 @@ from schemas.platform import (
     GenesysCampaignDiagnostics,
     GenesysCampaignStats,
     GenesysContactList,
+    GenesysLineDistribution,
     GuideCampaign,
     GuideCampaignErrors,
     GuideContactList,
@@ -75,6 +83,7 @@ __all__ = [
     "dialer_load_from_payload",
     "errors_from_payload",
     "genesys_state",
+    "line_distribution_load",
 ]
 
 
@@ -231,9 +240,29 @@ def dialer_load_from_payload(
     """guide GET .../dialers/{id}/stats, or genesys GET .../campaigns/{id}/stats plus configured capacity.
 
     A guide `licensedCapacity` of 0 is read as unknown: a zero capacity would defer every change.
+    genesys: the lines in use are the configured capacity less `linesUtilization.totalAvailableOutboundLines`
+    (the edge group's or site's); without both, the campaign's own `outstandingCalls`, a lower bound.
     """
     if Profile(profile) is Profile.GUIDE:
         s: DialerStats = _parse_model(DialerStats, payload)
         return DialerLoad(dialer_id=s.id, active_calls=s.active_calls, capacity=s.licensed_capacity or None)
     st: GenesysCampaignStats = _parse_model(GenesysCampaignStats, payload)
+    lines = st.lines_utilization
+    available = lines.total_available_outbound_lines if lines is not None else None
+    if capacity and available is not None:
+        return DialerLoad(dialer_id=dialer_id, active_calls=max(0, capacity - available), capacity=capacity)
     return DialerLoad(dialer_id=dialer_id, active_calls=max(0, st.outstanding_calls or 0), capacity=capacity)
+
+
+def line_distribution_load(payload: Any, *, dialer_id: str, capacity: int | None = None) -> DialerLoad:
+    """genesys GET .../campaigns/{id}/linedistribution as the load of the campaign's edge group or site.
+
+    `capacity` (configuration) overrides `maxOutboundLineCount`; the lines in use always come from
+    the platform. A distribution without both counts is unknown load: it never defers.
+    """
+    d: GenesysLineDistribution = _parse_model(GenesysLineDistribution, payload)
+    most, available = d.max_outbound_line_count, d.available_outbound_lines
+    if most is None or available is None:
+        return DialerLoad(dialer_id=dialer_id, active_calls=0, capacity=None)
+    return DialerLoad(dialer_id=dialer_id, active_calls=max(0, most - available),
+                      capacity=capacity or (most if most > 0 else None))

@@ -7,6 +7,6 @@
 - `http`: the `/healthz`, `/readyz`, `/metrics` endpoint and the in-process server (`serve_asgi`).
 """
 
-from .lifespan import Service, kafka_config_from
+from .lifespan import Service
 
-__all__ = ["Service", "kafka_config_from"]
+__all__ = ["Service"]

@@ -30,7 +30,7 @@ from fsm.ports import Clock, ManagedSink, Notification
 from fsm.request_budget import share_of
 
 from ..clock import SystemClock
-from ..kafka import CommandConsumer, KafkaConfig, KafkaSecurity, Producer, TopicNames, ensure_topics, open_admin
+from ..kafka import CommandConsumer, Producer, TopicNames, ensure_topics, open_admin
 from ..outbox import Outbox, OutboxError
 from ..platform import NotificationChannels, PlatformClient
 from .http import build_app, serve_asgi
@@ -43,31 +43,9 @@ if TYPE_CHECKING:
     # run time would be a cycle.
     from ..settings import Settings
 
-__all__ = ["Service", "kafka_config_from"]
+__all__ = ["Service"]
 
 _log = logging.getLogger(__name__)
-
-
-def kafka_config_from(settings: Settings, **overrides: Any) -> KafkaConfig:
-    k = settings.kafka
-    security = KafkaSecurity(
-        security_protocol=k.security_protocol,
-        sasl_mechanism=k.sasl_mechanism,
-        username=k.sasl_username,
-        password=k.sasl_password.get_secret_value() if k.sasl_password else None,
-        ssl_cafile=k.ssl_cafile,
-        ssl_certfile=k.ssl_certfile,
-        ssl_keyfile=k.ssl_keyfile,
-    )
-    topics = k.topics.names()
-    fields: dict[str, Any] = {
-        "bootstrap": k.bootstrap, "topics": topics, "group_id": k.group_id, "client_id": k.client_id,
-        "security": security, "enable_idempotence": k.enable_idempotence, "fetch_max_wait_ms": k.fetch_max_wait_ms,
-        "session_timeout_ms": k.session_timeout_ms, "heartbeat_interval_ms": k.heartbeat_interval_ms,
-        "partitions": k.partitions, "replication_factor": k.replication_factor,
-    }
-    fields.update(overrides)
-    return KafkaConfig(**fields)
 
 
 @dataclass
@@ -102,7 +80,7 @@ class Service:
         self.clock = clock or SystemClock(settings.time_scale)
         self._transport = platform_transport
         self._sink_factory = sink_factory
-        self._kafka = kafka_config_from(settings, **(kafka_overrides or {}))
+        self._kafka = settings.kafka.but(**(kafka_overrides or {}))
         self._serve_http = serve_http
         self.parts: _Parts | None = None
         self._alive = False
@@ -150,7 +128,8 @@ class Service:
             async def on_notification(note: Notification) -> None:
                 relay.put_nowait(note)
 
-            channels = NotificationChannels(client, on_notification, clock=clock, on_state_change=relay.put_nowait)
+            channels = NotificationChannels(client, on_notification, clock=clock, on_state_change=relay.put_nowait,
+                                            max_channels=settings.notification_channels())
             follow = settings.platform.notifications
             authority = settings.command_authority()
             if authority is None:

@@ -94,6 +94,12 @@ def metrics_table(orch: Orchestrator, client: PlatformClient, channels: Notifica
                                            "aside when restored", lambda: _by("what", orch.quarantined)),
         "campaign_fsm_notifications_mismatched": ("Campaign bodies on another campaign's topic, ignored",
                                                   lambda: [({}, float(channels.mismatched))]),
+        "campaign_fsm_notification_topics_rejected": ("Topic subscriptions the platform answered Rejected "
+                                                      "(those campaigns are polled)",
+                                                      lambda: [({}, float(channels.rejections))]),
+        "campaign_fsm_notification_topics_unplaced": ("Topics wanted but beyond platform.max_channels channels "
+                                                      "(those campaigns are polled)",
+                                                      lambda: [({}, float(len(channels.unplaced)))]),
         "campaign_fsm_outbox_undeliverable": ("Outbox rows set aside as undeliverable (dead-lettered, kept in "
                                               "its undeliverable table)",
                                               lambda: [({}, float(sink.undeliverable))]),

@@ -13,7 +13,7 @@ import orjson
 from fsm.orchestrator import Orchestrator
 from fsm.ports import ManagedSink
 
-from ..kafka import CommandConsumer, KafkaConfig, Partition, partition_of, restore_latest
+from ..kafka import CommandConsumer, KafkaSettings, Partition, partition_of, restore_latest
 
 __all__ = ["Ownership", "drained", "owns_nothing"]
 
@@ -31,7 +31,7 @@ class Ownership:
     group moves on, which is what keeps two instances from driving one campaign.
     """
 
-    def __init__(self, kafka: KafkaConfig, orchestrator: Orchestrator, sink: ManagedSink, *,
+    def __init__(self, kafka: KafkaSettings, orchestrator: Orchestrator, sink: ManagedSink, *,
                  on_share: Callable[[int, int], None] | None = None) -> None:
         self.kafka = kafka
         self.on_share = on_share  # (partitions owned, partitions in all) on each assignment

@@ -12,22 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
 
 from adapters.devtools.brokers import BrokerHandle
-from adapters.devtools.simulator import Simulator, SimulatorConfig, run_simulator
+from adapters.devtools.simulator import Simulator, SimulatorConfig
 from adapters.devtools.simulator.tenant import Tenant
-from adapters.kafka import Producer, TopicNames, ensure_topics, open_admin
+from adapters.devtools.stack import local_stack
+from adapters.kafka import Producer, TopicNames
 from adapters.service import Service
 from adapters.settings import Settings
 from fsm.authorization import canonical_body, sign_body
@@ -107,21 +106,6 @@ async def _collect(run: Run, bootstrap: str, stop: asyncio.Event, fetch_max_wait
         await consumer.stop()
 
 
-def settings_for(broker: BrokerHandle, topics: TopicNames, group: str, sim_url: str, config: SimulatorConfig,
-                 *, scale: float, outbox_path: str, profile: str = "guide", notifications: bool = True,
-                 signing_key: bytes | None = None, **dispatch: Any) -> Settings:
-    return Settings(
-        auth={"keys": {SIGNING_KEY_ID: "hex:" + signing_key.hex()}} if signing_key else {},
-        platform={"profile": profile, "base_url": sim_url, "client_id": config.client_id,
-                  "client_secret": config.client_secret, "notifications": notifications},
-        kafka=broker.service_kafka_settings(topics, group_id=group, partitions=3),
-        dispatch=dispatch,
-        http={"port": 0},
-        outbox_path=outbox_path,
-        time_scale=scale,
-    )
-
-
 @contextlib.asynccontextmanager
 async def e2e(
     broker: BrokerHandle,
@@ -142,36 +126,22 @@ async def e2e(
     config = sim_config or SimulatorConfig(profile=profile, rate_clock="sim")  # type: ignore[arg-type]
     sim = simulator or Simulator(tenant, config, time_scale=scale)
     topics = topics or TopicNames.with_prefix(unique_name("e2e") + ".")
-    group = group or unique_name("group")
-    with tempfile.TemporaryDirectory(prefix="campaign-fsm-outbox-") as outbox_dir:
-        async with run_simulator(simulator=sim) as (url, sim):
-            settings = settings_for(broker, topics, group, url, sim.config, scale=scale, profile=profile,
-                                    notifications=notifications, outbox_path=str(Path(outbox_dir) / "outbox.sqlite3"),
-                                    signing_key=signing_key, **dispatch)
-            service = Service(settings)
-            producer = Producer(broker.kafka_config(topics=topics))
-            await producer.start()
-            run = Run(sim, url, service, producer, topics, scale, settings, signing_key=signing_key)
-            wait_ms = broker.client_overrides.get("fetch_max_wait_ms", 100)
-            stop = asyncio.Event()
-            collector: asyncio.Task[None] | None = None
-            try:
-                if start_service:
-                    async with service.running():
-                        collector = asyncio.create_task(
-                            _collect(run, broker.bootstrap, stop, wait_ms),
-                            name="e2e-collector")
-                        yield run
-                else:
-                    # The test runs services itself (restarts, several instances); topics must exist first.
-                    async with open_admin(broker.kafka_config(topics=topics)) as admin:
-                        await ensure_topics(admin, topics, 3)
-                    collector = asyncio.create_task(
-                        _collect(run, broker.bootstrap, stop, wait_ms),
-                        name="e2e-collector")
-                    yield run
-            finally:
-                stop.set()
-                if collector is not None:
-                    await collector
-                await producer.stop()
+    auth = {"keys": {SIGNING_KEY_ID: "hex:" + signing_key.hex()}} if signing_key else {}
+    stop = asyncio.Event()
+    collector: asyncio.Task[None] | None = None
+    try:
+        async with local_stack(broker, topics, platform=sim, group=group or unique_name("group"), scale=scale,
+                               start_service=start_service, profile=profile, notifications=notifications,
+                               auth=auth, dispatch=dispatch) as stack:
+            assert stack.simulator is not None
+            run = Run(stack.simulator, stack.platform.url, stack.service, stack.producer, topics, scale,
+                      stack.settings, signing_key=signing_key)
+            collector = asyncio.create_task(
+                _collect(run, broker.bootstrap, stop, broker.client_overrides.get("fetch_max_wait_ms", 100)),
+                name="e2e-collector")
+            yield run
+    finally:
+        # After the service stopped, as before: what it publishes on its way out is collected too.
+        stop.set()
+        if collector is not None:
+            await collector

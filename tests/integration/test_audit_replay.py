@@ -21,7 +21,7 @@ from adapters.devtools.brokers import BrokerHandle
 from adapters.kafka import (
     EVENT_CONTENT_TYPE,
     STATE_TYPE,
-    KafkaConfig,
+    KafkaSettings,
     OutgoingRecord,
     Producer,
     TopicSpec,
@@ -46,7 +46,7 @@ def _outgoing(topic: str, event: dict[str, Any] | bytes, key: str | None = None)
                           content_type=EVENT_CONTENT_TYPE)
 
 
-def _produce(config: KafkaConfig, topic: str, records: list[OutgoingRecord]) -> None:
+def _produce(config: KafkaSettings, topic: str, records: list[OutgoingRecord]) -> None:
     async def run() -> None:
         async with open_admin(config) as admin:
             await ensure_topics(admin, [TopicSpec(topic, config.partitions)])
@@ -61,7 +61,7 @@ def _index(events: list[dict[str, Any]], campaign_id: str, sequence: int) -> int
                 if e["data"]["campaignId"] == campaign_id and e["data"]["sequence"] == sequence)
 
 
-def _base(config: KafkaConfig, broker: BrokerHandle) -> list[str]:
+def _base(config: KafkaSettings, broker: BrokerHandle) -> list[str]:
     args = ["--bootstrap", config.bootstrap]
     if not broker.supports_idempotence:
         args.append("--no-idempotence")
@@ -75,7 +75,7 @@ def history() -> tuple[HistoryGenerator, list[dict[str, Any]]]:
 
 
 def test_a_clean_log_audits_clean_and_replays_in_order(
-    kafka_config: KafkaConfig, broker: BrokerHandle, history: tuple[HistoryGenerator, list[dict[str, Any]]],
+    kafka_config: KafkaSettings, broker: BrokerHandle, history: tuple[HistoryGenerator, list[dict[str, Any]]],
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     generator, events = history
@@ -123,7 +123,7 @@ def test_a_clean_log_audits_clean_and_replays_in_order(
 
 
 def test_tampering_is_named_by_campaign_and_sequence(
-    kafka_config: KafkaConfig, broker: BrokerHandle, history: tuple[HistoryGenerator, list[dict[str, Any]]],
+    kafka_config: KafkaSettings, broker: BrokerHandle, history: tuple[HistoryGenerator, list[dict[str, Any]]],
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     generator, events = history
@@ -170,7 +170,7 @@ def test_tampering_is_named_by_campaign_and_sequence(
 
 
 def test_rebuild_state_is_the_orchestrators_record_and_deterministic(
-    kafka_config: KafkaConfig, broker: BrokerHandle, history: tuple[HistoryGenerator, list[dict[str, Any]]],
+    kafka_config: KafkaSettings, broker: BrokerHandle, history: tuple[HistoryGenerator, list[dict[str, Any]]],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     generator, events = history
@@ -201,7 +201,7 @@ def test_rebuild_state_is_the_orchestrators_record_and_deterministic(
 
 
 def test_connection_and_topic_errors_exit_2_with_one_line(
-    kafka_config: KafkaConfig, broker: BrokerHandle, unique_name: Callable[[str], str],
+    kafka_config: KafkaSettings, broker: BrokerHandle, unique_name: Callable[[str], str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with socket.socket() as probe:

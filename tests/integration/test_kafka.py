@@ -11,8 +11,7 @@ import pytest
 from adapters.kafka import (
     CommandConsumer,
     CommitRejected,
-    KafkaConfig,
-    KafkaSecurity,
+    KafkaSettings,
     NotStarted,
     OutgoingRecord,
     Partition,
@@ -39,12 +38,12 @@ async def _consume(consumer: CommandConsumer, count: int, timeout_s: float = 20.
     return records
 
 
-async def _topics(config: KafkaConfig) -> list[str]:
+async def _topics(config: KafkaSettings) -> list[str]:
     async with open_admin(config) as admin:
         return await ensure_topics(admin, config.topics, config.partitions)
 
 
-async def test_ensure_topics_creates_missing_ones_and_is_idempotent(kafka_config: KafkaConfig) -> None:
+async def test_ensure_topics_creates_missing_ones_and_is_idempotent(kafka_config: KafkaSettings) -> None:
     names = kafka_config.topics
     async with open_admin(kafka_config) as admin:
         # One topic exists beforehand, as if another instance had raced us to it.
@@ -58,7 +57,7 @@ async def test_ensure_topics_creates_missing_ones_and_is_idempotent(kafka_config
     assert set(names.all()) <= listed
 
 
-async def test_round_trip_keeps_keys_headers_and_per_key_order(kafka_config: KafkaConfig) -> None:
+async def test_round_trip_keeps_keys_headers_and_per_key_order(kafka_config: KafkaSettings) -> None:
     await _topics(kafka_config)
     topic = kafka_config.topics.commands
     keys = ["camp-a", "camp-b", "camp-c", "camp-d"]
@@ -96,7 +95,7 @@ async def test_round_trip_keeps_keys_headers_and_per_key_order(kafka_config: Kaf
     assert all(len(p) == 1 for p in partitions.values())
 
 
-async def test_uncommitted_records_are_redelivered_to_the_next_member(kafka_config: KafkaConfig) -> None:
+async def test_uncommitted_records_are_redelivered_to_the_next_member(kafka_config: KafkaSettings) -> None:
     await _topics(kafka_config)
     topic = kafka_config.topics.commands
     async with Producer(kafka_config) as producer:
@@ -115,7 +114,7 @@ async def test_uncommitted_records_are_redelivered_to_the_next_member(kafka_conf
     assert [r.offset for r in again] == [r.offset for r in records[4:]]
 
 
-async def test_a_stopped_member_leaves_its_group_at_once(kafka_config: KafkaConfig) -> None:
+async def test_a_stopped_member_leaves_its_group_at_once(kafka_config: KafkaSettings) -> None:
     # tansu numbers generations from 0, where aiokafka skips its LeaveGroup: the wrapper sends it.
     await _topics(kafka_config)
     async with CommandConsumer(kafka_config) as consumer:
@@ -128,7 +127,7 @@ async def test_a_stopped_member_leaves_its_group_at_once(kafka_config: KafkaConf
     assert after[5] == []
 
 
-async def test_committing_a_partition_not_owned_is_rejected(kafka_config: KafkaConfig) -> None:
+async def test_committing_a_partition_not_owned_is_rejected(kafka_config: KafkaSettings) -> None:
     await _topics(kafka_config)
     async with CommandConsumer(kafka_config) as consumer:
         await consumer.wait_for_assignment(timeout_s=20)
@@ -147,7 +146,7 @@ class _Hooks:
         self.calls.append(("revoked", partitions, generation))
 
 
-async def test_rebalance_hooks_see_partitions_and_generation(kafka_config: KafkaConfig) -> None:
+async def test_rebalance_hooks_see_partitions_and_generation(kafka_config: KafkaSettings) -> None:
     await _topics(kafka_config)
     hooks = _Hooks()
     topic = kafka_config.topics.commands
@@ -166,7 +165,7 @@ async def test_rebalance_hooks_see_partitions_and_generation(kafka_config: Kafka
     assert hooks.calls[-1] == ("revoked", everything, generation)
 
 
-async def test_state_reader_restores_the_latest_value_per_key(kafka_config: KafkaConfig) -> None:
+async def test_state_reader_restores_the_latest_value_per_key(kafka_config: KafkaSettings) -> None:
     await _topics(kafka_config)
     topic = kafka_config.topics.state
     async with Producer(kafka_config) as producer:
@@ -186,14 +185,14 @@ async def test_state_reader_restores_the_latest_value_per_key(kafka_config: Kafk
     assert len(everything) == 5 * 12 + 2
 
 
-async def test_reader_ends_on_an_empty_topic_and_refuses_a_missing_one(kafka_config: KafkaConfig) -> None:
+async def test_reader_ends_on_an_empty_topic_and_refuses_a_missing_one(kafka_config: KafkaSettings) -> None:
     await _topics(kafka_config)
     assert await read_topic(kafka_config, kafka_config.topics.events) == []
     with pytest.raises(TopicSetupError, match="does not exist"):
         await read_topic(kafka_config, kafka_config.topics.events + ".missing")
 
 
-async def test_reader_reads_to_the_end_as_of_its_start(kafka_config: KafkaConfig) -> None:
+async def test_reader_reads_to_the_end_as_of_its_start(kafka_config: KafkaSettings) -> None:
     await _topics(kafka_config)
     topic = kafka_config.topics.events
     async with Producer(kafka_config) as producer:
@@ -208,7 +207,7 @@ async def test_reader_reads_to_the_end_as_of_its_start(kafka_config: KafkaConfig
     assert sum(reader.end_offsets.values()) == 50
 
 
-async def test_reader_reads_a_time_window(kafka_config: KafkaConfig) -> None:
+async def test_reader_reads_a_time_window(kafka_config: KafkaSettings) -> None:
     await _topics(kafka_config)
     topic = kafka_config.topics.events
     async with Producer(kafka_config) as producer:
@@ -229,7 +228,7 @@ async def test_reader_reads_a_time_window(kafka_config: KafkaConfig) -> None:
     assert await read_topic(kafka_config, topic, since_ms=second_start + 3_600_000) == []
 
 
-async def test_clients_refuse_use_outside_their_lifetime(kafka_config: KafkaConfig) -> None:
+async def test_clients_refuse_use_outside_their_lifetime(kafka_config: KafkaSettings) -> None:
     producer = Producer(kafka_config)
     with pytest.raises(NotStarted):
         await producer.send("x", "k", {})
@@ -244,20 +243,18 @@ async def test_clients_refuse_use_outside_their_lifetime(kafka_config: KafkaConf
 
 def test_config_refuses_bad_values_and_hides_the_password() -> None:
     with pytest.raises(ValueError, match="bootstrap"):
-        KafkaConfig(bootstrap="no-port")
+        KafkaSettings(bootstrap="no-port")
     with pytest.raises(ValueError, match="invalid Kafka topic name"):
         TopicNames(commands="bad name")
     with pytest.raises(ValueError, match="distinct"):
         TopicNames(events="campaign.commands")
     with pytest.raises(ValueError, match="username and a password"):
-        KafkaSecurity(security_protocol="SASL_SSL", sasl_mechanism="PLAIN", username="svc")
-    security = KafkaSecurity(
-        security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512", username="svc", password="s3cr3t!"
-    )
-    config = KafkaConfig(bootstrap="k1:9092,k2:9092", security=security)
+        KafkaSettings(security_protocol="SASL_SSL", sasl_mechanism="PLAIN", sasl_username="svc")
+    config = KafkaSettings(bootstrap="k1:9092,k2:9092", security_protocol="SASL_PLAINTEXT",
+                           sasl_mechanism="SCRAM-SHA-512", sasl_username="svc", sasl_password="s3cr3t!")
     assert "s3cr3t!" not in repr(config)
-    assert "s3cr3t!" not in repr(security)
-    kwargs = security.client_kwargs()
+    assert "s3cr3t!" not in str(config)
+    kwargs = config.client_kwargs()
     assert kwargs["sasl_plain_password"] == "s3cr3t!"
     assert kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
     assert TopicNames.with_prefix("dev.").state == "dev.campaign.state"

@@ -191,3 +191,74 @@ async def test_probabilistic_socket_closing_keeps_delivering() -> None:
         for cid in ids:
             await s.client.send_action(cid, Action.START)
         await eventually(lambda: all(CampaignState.RUNNING in s.campaign_states(c) for c in ids))
+
+
+# --- within the platform's caps (issue 14, item 6) ------------------------------------------------
+
+
+async def test_a_rejected_topic_is_dropped_counted_and_its_campaign_polled() -> None:
+    async with session("genesys") as s:
+        first, second, third = sorted(s.sim.tenant.campaigns)
+        s.sim.hub.rejected = [f"v2.outbound.campaigns.{second}", f"v2.outbound.campaigns.{third}"]
+        await _started(s, [first, second])  # subscribed by the connect's PUT
+        assert s.channels.live(first) and not s.channels.live(second)
+        assert s.channels.rejections == 1 and f"v2.outbound.campaigns.{second}" in s.channels.rejected
+        (channel_id,) = s.channels.channel_ids()
+        assert channel_id is not None
+        assert list(s.sim.hub.channels[channel_id].topics) == [f"v2.outbound.campaigns.{first}"]
+        await s.channels.subscribe_campaigns([third])  # added later, by POST: that answer is read too
+        assert not s.channels.live(third) and s.channels.rejections == 2
+        await s.client.send_action(first, Action.START)
+        await eventually(lambda: CampaignState.RUNNING in s.campaign_states(first))
+        assert s.channels.up and s.states == [True]  # a rejection is no outage
+
+
+async def test_topics_beyond_max_channels_wait_and_get_the_room_an_unsubscribe_makes() -> None:
+    async with session("guide", campaigns=5, max_topics_per_channel=2, max_channels=2) as s:
+        ids = sorted(s.sim.tenant.campaigns)
+        await _started(s, ids)
+        assert s.channels.channel_count == 2 and len(s.sim.hub.channels) == 2
+        assert [s.channels.live(i) for i in ids] == [True, True, True, True, False]
+        assert list(s.channels.unplaced) == [f"v2.outbound.campaigns.{ids[4]}"]
+        await s.channels.unsubscribe_campaigns([ids[1]])  # given away on a rebalance
+        assert not s.channels.live(ids[1]) and s.channels.live(ids[4]) and not s.channels.unplaced
+        subscribed = {t for ch in s.sim.hub.channels.values() for t in ch.topics}
+        assert subscribed == {f"v2.outbound.campaigns.{i}" for i in (ids[0], ids[2], ids[3], ids[4])}
+        await s.client.send_action(ids[4], Action.START)
+        await eventually(lambda: CampaignState.RUNNING in s.campaign_states(ids[4]))
+
+
+async def test_contact_list_import_progress_is_followed_on_genesys() -> None:
+    async with session("genesys") as s:
+        cid = sorted(s.sim.tenant.campaigns)[0]
+        lid = s.sim.campaign(cid).contact_list_id
+        await _started(s, [cid], (lid,))
+        (channel_id,) = s.channels.channel_ids()
+        assert channel_id is not None
+        assert f"v2.outbound.contactlists.{lid}.importstatus" in s.sim.hub.channels[channel_id].topics
+        s.sim.set_contact_list(lid, state="IMPORTING", import_status="IN_PROGRESS")
+        topic = f"v2.outbound.contactlists.{lid}.importstatus"
+        await eventually(lambda: any(n.topic == topic for n in s.received))
+        note = next(n for n in s.received if n.topic == topic)
+        assert note.contact_list_id == lid  # the list gate's hint, not a list named "<id>.importstatus"
+        assert (note.body["importState"], note.body["percentageComplete"]) == ("IN_PROGRESS", 50)
+        await s.channels.unsubscribe_contact_lists([lid])
+        assert s.sim.hub.channels[channel_id].topics == {f"v2.outbound.campaigns.{cid}": None}
+
+
+async def test_a_channel_evicted_by_the_cap_is_replaced_by_a_fresh_one() -> None:
+    async with session("genesys") as s:
+        cid = sorted(s.sim.tenant.campaigns)[0]
+        await _started(s, [cid])
+        (ours,) = s.channels.channel_ids()
+        # Another instance on the same OAuth client opens a channel past the cap (1 here, so ours is
+        # the least recently used whatever its pings): ours is removed and its socket closed.
+        s.sim.hub.max_channels = 1
+        other = s.sim.hub.create()
+        assert s.sim.hub.evicted == [ours]
+        await eventually(lambda: s.channels.up and s.channels.channel_ids() != [ours])
+        (fresh,) = s.channels.channel_ids()
+        assert fresh in s.sim.hub.channels
+        assert other.id in s.sim.hub.evicted  # and ours, created again, pushed the other one out in turn
+        await s.client.send_action(cid, Action.START)
+        await eventually(lambda: CampaignState.RUNNING in s.campaign_states(cid))

@@ -28,7 +28,7 @@ from adapters.kafka import (
     EVENT_CONTENT_TYPE,
     RESULT_TYPE,
     STATE_TYPE,
-    KafkaConfig,
+    KafkaSettings,
     Producer,
     Record,
     TopicNames,
@@ -56,7 +56,7 @@ def snapshot(campaign: str, seq: int) -> dict[str, Any]:
     return {"campaignId": campaign, "state": "PAUSING", "sequence": seq}
 
 
-async def make_topics(config: KafkaConfig) -> None:
+async def make_topics(config: KafkaSettings) -> None:
     async with open_admin(config) as admin:
         await ensure_topics(admin, config.topics, config.partitions)
 
@@ -83,7 +83,7 @@ def sequences_by_campaign(records: list[Record]) -> dict[str, list[int]]:
     return found
 
 
-async def test_records_reach_their_topics_in_order_with_headers(kafka_config: KafkaConfig, tmp_path: Path) -> None:
+async def test_records_reach_their_topics_in_order_with_headers(kafka_config: KafkaSettings, tmp_path: Path) -> None:
     await make_topics(kafka_config)
     topics = kafka_config.topics
     campaigns = [f"camp-{n}" for n in range(6)]
@@ -123,7 +123,7 @@ async def test_records_reach_their_topics_in_order_with_headers(kafka_config: Ka
                for r in got)
 
 
-async def test_an_oversized_record_does_not_stop_the_records_behind_it(kafka_config: KafkaConfig,
+async def test_an_oversized_record_does_not_stop_the_records_behind_it(kafka_config: KafkaSettings,
                                                                      tmp_path: Path) -> None:
     # Issue 10, finding 2: a record over the producer's 1 MiB limit was retried forever, and no
     # record behind it (a legitimate stop's results and events) ever reached the broker.
@@ -241,12 +241,12 @@ async def _freeze_run(handle: BrokerHandle, tmp_path: Path, unique_name: Callabl
 _CHILD = r"""
 import asyncio, sys
 import orjson
-from adapters.kafka import KafkaConfig, Producer, TopicNames
+from adapters.kafka import KafkaSettings, Producer, TopicNames
 from adapters.outbox import Outbox
 from schemas.events import state_changed_event
 
 async def main(path, bootstrap, prefix, idempotent):
-    config = KafkaConfig(bootstrap=bootstrap, topics=TopicNames.with_prefix(prefix),
+    config = KafkaSettings(bootstrap=bootstrap, topics=TopicNames.with_prefix(prefix),
                          enable_idempotence=idempotent == "1")
     producer = Producer(config)
     await producer.start()
@@ -273,7 +273,7 @@ asyncio.run(main(*sys.argv[1:]))
 """
 
 
-async def test_killed_right_after_observing_loses_nothing(broker: BrokerHandle, kafka_config: KafkaConfig,
+async def test_killed_right_after_observing_loses_nothing(broker: BrokerHandle, kafka_config: KafkaSettings,
                                                           tmp_path: Path) -> None:
     await make_topics(kafka_config)
     path = tmp_path / "outbox.db"

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from adapters.cli.send import COMMAND_TYPE, exit_code, send_and_follow, send_config
-from adapters.kafka import CommandConsumer, KafkaConfig, Producer, ensure_topics, open_admin
+from adapters.kafka import CommandConsumer, KafkaSettings, Producer, ensure_topics, open_admin
 from adapters.signing import Signer
 from fsm.authorization import AuthDecision, CommandAuthority, Policy
 from schemas.base import decode
@@ -52,7 +52,7 @@ def service_script(command: Command, decision: AuthDecision) -> list[CommandResu
 
 
 class Responder:
-    def __init__(self, config: KafkaConfig, authority: CommandAuthority, script: Script) -> None:
+    def __init__(self, config: KafkaSettings, authority: CommandAuthority, script: Script) -> None:
         self.config = config
         self.authority = authority
         self.script = script
@@ -74,7 +74,7 @@ class Responder:
 
 
 @contextlib.asynccontextmanager
-async def responding(config: KafkaConfig, script: Script = service_script,
+async def responding(config: KafkaSettings, script: Script = service_script,
                      policy: Policy | None = None) -> AsyncIterator[Responder]:
     responder = Responder(config, CommandAuthority({"ops-1": KEY}, policy), script)
     task = asyncio.create_task(responder.run(), name="fake-service")
@@ -85,12 +85,12 @@ async def responding(config: KafkaConfig, script: Script = service_script,
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def topics_ready(config: KafkaConfig) -> None:
+async def topics_ready(config: KafkaSettings) -> None:
     async with open_admin(config) as admin:
         await ensure_topics(admin, config.topics, config.partitions)
 
 
-def prefix_of(config: KafkaConfig) -> str:
+def prefix_of(config: KafkaSettings) -> str:
     return config.topics.commands[: -len("campaign.commands")]
 
 
@@ -114,7 +114,7 @@ def signed_command(**fields: object) -> Command:
     return Signer("ops-1", KEY).sign(Command(**{**base, **fields}))  # type: ignore[arg-type]
 
 
-async def test_send_reads_only_results_published_after_it_started_and_only_its_own(kafka_config: KafkaConfig) -> None:
+async def test_send_reads_only_results_published_after_it_started_and_only_its_own(kafka_config: KafkaSettings) -> None:
     await topics_ready(kafka_config)
     command = signed_command()
     other = signed_command()
@@ -146,7 +146,7 @@ async def test_send_reads_only_results_published_after_it_started_and_only_its_o
 
 
 async def test_send_cli_publishes_a_verifiable_signed_command_and_exits_0_on_completed(
-    kafka_config: KafkaConfig,
+    kafka_config: KafkaSettings,
 ) -> None:
     await topics_ready(kafka_config)
     env = {"TEST_SEND_KEY": f"hex:{KEY_HEX}", "CAMPAIGN_FSM_SIGNING_KEY_ID": "ops-1"}
@@ -165,7 +165,7 @@ async def test_send_cli_publishes_a_verifiable_signed_command_and_exits_0_on_com
     assert KEY_HEX not in out + err
 
 
-async def test_send_cli_exits_1_on_a_refusal_and_prints_the_reason(kafka_config: KafkaConfig) -> None:
+async def test_send_cli_exits_1_on_a_refusal_and_prints_the_reason(kafka_config: KafkaSettings) -> None:
     await topics_ready(kafka_config)
     policy = Policy.from_config({"alice": {"campaigns": ["uk-*"]}})
     env = {"CAMPAIGN_FSM_SIGNING_KEY": f"hex:{KEY_HEX}"}
@@ -180,7 +180,7 @@ async def test_send_cli_exits_1_on_a_refusal_and_prints_the_reason(kafka_config:
     assert answer["commandId"] == str(responder.received[0][0].id)
 
 
-async def test_send_cli_exits_3_when_no_final_result_arrives(kafka_config: KafkaConfig) -> None:
+async def test_send_cli_exits_3_when_no_final_result_arrives(kafka_config: KafkaSettings) -> None:
     await topics_ready(kafka_config)
     env = {"CAMPAIGN_FSM_SIGNING_KEY": f"hex:{KEY_HEX}"}
 
@@ -196,7 +196,7 @@ async def test_send_cli_exits_3_when_no_final_result_arrives(kafka_config: Kafka
     assert "no final result" in err
 
 
-async def test_send_cli_exits_2_when_the_topics_do_not_exist(kafka_config: KafkaConfig) -> None:
+async def test_send_cli_exits_2_when_the_topics_do_not_exist(kafka_config: KafkaSettings) -> None:
     env = {"CAMPAIGN_FSM_SIGNING_KEY": f"hex:{KEY_HEX}"}
     code, _, err = await run_cli("send", "start", "camp-1", "--key-id", "ops-1", "--bootstrap",
                                  kafka_config.bootstrap, "--topic-prefix", "no-such-prefix.", "--timeout", "20",
@@ -206,7 +206,7 @@ async def test_send_cli_exits_2_when_the_topics_do_not_exist(kafka_config: Kafka
 
 
 async def test_schedule_once_publishes_the_next_occurrence_signed_with_not_before(
-    kafka_config: KafkaConfig, tmp_path: Path
+    kafka_config: KafkaSettings, tmp_path: Path
 ) -> None:
     await topics_ready(kafka_config)
     plan = tmp_path / "plan.json"

@@ -73,16 +73,24 @@ async def test_state_changes_are_pushed_over_the_websocket(served: tuple[str, Si
     async with connect(channel.connect_uri) as ws:
         response = await client.post(f"{BASE}/campaigns/campaign-0001/start", json={})
         assert response.status_code == 202
-        first, second = await _next(ws, topic), await _next(ws, topic)
+        first = await _next(ws, topic)
+        if sim.config.profile == "genesys":
+            # The start finishing behind `on` is nothing a client sees: no event, no new version
+            # (issue 14, item 9; this test expected a second `on` with version + 1 before). The
+            # next event is the stop's `stopping`.
+            await asyncio.sleep(0.3)  # 30 simulated seconds: the 8 s start is over
+            assert sim.state_of("campaign-0001") is S.RUNNING
+            assert (await client.post(f"{BASE}/campaigns/campaign-0001/stop", json={})).status_code == 202
+        second = await _next(ws, topic)
     assert first.version == "2" and first.metadata["CorrelationId"]
     if sim.config.profile == "guide":
         states = [GuideCampaign.model_validate(e.event_body).state for e in (first, second)]
         assert states == [S.STARTING, S.RUNNING]
+        assert sim.state_of("campaign-0001") is S.RUNNING
     else:
         bodies = [GenesysCampaign.model_validate(e.event_body) for e in (first, second)]
-        assert [b.campaign_status for b in bodies] == ["on", "on"]
+        assert [b.campaign_status for b in bodies] == ["on", "stopping"]
         assert bodies[1].version == bodies[0].version + 1
-    assert sim.state_of("campaign-0001") is S.RUNNING
 
 
 async def test_heartbeat_text_ping_and_protocol_ping(served: tuple[str, Simulator, httpx.AsyncClient]) -> None:

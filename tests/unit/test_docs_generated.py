@@ -279,12 +279,13 @@ def _candidates(annotation: Any, default: Any) -> Iterator[Any]:
         elif isinstance(kind, type) and issubclass(kind, enum.Enum):
             yield from (m.value for m in kind if m != default)
         elif kind is int:
-            yield default + 1
+            yield 1 if default is None else default + 1
         elif kind is float:
             base = default if isinstance(default, float) else 1.0
             yield from (base / 2, base + 0.5, base * 1.5)
         elif kind in (str, SecretStr):
             yield "x-test-value"
+            yield "x-test-value:9092"  # a field that wants host:port (kafka.bootstrap)
         elif origin is dict:
             _, value = get_args(kind)
             if isinstance(value, type) and issubclass(value, BaseModel):
@@ -312,21 +313,31 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# Settings valid only together with another one: that one is set too while the first is tried.
+_PARTNERS = {"kafka.ssl_certfile": "kafka.ssl_keyfile", "kafka.ssl_keyfile": "kafka.ssl_certfile"}
+
+
 def test_every_documented_environment_variable_is_read(clean_env: pytest.MonkeyPatch) -> None:
     checked = 0
+    envs = {row.path: row.env for row in config_rows()}
     for row in config_rows():
         if row.env is None:
             continue
         info, default = _field(row.path)
         picked = False
+        partner = envs.get(_PARTNERS.get(row.path, ""))
         for candidate in _candidates(info.annotation, _plain(default)):
             clean_env.setenv(row.env, candidate if isinstance(candidate, str) else json.dumps(candidate))
+            if partner:
+                clean_env.setenv(partner, "x-partner-value")
             try:
                 settings = Settings()
             except ValueError:
                 continue
             finally:
                 clean_env.delenv(row.env)
+                if partner:
+                    clean_env.delenv(partner)
             value: Any = settings
             for part in row.path.split("."):
                 value = getattr(value, part)

@@ -23,7 +23,7 @@ import pytest
 from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError, TopicAuthorizationFailedError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from adapters.kafka import KafkaConfig, KafkaSink, OutgoingRecord, ProduceFailed, Producer, TopicNames
+from adapters.kafka import KafkaSettings, KafkaSink, OutgoingRecord, ProduceFailed, Producer, TopicNames
 from adapters.kafka import producer as producer_module
 from adapters.outbox import Outbox
 from schemas import ContractError, decode, encode
@@ -139,7 +139,7 @@ async def test_a_record_over_the_request_limit_is_set_aside_and_the_rows_behind_
     path = tmp_path / "outbox.db"
     huge = "x" * (MIB + 200_000)
     done = result("c-1")
-    producer = Producer(KafkaConfig(bootstrap="127.0.0.1:9", topics=TOPICS))
+    producer = Producer(KafkaSettings(bootstrap="127.0.0.1:9", topics=TOPICS))
     await producer.start()
     box = Outbox(path, producer, topics=TOPICS, **FAST)
     await box.open()
@@ -188,7 +188,7 @@ async def test_a_record_over_the_request_limit_is_set_aside_and_the_rows_behind_
 async def test_a_record_the_broker_refuses_is_named_and_only_it_is_set_aside(
         tmp_path: Path, client: FakeClient) -> None:
     client.broker_limit = 10_000  # under the client's 1 MiB: only the broker's answer tells
-    producer = Producer(KafkaConfig(bootstrap="127.0.0.1:9", topics=TOPICS))
+    producer = Producer(KafkaSettings(bootstrap="127.0.0.1:9", topics=TOPICS))
     await producer.start()
     async with Outbox(tmp_path / "outbox.db", producer, topics=TOPICS, **FAST) as box:
         for seq in range(1, 4):
@@ -214,7 +214,7 @@ async def test_when_the_stand_in_is_refused_too_the_row_is_kept_and_delivery_goe
         tmp_path: Path, client: FakeClient) -> None:
     client.refuse_topic = TOPICS.dead_letters
     path = tmp_path / "outbox.db"
-    producer = Producer(KafkaConfig(bootstrap="127.0.0.1:9", topics=TOPICS))
+    producer = Producer(KafkaSettings(bootstrap="127.0.0.1:9", topics=TOPICS))
     await producer.start()
     async with Outbox(path, producer, topics=TOPICS, **FAST) as box:
         await box.state_changed(event("c-1", 1, note="z" * (MIB + 10)), snapshot("c-1", 1))
@@ -230,7 +230,7 @@ async def test_when_the_stand_in_is_refused_too_the_row_is_kept_and_delivery_goe
 
 
 async def test_the_producer_names_the_record_over_its_limit_and_sends_nothing(client: FakeClient) -> None:
-    producer = Producer(KafkaConfig(bootstrap="127.0.0.1:9", topics=TOPICS))
+    producer = Producer(KafkaSettings(bootstrap="127.0.0.1:9", topics=TOPICS))
     await producer.start()
     records = [OutgoingRecord(TOPICS.events, "c-1", b"{}"), OutgoingRecord(TOPICS.events, "c-1", b"x" * (MIB + 1)),
                OutgoingRecord(TOPICS.events, "c-1", b"{}")]
@@ -242,7 +242,7 @@ async def test_the_producer_names_the_record_over_its_limit_and_sends_nothing(cl
 
 
 async def test_the_direct_kafka_sink_dead_letters_a_refused_record_and_sends_the_rest(client: FakeClient) -> None:
-    producer = Producer(KafkaConfig(bootstrap="127.0.0.1:9", topics=TOPICS))
+    producer = Producer(KafkaSettings(bootstrap="127.0.0.1:9", topics=TOPICS))
     await producer.start()
     sink = KafkaSink(producer, TOPICS)
     done = result("c-1")
@@ -271,7 +271,7 @@ async def test_a_result_with_a_2_mb_message_serialises_small_with_the_marker(
     assert orjson.loads(encode(copied))["message"].endswith(MARKER)
     assert CommandResult.model_json_schema()["properties"]["message"]["maxLength"] == 2000
 
-    producer = Producer(KafkaConfig(bootstrap="127.0.0.1:9", topics=TOPICS))
+    producer = Producer(KafkaSettings(bootstrap="127.0.0.1:9", topics=TOPICS))
     await producer.start()
     async with Outbox(tmp_path / "outbox.db", producer, topics=TOPICS, **FAST) as box:
         await box.command_result(big)

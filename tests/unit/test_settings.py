@@ -102,3 +102,25 @@ def test_an_unknown_dialer_type_window_is_named(tmp_path: Path) -> None:
     path.write_text('{"windows": {"AGENTLESS": {"starting": 1, "pausing": 1, "stopping": 1}}}')
     with pytest.raises(ConfigFileError, match="AGENTLESS"):
         load_settings(path)
+
+
+def test_notification_channels_are_shared_within_twenty_per_oauth_client(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CAMPAIGN_FSM_CONFIG", raising=False)
+    monkeypatch.setenv("CAMPAIGN_FSM_PLATFORM__BASE_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("CAMPAIGN_FSM_PLATFORM__CLIENT_ID", "id")
+    monkeypatch.setenv("CAMPAIGN_FSM_PLATFORM__CLIENT_SECRET", "secret")
+    assert load_settings().notification_channels() == 19  # and one more while a channel is renewed
+    monkeypatch.setenv("CAMPAIGN_FSM_PLATFORM__INSTANCES", "3")
+    assert load_settings().notification_channels() == 5  # 3 x (5 + 1) = 18, within the cap
+    assert main(["config", "check"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    monkeypatch.setenv("CAMPAIGN_FSM_PLATFORM__MAX_CHANNELS", "8")
+    assert load_settings().notification_channels() == 8
+    assert main(["config", "check"]) == 0  # a warning, not an error: the operator may know better
+    err = capsys.readouterr().err
+    assert "3 instances x (8 notification channels + 1 being renewed) = 27 > 20" in err
+    monkeypatch.setenv("CAMPAIGN_FSM_PLATFORM__MAX_CHANNELS", "21")
+    with pytest.raises(ConfigFileError):
+        load_settings()

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from adapters.kafka import KafkaConfig, TopicNames
+from adapters.kafka import KafkaSettings, TopicNames
 
 from ..tui import StreamLine
 
@@ -59,7 +59,7 @@ def _event_text(event: Mapping[str, Any]) -> str:
 class Observer:
     """Reads the results and events topics as they are written (no consumer group)."""
 
-    def __init__(self, config: KafkaConfig, topics: TopicNames, feed: Feed,
+    def __init__(self, config: KafkaSettings, topics: TopicNames, feed: Feed,
                  describe: Callable[[Mapping[str, Any]], str]) -> None:
         self._config = config
         self._topics = topics

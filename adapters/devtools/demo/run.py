@@ -18,15 +18,14 @@ from typing import Any, TextIO
 import orjson
 
 from adapters.audit import build_report, read_events, read_requesters, read_state_records, render_html, render_text
-from adapters.kafka import KafkaConfig, Producer, TopicNames, read_topic
-from adapters.service import Service
-from adapters.settings import Settings
+from adapters.kafka import KafkaSettings, TopicNames, read_topic
 from adapters.signing import Signer
 from fsm.audit import check_state_records
 from schemas.commands import Command
 
 from ..brokers import BrokerError, BrokerHandle, parse_broker_choice
-from ..simulator import Simulator, SimulatorConfig, run_simulator
+from ..simulator import Simulator, SimulatorConfig
+from ..stack import local_stack
 from ..tui import LiveView, plain_frame
 from .feed import Feed, Observer
 from .scenario import KEY_ID, demo_tenant
@@ -90,22 +89,6 @@ class DemoOutcome:
     records: dict[str, list[Any]] = field(default_factory=dict)
 
 
-def _settings(broker: BrokerHandle, topics: TopicNames, url: str, config: SimulatorConfig, speed: float,
-              key_text: str, data_dir: Path) -> Settings:
-    return Settings(
-        # The demo is self-contained: CAMPAIGN_FSM_* variables meant for `run` must not reach it.
-        _env_prefix="CAMPAIGN_FSM_DEMO_IGNORES_THE_ENVIRONMENT__",
-        platform={"profile": "guide", "base_url": url, "client_id": config.client_id,
-                  "client_secret": config.client_secret, "notifications": True},
-        kafka=broker.service_kafka_settings(topics, group_id=f"campaign-fsm-demo-{uuid.uuid4().hex[:8]}",
-                                            partitions=3),
-        auth={"keys": {KEY_ID: key_text}},
-        http={"port": 0},
-        outbox_path=str(data_dir / "outbox.sqlite3"),
-        time_scale=speed,
-    )
-
-
 def _topics_for(options: DemoOptions, broker: BrokerHandle) -> TopicNames:
     if options.topic_prefix is not None:
         return TopicNames.with_prefix(options.topic_prefix)
@@ -142,16 +125,16 @@ async def run_demo(options: DemoOptions, broker: BrokerHandle, *, out: TextIO, d
     sim = Simulator(tenant, SimulatorConfig(rate_clock="sim"), time_scale=options.speed)
     live: LiveView | None = None
     async with contextlib.AsyncExitStack() as stack:
-        url, sim = await stack.enter_async_context(run_simulator(simulator=sim))
-        feed.emit("info", f"simulator {url}: {len(tenant.campaigns)} campaigns on {len(tenant.dialers)} "
-                          f"dialers, time x{options.speed:g}")
-        settings = _settings(broker, topics, url, sim.config, options.speed, key_text, data_dir)
-        service = Service(settings)
-        parts = await stack.enter_async_context(service.running())
-        feed.emit("info", f"service ready: {len(parts.orchestrator.campaigns)} campaigns reconciled; "
-                          f"metrics at {parts.http_url}/metrics")
-        producer = Producer(broker.kafka_config(topics=topics, client_id="campaign-fsm-demo"))
-        await stack.enter_async_context(producer)
+        local = await stack.enter_async_context(local_stack(
+            broker, topics, platform=sim, group=f"campaign-fsm-demo-{uuid.uuid4().hex[:8]}", scale=options.speed,
+            data_dir=data_dir, client_id="campaign-fsm-demo", auth={"keys": {KEY_ID: key_text}},
+            ignore_environment=True))
+        service, producer, settings = local.service, local.producer, local.settings
+        assert service.parts is not None
+        feed.emit("info", f"simulator {local.platform.url}: {len(tenant.campaigns)} campaigns on "
+                          f"{len(tenant.dialers)} dialers, time x{options.speed:g}")
+        feed.emit("info", f"service ready: {len(service.parts.orchestrator.campaigns)} campaigns reconciled; "
+                          f"metrics at {service.parts.http_url}/metrics")
         sent: dict[str, Command] = {}
         observer = Observer(broker.kafka_config(topics=topics), topics, feed, result_text(sent))
         await stack.enter_async_context(observer.running())
@@ -208,7 +191,7 @@ def _decode(values: Sequence[bytes | None]) -> list[Any]:
     return out
 
 
-async def _read_back(config: KafkaConfig, topics: TopicNames, outcome: DemoOutcome) -> None:
+async def _read_back(config: KafkaSettings, topics: TopicNames, outcome: DemoOutcome) -> None:
     for name, topic in (("commands", topics.commands), ("results", topics.results), ("events", topics.events)):
         records = await read_topic(config, topic)
         outcome.records[name] = _decode([r.value for r in records])
@@ -223,7 +206,7 @@ def _judge(outcome: DemoOutcome, feed: Feed) -> None:
         feed.print(f"  [{'ok' if s.ok else 'MISSING'}] {s.title}\n         {s.detail}")
 
 
-async def _audit(config: KafkaConfig, topics: TopicNames, report_path: Path, outcome: DemoOutcome,
+async def _audit(config: KafkaSettings, topics: TopicNames, report_path: Path, outcome: DemoOutcome,
                  feed: Feed) -> None:
     replay = await read_events(config, topics.events, strict=True)
     states = await read_state_records(config, topics.state)

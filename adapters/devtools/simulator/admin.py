@@ -22,6 +22,9 @@ POST /admin/notifications/drop              {"count": n, "topic"?: t}: drop the 
 POST /admin/notifications/close             {"channelId"?, "announce": true, "graceSeconds"?, "code"?}:
                                             socket_closing then close (announce) or close at once
 GET  /admin/notifications                   -> the notification log (delivered / dropped / no_socket)
+POST /admin/notifications/reject            {"topics": [pattern, ...]}: subscriptions to matching topics
+                                            (exact, or a prefix ending in `*`) are Rejected from now on
+                                            (replaces the list; [] permits all) -> {"rejected": [...]}
 POST /admin/channels/{id}/expire            the channel's lifetime ends now
 POST /admin/tokens/revoke                   every issued token becomes invalid (401 next)
 GET  /admin/traffic                         -> {"summary", "requests", "inFlight"}
@@ -200,6 +203,13 @@ def admin_routes(sim: Simulator) -> list[BaseRoute]:
             closed = sim.hub.close_now(channel_id, code=code or 1011)
         return json_response({"sockets": closed})
 
+    async def reject(request: Request) -> Response:
+        topics = (await _body(request)).get("topics")
+        if not isinstance(topics, list) or not all(isinstance(t, str) and t for t in topics):
+            raise _BadInput("topics must be a list of non-empty strings")
+        sim.hub.rejected = list(topics)
+        return json_response({"rejected": sim.hub.rejected})
+
     async def notifications(request: Request) -> Response:
         return json_response([r.to_json() for r in sim.hub.log])
 
@@ -239,6 +249,7 @@ def admin_routes(sim: Simulator) -> list[BaseRoute]:
         Route("/admin/dialers/{dialer_id}", guarded(dialer), methods=["POST"]),
         Route("/admin/notifications/drop", guarded(drop), methods=["POST"]),
         Route("/admin/notifications/close", guarded(close), methods=["POST"]),
+        Route("/admin/notifications/reject", guarded(reject), methods=["POST"]),
         Route("/admin/notifications", guarded(notifications), methods=["GET"]),
         Route("/admin/channels/{channel_id}/expire", guarded(expire), methods=["POST"]),
         Route("/admin/tokens/revoke", guarded(revoke), methods=["POST"]),

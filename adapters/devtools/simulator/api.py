@@ -14,6 +14,7 @@ transition invalid from state  409 campaign.state.conflict           400 bad.req
 dialer overloaded (> limit)    409 campaign.state.conflict or 500    same
 PUT with a stale version       (no PUT)                              409 conflict
 over the request limit         429 too.many.requests                 429 too.many.requests.retry.after
+active-campaign cap reached    400 outbound.campaign.active.limit.exceeded (both; the words are a guess)
 =============================  ====================================  =============================================
 """
 
@@ -32,7 +33,15 @@ from starlette.websockets import WebSocket
 from schemas.types import TRANSITIONAL_STATES, Action
 
 from .channels import ChannelError, websocket_endpoint
-from .engine import DialerOverloaded, EngineError, InvalidTransition, UnknownCampaign, UnknownContactList
+from .engine import (
+    ActiveCampaignCapReached,
+    DialerOverloaded,
+    EngineError,
+    InvalidTransition,
+    UnknownCampaign,
+    UnknownContactList,
+)
+from .lines import CAP_CODE, campaign_stats, line_distribution
 from .profiles import campaign_errors, contact_list_payload, error_body, genesys_status
 from .progress import RecycleTooSoon
 from .traffic import RequestKind
@@ -74,6 +83,9 @@ def api_routes(sim: Simulator) -> list[BaseRoute]:
         Route(f"{base}/campaigns/{{campaign_id}}/{{action}}", api.gate("command", api.post_action),
               methods=["POST"]),
         Route("/api/v2/notifications/channels", api.gate("notifications", api.create_channel), methods=["POST"]),
+        Route("/api/v2/notifications/channels", api.gate("notifications", api.list_channels), methods=["GET"]),
+        Route("/api/v2/notifications/channels/{channel_id}", api.gate("notifications", api.head_channel),
+              methods=["HEAD"]),
         Route("/api/v2/notifications/channels/{channel_id}/subscriptions",
               api.gate("notifications", api.subscriptions), methods=["GET", "POST", "PUT", "DELETE"]),
         WebSocketRoute("/channels/{channel_id}", api.websocket),
@@ -94,6 +106,8 @@ def api_routes(sim: Simulator) -> list[BaseRoute]:
                   methods=["GET"]),
             Route(f"{base}/campaigns/{{campaign_id}}/progress", api.gate("command", api.delete_progress),
                   methods=["DELETE"]),
+            Route(f"{base}/campaigns/{{campaign_id}}/linedistribution",
+                  api.gate("read", api.get_line_distribution), methods=["GET"]),
         ]
     return routes
 
@@ -159,6 +173,8 @@ class _Api:
         except InvalidTransition as exc:
             response = (error_response(409, "campaign.state.conflict", str(exc)) if self.profile == "guide"
                         else error_response(400, "bad.request", self._invalid_transition(request, exc)))
+        except ActiveCampaignCapReached as exc:
+            response = error_response(400, CAP_CODE, str(exc))
         except DialerOverloaded as exc:
             response = (error_response(409, "campaign.state.conflict", str(exc)) if exc.status == 409
                         else error_response(500, "internal.server.error", str(exc)))
@@ -287,8 +303,12 @@ class _Api:
 
     async def get_campaign_stats(self, request: Request) -> Response:
         campaign = self.sim.engine.campaign(request.path_params["campaign_id"])
-        return json_response({"outstandingCalls": campaign.current_calls, "scheduledCalls": 0,
-                              "idleAgents": 0, "adjustedCallsPerAgent": 1.0})
+        return json_response(campaign_stats(self.sim.tenant, campaign))
+
+    async def get_line_distribution(self, request: Request) -> Response:
+        campaign = self.sim.engine.campaign(request.path_params["campaign_id"])
+        only_active = request.query_params.get("includeOnlyActiveCampaigns", "").lower() == "true"
+        return json_response(line_distribution(self.sim.tenant, campaign, only_active=only_active))
 
     async def get_contact_list(self, request: Request) -> Response:
         contact_list = self.sim.engine.contact_list(request.path_params["list_id"])
@@ -305,23 +325,34 @@ class _Api:
     # --- notifications -----------------------------------------------------------------------------
 
     async def create_channel(self, request: Request) -> Response:
-        channel = self.sim.hub.create()
         scheme = "wss" if request.url.scheme == "https" else "ws"
-        connect_uri = f"{scheme}://{request.url.netloc}/channels/{channel.id}"
-        return json_response({"id": channel.id, "connectUri": connect_uri, "expires": channel.expires_rfc3339})
+        channel = self.sim.hub.create(f"{scheme}://{request.url.netloc}")
+        return json_response(channel.to_json())
+
+    async def list_channels(self, request: Request) -> Response:
+        """The SDK's ChannelEntityListing: every channel of this OAuth client."""
+        return json_response({"entities": [ch.to_json() for ch in self.sim.hub.channels.values()]})
+
+    async def head_channel(self, request: Request) -> Response:
+        """200 if the channel exists, 404 if not (no body either way, as HEAD)."""
+        exists = self.sim.hub.get(request.path_params["channel_id"]) is not None
+        if exists:
+            self.sim.hub.channel(request.path_params["channel_id"])  # a check counts as a use
+        return Response(status_code=200 if exists else 404)
 
     async def subscriptions(self, request: Request) -> Response:
         hub = self.sim.hub
         channel_id = request.path_params["channel_id"]
         if request.method in ("POST", "PUT"):
             topics = _topics(await request.body())
-            current = hub.subscribe(channel_id, topics, replace=request.method == "PUT")
+            ignore = request.query_params.get("ignoreErrors", "").lower() == "true"
+            states = hub.subscribe(channel_id, topics, replace=request.method == "PUT", ignore_errors=ignore)
         elif request.method == "DELETE":
             hub.unsubscribe_all(channel_id)
             return Response(status_code=204)
         else:
-            current = list(hub.channel(channel_id).topics)
-        return json_response({"entities": [{"id": t} for t in current]})
+            states = hub.topic_states(channel_id)
+        return json_response({"entities": [t.to_json() for t in states]})
 
     async def websocket(self, websocket: WebSocket) -> None:
         await websocket_endpoint(websocket, self.sim.hub)

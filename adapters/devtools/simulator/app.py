@@ -57,6 +57,7 @@ class SimulatorConfig:
     heartbeat_seconds: float = 30.0
     channel_ttl: float = 86_400.0
     max_topics: int = 1000
+    max_channels: int = 20  # per OAuth client, as Genesys (channels.MAX_CHANNELS)
     max_page_size: int = 100
     seed: int | None = 0
     faults: FaultConfig = field(default_factory=FaultConfig)
@@ -64,6 +65,8 @@ class SimulatorConfig:
     # "sim": the request limit's window runs on the simulated clock, so a client sharing the time
     # scale is held to the limit per *simulated* second or minute (rates in the simulation's clock).
     rate_clock: Literal["wall", "sim"] = "wall"
+    # The organisation's cap on active campaigns (Genesys: 50 voice); None: no cap (simulator/lines.py).
+    active_campaign_cap: int | None = None
 
     def __post_init__(self) -> None:
         if self.rate_clock not in ("wall", "sim"):
@@ -73,8 +76,10 @@ class SimulatorConfig:
         for name in ("token_ttl", "heartbeat_seconds", "channel_ttl"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.max_topics < 1 or self.max_page_size < 1:
-            raise ValueError("max_topics and max_page_size must be >= 1")
+        if self.max_topics < 1 or self.max_page_size < 1 or self.max_channels < 1:
+            raise ValueError("max_topics, max_page_size and max_channels must be >= 1")
+        if self.active_campaign_cap is not None and self.active_campaign_cap < 1:
+            raise ValueError(f"active_campaign_cap must be None or >= 1, got {self.active_campaign_cap!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,8 @@ class Simulator:
         self.faults = FaultInjector(self.config.faults, self.config.seed)
         self.traffic = TrafficLog()
         self.history: list[StateRecord] = []
+        self._published: dict[str, int] = {}
+        self._imports: dict[str, tuple[str, int]] = {}  # list id -> the import progress last announced
         self.tokens = TokenStore(self.config.client_id, self.config.client_secret, self.config.token_ttl, self.wall)
         rate_time = self.clock.monotonic if self.config.rate_clock == "sim" else self.wall
         if self.config.profile == "genesys":
@@ -125,10 +132,13 @@ class Simulator:
         else:
             self.limiter = RequestLimiter(lambda: self.faults.config.read_limit_per_s, rate_time, 1.0)
         self.hub = Hub(self.scheduler, self.faults, heartbeat_seconds=self.config.heartbeat_seconds,
-                       channel_ttl=self.config.channel_ttl, max_topics=self.config.max_topics)
+                       channel_ttl=self.config.channel_ttl, max_topics=self.config.max_topics,
+                       max_channels=self.config.max_channels)
         self.engine = Engine(self.tenant, self.scheduler, timing=self.config.timing, faults=self.faults,
                              on_campaign=self._campaign_changed, on_contact_list=self._list_changed,
-                             on_in_flight=self._in_flight_changed, progress=self.config.profile == "genesys")
+                             on_in_flight=self._in_flight_changed, visible=self.config.profile == "genesys",
+                             progress=self.config.profile == "genesys")
+        self.engine.active_campaign_cap = self.config.active_campaign_cap
         self.app = Starlette(
             routes=[*api_routes(self), *admin_routes(self)],
             exception_handlers={HTTPException: _http_error},  # type: ignore[dict-item]
@@ -256,7 +266,10 @@ class Simulator:
                          "activeCalls": self.engine.dialer_calls(d.id), "inFlight": self.engine.in_flight_on(d.id)}
                         for d in self.tenant.dialers.values()],
             "channels": [{"id": ch.id, "topics": len(ch.topics), "connections": len(ch.connections),
-                          "expires": ch.expires_rfc3339} for ch in self.hub.channels.values()],
+                          "expires": ch.expires_rfc3339, "lastUsed": ch.last_used}
+                         for ch in self.hub.channels.values()],
+            "evictedChannels": list(self.hub.evicted),
+            "rejectedTopics": list(self.hub.rejected),
             "faults": self.faults.config.to_json(),
         }
 
@@ -265,11 +278,51 @@ class Simulator:
     def _campaign_changed(self, campaign: SimCampaign) -> None:
         self.history.append(StateRecord(self.clock.monotonic(), self.wall(), campaign.id, campaign.state,
                                         genesys_status(campaign)))
-        self.hub.publish(f"v2.outbound.campaigns.{campaign.id}", self.campaign_body(campaign))
+        if self._published.get(campaign.id) == campaign.version:
+            return  # nothing a client can see changed (genesys: a start finishing behind `on`)
+        self._published[campaign.id] = campaign.version
+        body = self.campaign_body(campaign)
+        if self.config.profile == "genesys":
+            body = _notified(body)  # the SDK's DialerCampaignConfigChangeCampaign has no selfUri
+        self.hub.publish(f"v2.outbound.campaigns.{campaign.id}", body)
 
     def _list_changed(self, contact_list: SimContactList) -> None:
-        self.hub.publish(f"v2.outbound.contactlists.{contact_list.id}",
-                         contact_list_payload(self.config.profile, contact_list))
+        body = contact_list_payload(self.config.profile, contact_list)
+        if self.config.profile == "genesys":
+            # The SDK's DialerContactlistConfigChangeContactList: no selfUri, and its importStatus
+            # names its fields as the importstatus topic does (importState, percentageComplete).
+            body = _notified(body)
+            status = body.pop("importStatus", None)
+            if isinstance(status, dict):
+                body["importStatus"] = {"importState": status.get("state"), "totalRecords": status.get("totalRecords"),
+                                        "completedRecords": status.get("completedRecords"),
+                                        "percentageComplete": status.get("percentComplete"),
+                                        **({"failureReason": status["failureReason"]}
+                                           if "failureReason" in status else {})}
+        self.hub.publish(f"v2.outbound.contactlists.{contact_list.id}", body)
+        if self.config.profile == "genesys":
+            self._announce_import(contact_list)
+
+    def _announce_import(self, contact_list: SimContactList) -> None:
+        """`v2.outbound.contactlists.{id}.importstatus` (the SDK's ContactlistImportStatusImportStatus)
+        whenever the import's progress changes. The SDK knows only IN_PROGRESS and FAILED, so an
+        import that finished is announced as IN_PROGRESS at 100 % (the list then has no importStatus)."""
+        if contact_list.import_status == "FAILED":
+            progress = ("FAILED", 0)
+        elif contact_list.blocking:
+            progress = ("IN_PROGRESS", 50)
+        else:
+            progress = ("IN_PROGRESS", 100)
+        before = self._imports.get(contact_list.id, ("IN_PROGRESS", 100))
+        self._imports[contact_list.id] = progress
+        if progress == before:
+            return
+        state, percent = progress
+        body: dict[str, Any] = {"importState": state, "totalRecords": contact_list.size,
+                                "completedRecords": contact_list.size * percent // 100, "percentageComplete": percent}
+        if state == "FAILED":
+            body["failureReason"] = "The import job failed."
+        self.hub.publish(f"v2.outbound.contactlists.{contact_list.id}.importstatus", body)
 
     def _in_flight_changed(self, campaign: SimCampaign, count: int) -> None:
         self.traffic.note_in_flight(InFlightSample(self.clock.monotonic(), self.wall(), campaign.dialer_id,
@@ -281,6 +334,15 @@ class Simulator:
 
     def in_flight_campaigns(self) -> list[str]:
         return [c.id for c in self.tenant.campaigns.values() if c.state in TRANSITIONAL_STATES]
+
+
+def _notified(value: Any) -> Any:
+    """A REST body as a genesys notification carries it: without the `selfUri`s."""
+    if isinstance(value, dict):
+        return {k: _notified(v) for k, v in value.items() if k != "selfUri"}
+    if isinstance(value, list):
+        return [_notified(v) for v in value]
+    return value
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:

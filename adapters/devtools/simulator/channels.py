@@ -12,6 +12,18 @@ A socket that was warned (`socket_closing`) stops receiving events as soon as a 
 same channel is connected, so a client that reconnects within the grace period misses nothing and
 sees nothing twice. `log` records every notification's fate per channel (delivered, dropped, or
 no_socket), so tests can tell a dropped notification from one never sent.
+
+The channel cap (the SDK's `post_notifications_channels` docstring): at most `max_channels`, 20,
+per user/app combination (here: the one OAuth client); creating one more removes the channel with
+the oldest last use, channels without a live socket first. The removed channel's sockets close
+at once (code 1000, reason "channel removed"; no `socket_closing` first: Genesys documents no
+warning) and its id answers 404 afterwards. "Used" means created, subscribed, checked (HEAD) or
+connected, or a message received from its socket.
+
+A subscription answers each topic's state as the SDK's `ChannelTopic` has it (`state` Permitted or
+Rejected, `rejectionReason`). Topics matching a `rejected` pattern (admin API; a trailing `*` is a
+prefix) are refused: with `ignoreErrors=true` the others are subscribed and the answer lists each
+topic's state; without it the whole request fails with 400 and nothing changes.
 """
 
 from __future__ import annotations
@@ -34,11 +46,13 @@ from .clock import Scheduler, Timer, wall_deadline
 from .faults import FaultInjector
 
 __all__ = [
+    "MAX_CHANNELS",
     "Channel",
     "ChannelError",
     "Connection",
     "Hub",
     "NotificationRecord",
+    "TopicState",
     "heartbeat_message",
     "websocket_endpoint",
 ]
@@ -46,6 +60,8 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 PONG = {"topicName": "channel.metadata", "eventBody": {"message": "pong"}}
+MAX_CHANNELS = 20
+PERMITTED, REJECTED = "Permitted", "Rejected"
 
 
 def heartbeat_message() -> dict[str, Any]:
@@ -106,11 +122,36 @@ class Channel:
     topics: dict[str, None] = field(default_factory=dict)
     connections: list[Connection] = field(default_factory=list)
     expiry: Timer | None = None
+    connect_uri: str = ""
+    last_used: float = 0.0
 
     @property
     def expires_rfc3339(self) -> str:
         return datetime.fromtimestamp(self.expires_wall, UTC).isoformat(timespec="milliseconds").replace(
             "+00:00", "Z")
+
+    @property
+    def idle(self) -> bool:
+        return not any(not c.closed for c in self.connections)
+
+    def to_json(self) -> dict[str, Any]:
+        """The SDK's `Channel` (connectUri, id, expires)."""
+        return {"id": self.id, "connectUri": self.connect_uri, "expires": self.expires_rfc3339}
+
+
+@dataclass(frozen=True, slots=True)
+class TopicState:
+    """One topic of a subscription answer: the SDK's `ChannelTopic`."""
+
+    id: str
+    state: str = PERMITTED
+    rejection_reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": self.id, "state": self.state}
+        if self.rejection_reason is not None:
+            body["rejectionReason"] = self.rejection_reason
+        return body
 
 
 class Hub:
@@ -124,24 +165,44 @@ class Hub:
         heartbeat_seconds: float = 30.0,
         channel_ttl: float = 86_400.0,
         max_topics: int = 1000,
+        max_channels: int = MAX_CHANNELS,
     ) -> None:
         self.scheduler = scheduler
         self.faults = faults
         self.heartbeat_seconds = heartbeat_seconds
         self.channel_ttl = channel_ttl
         self.max_topics = max_topics
+        self.max_channels = max_channels
         self.channels: dict[str, Channel] = {}
         self.log: list[NotificationRecord] = []
+        self.evicted: list[str] = []  # channel ids removed by the cap, in order
+        self.rejected: list[str] = []  # topic patterns refused to subscribers (admin API)
         self._conn_ids = itertools.count(1)
+        self._uses = itertools.count(1)  # a strictly growing "last used" stamp: ties are never left to chance
 
     # --- channels and subscriptions ----------------------------------------------------------------
 
-    def create(self) -> Channel:
+    def create(self, connect_base: str = "ws://sim") -> Channel:
+        """A new channel; at the cap, the least recently used one (idle first) is removed to make room."""
+        while len(self.channels) >= self.max_channels:
+            self._evict()
         channel = Channel(uuid.uuid4().hex, wall_deadline(self.scheduler.clock, self.channel_ttl))
+        channel.connect_uri = f"{connect_base}/channels/{channel.id}"
         channel.expiry = self.scheduler.call_later(self.channel_ttl, functools.partial(self._expire, channel.id),
                                                    name=f"expire-channel-{channel.id}")
         self.channels[channel.id] = channel
+        self.touch(channel)
         return channel
+
+    def _evict(self) -> None:
+        victim = min(self.channels.values(), key=lambda ch: (not ch.idle, ch.last_used))
+        _log.info("channel cap (%d) reached: removing channel %s (%s)", self.max_channels, victim.id,
+                  "idle" if victim.idle else "connected")
+        self.evicted.append(victim.id)
+        self._remove(victim.id, 1000, "channel removed")
+
+    def touch(self, channel: Channel) -> None:
+        channel.last_used = float(next(self._uses))
 
     def get(self, channel_id: str) -> Channel | None:
         return self.channels.get(channel_id)
@@ -151,19 +212,34 @@ class Hub:
         channel = self.channels.get(channel_id)
         if channel is None:
             raise ChannelError(404, "not.found", f"channel {channel_id} not found")
+        self.touch(channel)
         return channel
 
-    def subscribe(self, channel_id: str, topics: list[str], *, replace: bool) -> list[str]:
+    def is_rejected(self, topic: str) -> bool:
+        return any(topic.startswith(p[:-1]) if p.endswith("*") else topic == p for p in self.rejected)
+
+    def subscribe(self, channel_id: str, topics: list[str], *, replace: bool,
+                  ignore_errors: bool = False) -> list[TopicState]:
+        """Set (replace) or add topics; the answer is every topic of the channel plus the rejected ones."""
         channel = self.channel(channel_id)
         for topic in topics:
             if not topic.startswith("v2."):
                 raise ChannelError(400, "bad.request", f"invalid topic name {topic!r}")
-        wanted = dict.fromkeys(topics) if replace else {**channel.topics, **dict.fromkeys(topics)}
+        refused = [t for t in dict.fromkeys(topics) if self.is_rejected(t)]
+        if refused and not ignore_errors:
+            raise ChannelError(400, "notification.subscription.rejected",
+                               f"not permitted to subscribe to {', '.join(refused)}")
+        accepted = [t for t in topics if t not in refused]
+        wanted = dict.fromkeys(accepted) if replace else {**channel.topics, **dict.fromkeys(accepted)}
         if len(wanted) > self.max_topics:
             raise ChannelError(400, "too.many.topics",
                                f"a channel holds at most {self.max_topics} topics; {len(wanted)} were requested")
         channel.topics = wanted
-        return list(wanted)
+        return [TopicState(t) for t in wanted] + [
+            TopicState(t, REJECTED, "the client is not permitted to subscribe to this topic") for t in refused]
+
+    def topic_states(self, channel_id: str) -> list[TopicState]:
+        return [TopicState(t) for t in self.channel(channel_id).topics]
 
     def unsubscribe_all(self, channel_id: str) -> None:
         self.channel(channel_id).topics = {}
@@ -239,13 +315,16 @@ class Hub:
 
     def expire(self, channel_id: str) -> bool:
         """The channel's lifetime ends: its sockets close and it is gone (404 afterwards)."""
+        return self._remove(channel_id, 1000, "channel expired")
+
+    def _remove(self, channel_id: str, code: int, reason: str) -> bool:
         channel = self.channels.pop(channel_id, None)
         if channel is None:
             return False
         if channel.expiry is not None:
             channel.expiry.cancel()
         for conn in channel.connections:
-            conn.close(1000, "channel expired")
+            conn.close(code, reason)
             if conn.heartbeat is not None:
                 conn.heartbeat.cancel()
         return True
@@ -267,8 +346,9 @@ async def websocket_endpoint(websocket: WebSocket, hub: Hub) -> None:
         return
     await websocket.accept()
     conn = hub.attach(channel)
+    hub.touch(channel)
     sender = asyncio.create_task(_send_loop(websocket, conn), name=f"ws-send-{channel.id}-{conn.id}")
-    receiver = asyncio.create_task(_receive_loop(websocket, conn), name=f"ws-recv-{channel.id}-{conn.id}")
+    receiver = asyncio.create_task(_receive_loop(websocket, conn, hub), name=f"ws-recv-{channel.id}-{conn.id}")
     try:
         await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -290,7 +370,7 @@ async def _send_loop(websocket: WebSocket, conn: Connection) -> None:
             return
 
 
-async def _receive_loop(websocket: WebSocket, conn: Connection) -> None:
+async def _receive_loop(websocket: WebSocket, conn: Connection, hub: Hub) -> None:
     while True:
         try:
             message = await websocket.receive()
@@ -301,6 +381,9 @@ async def _receive_loop(websocket: WebSocket, conn: Connection) -> None:
         text = message.get("text")
         if not text:
             continue
+        channel = hub.get(conn.channel_id)
+        if channel is not None:
+            hub.touch(channel)
         with contextlib.suppress(orjson.JSONDecodeError):
             data = orjson.loads(text)
             if isinstance(data, dict) and data.get("message") == "ping":

@@ -22,6 +22,14 @@ through the admin API (the guide's "manual reset").
 
 A campaign in STARTING or STOPPING whose contact list is IMPORTING or LOCKED is *held* when its
 timer fires, with an empty errors array, and finishes `release_delay` after the list is released.
+
+`visible` (the genesys profile) shows a client only `campaignStatus` (profiles.py), where STARTING
+and RUNNING are both `on` and PAUSED and STOPPED both `off`. So there, nothing a client can do
+depends on a state it cannot see: the moves are chosen by the visible status (start or resume from
+`off`; stop or pause from `on`, a start still in progress included, which is cut short), the
+dialer limit counts only visibly changing campaigns (`stopping`), and `version` goes up (and
+subscribers hear of it) only when the visible status changes: a start finishing behind `on`
+changes nothing a client sees, so a PUT reusing the version of its own previous answer succeeds.
 """
 
 from __future__ import annotations
@@ -36,11 +44,13 @@ from schemas.types import TRANSITIONAL_STATES, Action, CampaignState, DialerType
 
 from .clock import Scheduler, Timer
 from .faults import FaultInjector, TransitionOverride
+from .lines import active_campaigns, cap_message
 from .progress import ProgressBook
 from .tenant import ListImportStatus, ListState, SimCampaign, SimContactList, Tenant
 
 __all__ = [
     "DEFAULT_TIMING",
+    "ActiveCampaignCapReached",
     "DialerOverloaded",
     "DurationSpec",
     "Engine",
@@ -89,6 +99,15 @@ class DialerOverloaded(EngineError):
         self.status = status
 
 
+class ActiveCampaignCapReached(EngineError):
+    """A start or resume past the organisation's active-campaign cap (simulator/lines.py)."""
+
+    def __init__(self, active: int, cap: int) -> None:
+        super().__init__(cap_message(active, cap))
+        self.active = active
+        self.cap = cap
+
+
 @dataclass(frozen=True, slots=True)
 class DurationSpec:
     """`base + per_call * activeCalls` simulated seconds, at most `cap`."""
@@ -129,7 +148,8 @@ class Timing:
 
 
 # (action, from) -> (transitional state entered, kind, state reached when it completes)
-_EDGES: dict[tuple[Action, CampaignState], tuple[CampaignState, TransitionKind, CampaignState]] = {
+_Edge = tuple[CampaignState, TransitionKind, CampaignState]
+_EDGES: dict[tuple[Action, CampaignState], _Edge] = {
     (Action.START, S.STOPPED): (S.STARTING, "start", S.RUNNING),
     (Action.RESUME, S.PAUSED): (S.STARTING, "resume", S.RUNNING),
     (Action.PAUSE, S.RUNNING): (S.PAUSING, "pause", S.PAUSED),
@@ -140,6 +160,18 @@ _KIND_OF_STATE: dict[CampaignState, tuple[TransitionKind, CampaignState]] = {
     S.STARTING: ("start", S.RUNNING), S.PAUSING: ("pause", S.PAUSED), S.STOPPING: ("stop", S.STOPPED),
 }
 _HELD_BY_LISTS = frozenset({S.STARTING, S.STOPPING})
+
+# The genesys campaignStatus of each state (profiles.GENESYS_STATUS_OF_STATE; repeated here so the
+# engine does not depend on the payload module).
+_VISIBLE: dict[CampaignState, str] = {
+    S.STOPPED: "off", S.STARTING: "on", S.RUNNING: "on", S.STOPPING: "stopping",
+    S.PAUSING: "stopping", S.PAUSED: "off", S.FAILED: "invalid",
+}
+# visible status, action -> whether allowed (the transitional state entered follows the real one)
+_VISIBLE_EDGES: dict[tuple[str, Action], Action] = {
+    ("off", Action.START): Action.START, ("off", Action.RESUME): Action.START,
+    ("on", Action.STOP): Action.STOP, ("on", Action.PAUSE): Action.PAUSE,
+}
 
 
 @dataclass(slots=True)
@@ -178,9 +210,11 @@ class Engine:
         on_campaign: CampaignListener = _ignore,
         on_contact_list: ListListener = _ignore,
         on_in_flight: InFlightListener = _ignore,
+        visible: bool = False,
         progress: bool = False,
     ) -> None:
         self.tenant = tenant
+        self.visible = visible
         self.scheduler = scheduler
         self.timing = timing or Timing()
         self.faults = faults or FaultInjector()
@@ -188,6 +222,7 @@ class Engine:
         self.on_contact_list = on_contact_list
         self.on_in_flight = on_in_flight
         self.transitions: dict[str, Transition] = {}
+        self.active_campaign_cap: int | None = None  # the organisation's cap on active campaigns (lines.py)
         self._list_timers: dict[str, Timer] = {}
         # genesys only: progress through the contact list, `complete` at its end (progress.py).
         self.progress = (ProgressBook(scheduler, self.timing.records_per_second, self._exhaust)
@@ -217,6 +252,28 @@ class Engine:
         return sum(1 for c in self.tenant.campaigns.values()
                    if c.dialer_id == dialer_id and c.state in TRANSITIONAL_STATES)
 
+    def visible_status(self, campaign: SimCampaign) -> str:
+        """What a genesys client sees of the campaign's state (a forced raw status included)."""
+        return campaign.status_override or _VISIBLE[campaign.state]
+
+    def _busy_on(self, dialer_id: str) -> int:
+        """Campaigns counted against the dialer limit: on a visible profile, only visibly changing ones."""
+        if not self.visible:
+            return self.in_flight_on(dialer_id)
+        return sum(1 for c in self.tenant.campaigns.values()
+                   if c.dialer_id == dialer_id and self.visible_status(c) == "stopping")
+
+    def _edge(self, campaign: SimCampaign, action: Action) -> _Edge | None:
+        if not self.visible:
+            return _EDGES.get((action, campaign.state))
+        wanted = _VISIBLE_EDGES.get((self.visible_status(campaign), action))
+        if wanted is None:
+            return None
+        if wanted is Action.START:
+            resume = campaign.state is S.PAUSED
+            return _EDGES[(Action.RESUME, S.PAUSED)] if resume else _EDGES[(Action.START, S.STOPPED)]
+        return _EDGES[(wanted, S.RUNNING)]
+
     def dialer_calls(self, dialer_id: str) -> int:
         return sum(c.current_calls for c in self.tenant.campaigns.values() if c.dialer_id == dialer_id)
 
@@ -225,10 +282,11 @@ class Engine:
     def check(self, campaign_id: str, action: Action) -> SimCampaign:
         """Raise the error `request` would raise, without changing anything."""
         campaign = self.campaign(campaign_id)
-        if (action, campaign.state) not in _EDGES:
+        if self._edge(campaign, action) is None:
             raise InvalidTransition(campaign_id, campaign.state, action.value)
+        self._check_cap(action)
         limit = self.faults.config.dialer_transition_limit
-        in_flight = self.in_flight_on(campaign.dialer_id)
+        in_flight = self._busy_on(campaign.dialer_id)
         if limit and in_flight >= limit:
             status = 500 if self.faults.roll(self.faults.config.overload_500_probability) else 409
             raise DialerOverloaded(campaign.dialer_id, in_flight, status)
@@ -237,7 +295,12 @@ class Engine:
     def request(self, campaign_id: str, action: Action) -> Transition:
         """Accept a transition (the API answers 202) or raise why not."""
         campaign = self.check(campaign_id, action)
-        via, kind, target = _EDGES[(action, campaign.state)]
+        edge = self._edge(campaign, action)
+        assert edge is not None
+        via, kind, target = edge
+        cut_short = self.transitions.pop(campaign_id, None)  # a start still behind `on` (visible only)
+        if cut_short is not None and cut_short.timer is not None:
+            cut_short.timer.cancel()
         override = self.faults.take_override(campaign_id) or self.faults.random_outcome()
         if kind in ("start", "stop"):
             self._maybe_lock_list(campaign)
@@ -265,7 +328,7 @@ class Engine:
         if current is not None and current.timer is not None:
             current.timer.cancel()
         campaign.halt = "forced_off"
-        self._set_state(campaign, S.STOPPED)
+        self._set_state(campaign, S.STOPPED, edit=True)  # off -> forced_off is a visible change
         return campaign
 
     def _exhaust(self, campaign_id: str) -> None:
@@ -273,6 +336,13 @@ class Engine:
         if campaign is not None and campaign.state is S.RUNNING:
             campaign.halt = "complete"
             self._set_state(campaign, S.STOPPED)
+
+    def _check_cap(self, action: Action) -> None:
+        if self.active_campaign_cap is None or action not in (Action.START, Action.RESUME):
+            return
+        active = len(active_campaigns(self.tenant))
+        if active >= self.active_campaign_cap:
+            raise ActiveCampaignCapReached(active, self.active_campaign_cap)
 
     # --- admin -------------------------------------------------------------------------------------
 
@@ -326,7 +396,9 @@ class Engine:
             if state in _KIND_OF_STATE:
                 kind, target = _KIND_OF_STATE[state]
                 self._schedule(campaign, kind, target, self.faults.take_override(campaign_id))
-            self._set_state(campaign, state, notify=status_override is None)
+            # An edit by hand is a change someone made to the campaign: a new version even if the
+            # status shown stays the same (a test's "someone else edited it").
+            self._set_state(campaign, state, notify=status_override is None, edit=True)
         if status_override is not None:
             campaign.status_override = status_override
             campaign.version += 1
@@ -432,8 +504,10 @@ class Engine:
             return
         self._set_state(campaign, transition.target)
 
-    def _set_state(self, campaign: SimCampaign, state: CampaignState, *, notify: bool = True) -> None:
+    def _set_state(self, campaign: SimCampaign, state: CampaignState, *, notify: bool = True,
+                   edit: bool = False) -> None:
         was_in_flight = campaign.state in TRANSITIONAL_STATES
+        shown = self.visible_status(campaign)
         if self.progress is not None and state is not campaign.state:
             if state is S.RUNNING:
                 self.progress.dialing(campaign, self.list_size(campaign))
@@ -442,9 +516,11 @@ class Engine:
         if state is not S.STOPPED:
             campaign.halt = None
         campaign.state = state
-        campaign.version += 1
         campaign.status_override = None
+        seen = edit or not self.visible or self.visible_status(campaign) != shown
+        if seen:
+            campaign.version += 1
         if was_in_flight or state in TRANSITIONAL_STATES:
             self.on_in_flight(campaign, self.in_flight_on(campaign.dialer_id))
         if notify:
-            self.on_campaign(campaign)
+            self.on_campaign(campaign)  # the listener publishes only what a client can see (a new version)

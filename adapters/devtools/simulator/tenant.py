@@ -15,7 +15,9 @@ Tenant file format (JSON, camelCase; unknown keys are refused so a typo is caugh
       ]
     }
 
-* `dialers[].licensedCapacity` (>= 0, default 100): reported by the guide's dialer stats endpoint.
+* `dialers[].licensedCapacity` (>= 0, default 100): reported by the guide's dialer stats endpoint; in
+  genesys, the edge group's (or site's) lines. `maxLineUtilization` (0 < x <= 1, default 1.0): the
+  share of them outbound may use (Genesys' Outbound Settings), for genesys' `/linedistribution`.
 * `contactLists[].state`: ACTIVE | IMPORTING | LOCKED (default ACTIVE); `importStatus`: COMPLETED |
   IN_PROGRESS | FAILED (default COMPLETED); `size` default 1000.
 * `campaigns[].dialerType`: PREDICTIVE | PROGRESSIVE | POWER; `state`: one of the seven states
@@ -73,6 +75,7 @@ def _default_rules(dialer_type: DialerType) -> dict[str, Any]:
 class SimDialer:
     id: str
     licensed_capacity: int = 100
+    max_line_utilization: float = 1.0
 
 
 @dataclass(slots=True)
@@ -135,7 +138,8 @@ class Tenant:
     def to_document(self) -> dict[str, Any]:
         """The tenant in the file format (round-trips through `parse_tenant`)."""
         return {
-            "dialers": [{"id": d.id, "licensedCapacity": d.licensed_capacity} for d in self.dialers.values()],
+            "dialers": [{"id": d.id, "licensedCapacity": d.licensed_capacity,
+                         "maxLineUtilization": d.max_line_utilization} for d in self.dialers.values()],
             "contactLists": [
                 {"id": cl.id, "name": cl.name, "state": cl.state, "importStatus": cl.import_status,
                  "size": cl.size}
@@ -160,6 +164,7 @@ class _FileModel(BaseModel):
 class _DialerDoc(_FileModel):
     id: str = Field(min_length=1)
     licensed_capacity: int = Field(default=100, ge=0)
+    max_line_utilization: float = Field(default=1.0, gt=0, le=1)
 
 
 class _ContactListDoc(_FileModel):
@@ -208,7 +213,7 @@ def parse_tenant(data: Any, *, source: str = "tenant") -> Tenant:
     for d in doc.dialers:
         if d.id in tenant.dialers:
             problems.append(f"dialers: duplicate id {d.id!r}")
-        tenant.dialers[d.id] = SimDialer(d.id, d.licensed_capacity)
+        tenant.dialers[d.id] = SimDialer(d.id, d.licensed_capacity, d.max_line_utilization)
     for cl in doc.contact_lists:
         if cl.id in tenant.contact_lists:
             problems.append(f"contactLists: duplicate id {cl.id!r}")
