@@ -358,6 +358,7 @@ async def test_every_request_our_client_makes_is_a_method_of_the_sdk() -> None:
             seen.add(method.name)
     assert not problems, "\n".join(problems)
     assert seen >= {"get_outbound_campaigns", "get_outbound_campaign", "get_outbound_campaign_diagnostics",
-                    "get_outbound_contactlist", "get_outbound_campaign_stats", "post_outbound_campaign_start",
+                    "get_outbound_contactlist", "get_outbound_campaign_linedistribution",
+                        "post_outbound_campaign_start",
                     "post_outbound_campaign_stop", "put_outbound_campaign", "post_notifications_channels",
                     "put_notifications_channel_subscriptions", "post_notifications_channel_subscriptions"}, seen
