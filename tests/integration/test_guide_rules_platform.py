@@ -72,9 +72,6 @@ async def test_a_dialer_that_fills_up_while_the_command_queues_defers_a_standard
         broker: BrokerHandle, unique_name: Callable[[str], str],
         profile: str) -> None:
     # Rule 2: the dialer goes to 131 % of its capacity after the stop is accepted, before its POST.
-    if profile == "genesys":
-        pytest.skip("genesys has no dialer stats: the load is the campaign's own outstandingCalls against a "
-                    "configured capacity (none here, so never deferred); line distribution is issue 14 item 5")
     tenant = generate_tenant(3, 1, dialer_types=(DialerType.POWER,), state=S.RUNNING, max_active_calls=0)
     async with e2e(broker, unique_name, tenant=tenant, profile=profile, scale=10) as run:
         await run.send("campaign-0002", "stop")
