@@ -15,6 +15,7 @@ from pydantic import (
     StringConstraints,
     field_serializer,
     field_validator,
+    model_validator,
 )
 
 from .base import ContractError, OmittedWhenUnset, StrictModel, Timestamp, decode, truncate_text
@@ -86,6 +87,19 @@ class Command(StrictModel):
         default=None,
         description="Hold the command (DEFERRED, reason SCHEDULED) and execute it at this instant.",
     )
+    recycle: bool | None = Field(
+        default=None,
+        description="Only with `start`: begin again at the contact list's first record (Genesys: "
+        "`DELETE /api/v2/outbound/campaigns/{id}/progress`, then the start). Without it a start continues "
+        "where the campaign was turned off. A profile without progress refuses it UNSUPPORTED_BY_PLATFORM.",
+    )
+
+    @model_validator(mode="after")
+    def _recycle_only_with_start(self) -> Command:
+        if self.recycle and self.action is not Action.START:
+            raise ValueError(f"recycle is an option of start only, not of {self.action.value}")
+        return self
+
     # The record it was parsed from (bytes as sent, signing headers): what its signature covers.
     # Not a field: never on the wire, never in the schema.
     _signed: SignedRecord | None = PrivateAttr(default=None)

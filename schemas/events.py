@@ -17,7 +17,7 @@ from pydantic import Field
 
 from .base import OmittedWhenUnset, PlatformModel, StrictModel, Timestamp
 from .commands import CampaignId
-from .types import Action, Anomaly, CampaignState, Cause, DialerType, ReasonCode
+from .types import Action, Anomaly, CampaignState, Cause, DialerType, Halt, Intent, ReasonCode
 
 __all__ = [
     "EVENT_SOURCE",
@@ -79,6 +79,16 @@ class CampaignStateChanged(OmittedWhenUnset):
     reason: ReasonCode | None = None
     errors: list[PlatformErrorDetail] | None = None
     platform_status: str | None = Field(default=None, description="The platform's own word for the state.")
+    intent: Intent | None = Field(
+        default=None,
+        description="Our recorded reason for the campaign being off (a pause or a stop we sent), kept because "
+        "the platform may show both alike (Genesys `off`).",
+    )
+    halt: Halt | None = Field(
+        default=None,
+        description="With STOPPED, PAUSED (and a forced STOPPING): why the campaign is not dialing: paused, "
+        "stopped (by us), contacts-exhausted, forced-off, or off (not by a pause or stop of ours).",
+    )
     request: PlatformRequest | None = None
     prev_hash: str | None = Field(
         default=None,
@@ -154,6 +164,8 @@ def state_changed_event(
     errors: list[dict[str, str]] | None = None,
     platform_status: str | None = None,
     request: dict[str, Any] | None = None,
+    intent: str | None = None,
+    halt: str | None = None,
     source: str = EVENT_SOURCE,
     wall: float | None = None,
 ) -> dict[str, Any]:
@@ -186,6 +198,10 @@ def state_changed_event(
         data["errors"] = errors
     if platform_status is not None:
         data["platformStatus"] = platform_status
+    if intent is not None:
+        data["intent"] = intent
+    if halt is not None:
+        data["halt"] = halt
     if request is not None:
         data["request"] = request
     if wall is not None:

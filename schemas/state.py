@@ -20,7 +20,7 @@ from pydantic import Field, StringConstraints
 from .base import StrictModel
 from .commands import CampaignId, Command, KeyId
 from .signed import SignedRecord
-from .types import Action, CampaignState, DialerType
+from .types import Action, CampaignState, DialerType, Intent
 
 __all__ = ["CampaignStateRecord", "StoredCommand"]
 
@@ -76,6 +76,12 @@ class CampaignStateRecord(StrictModel):
     command_id: str | None = Field(description="The command whose transition is in flight.")
     action: Action | None = Field(description="The action of the transition in flight.")
     platform_status: str | None = Field(description="The platform's own word for the state, last reported.")
+    intent: Intent | None = Field(
+        default=None,
+        description="Why we last turned the campaign off (pause or stop), while the platform shows a status "
+        "that cannot tell (Genesys `off`, `stopping`); null once it dials again or the platform names its own "
+        "reason. A restart or a new owner reads `off` by it: PAUSED after a pause, STOPPED after a stop.",
+    )
     held: str | None = Field(
         description="Id of a command accepted but not yet sent (pre-flight, dialer queue): the state gate is closed."
     )

@@ -288,7 +288,7 @@ def _send(args: argparse.Namespace) -> int:
             priority=Priority(args.priority), requested_by=args.requested_by or _principal(),
             issued_at=datetime.now(UTC),
             expected_state=CampaignState(args.expected_state) if args.expected_state else None,
-            not_before=args.not_before,
+            not_before=args.not_before, recycle=True if args.recycle else None,
         ))
     except (SendError, SigningKeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -325,6 +325,8 @@ def register(subparsers: Any) -> None:
                         help=f"the principal (default ${PRINCIPAL_ENV} or the login name)")
     parser.add_argument("--not-before", type=aware_datetime, default=None, metavar="ISO",
                         help="hold the command until this instant (with a UTC offset)")
+    parser.add_argument("--recycle", action="store_true",
+                        help="with start (genesys): begin again at the contact list's first record")
     add_connection_arguments(parser)
     parser.add_argument("--timeout", type=_positive, default=60.0, metavar="S",
                         help="seconds to wait for a final result (default 60)")
