@@ -131,6 +131,9 @@ class Core:
     # Command id (its id_key) -> the record that carried it and, while it is being handled, its future.
     _seen: OrderedDict[str, tuple[str | None, asyncio.Future[CommandResult] | None]]
     _answering: set[asyncio.Task[None]]  # refusals being published
+    # origin -> (command id, the refusal's future): a refused record delivered again is answered
+    # from here, not refused (and published) a second time. Bounded like `_seen`.
+    _refused: OrderedDict[str, tuple[str, asyncio.Future[CommandResult]]]
     _list_waiters: dict[str, set[str]]
     _loads: dict[str, tuple[float, DialerLoad]]
     _lists: dict[str, tuple[float, ContactListSnapshot]]

@@ -88,6 +88,7 @@ class Orchestrator(Ownership, Intake, Dispatch, Tracker):
         self._campaigns = Campaigns(self._records)
         self._seen = OrderedDict()
         self._answering = set()
+        self._refused = OrderedDict()
         self._list_waiters = {}
         self._loads = {}
         self._lists = {}

@@ -105,6 +105,27 @@ async def test_commands_arriving_while_a_look_is_busy_are_still_authenticated() 
         await w.orch.close()
 
 
+async def test_a_refused_record_delivered_again_is_answered_but_not_published_twice() -> None:
+    """A rebalance before a refused record's offset is committed delivers it again: the intake gets
+    the first refusal back (so it can commit), and the results topic sees one refusal, not two. The
+    same command in another record is judged anew (and refused again: it is published again)."""
+    w = await world([FakeCampaign("c1", S.RUNNING)])
+    try:
+        unsigned = w.command("c1", Action.STOP, priority=Priority.HIGH)
+        first = await w.orch.submit(unsigned, "commands:0@7")
+        again = await w.orch.submit(unsigned, "commands:0@7")
+        await w.clock.sleep(1)
+        assert (first.outcome.value, again.outcome.value) == ("REFUSED", "REFUSED")
+        assert first.reason is ReasonCode.UNSIGNED and again.reason is ReasonCode.UNSIGNED
+        assert w.sink.outcomes(unsigned.id) == [("REFUSED", "UNSIGNED")], "published once"
+        await w.orch.submit(unsigned, "commands:0@8")
+        await w.clock.sleep(1)
+        assert w.sink.outcomes(unsigned.id) == [("REFUSED", "UNSIGNED")] * 2, "another record: judged again"
+        assert w.posts() == []
+    finally:
+        await w.orch.close()
+
+
 async def test_unauthenticated_commands_for_unknown_campaigns_cost_no_read() -> None:
     w = await world([FakeCampaign("c1", S.STOPPED)])
     try:
