@@ -99,7 +99,8 @@ _DESCRIPTIONS: dict[str, str] = {
     "dispatch.poll_jitter": "Random spread applied to every poll interval (0.2 = ±20 %).",
     "dispatch.safety_poll_s": "While notifications are up, a tracked campaign is still read about this often "
                               "(jittered), in case a notification was dropped, seconds.",
-    "auth.keys": "Keys that sign commands, by key id; a command names its key in `keyId`.",
+    "auth.keys": "Keys that sign commands, by key id; a command record names its key in the header "
+                 "`cfsm-key-id` (docs/signing.md).",
     "auth.policy": "Who may command what; no policy lets every authenticated command through.",
     "auth.require_signature": "Refuse commands without a signature (UNSIGNED) when keys are configured.",
     "auth.max_age_s": "A command issued longer ago than this is REFUSED (STALE_COMMAND); command ids are "
@@ -405,7 +406,8 @@ def _other_variables() -> str:
         f"| `{CONFIG_ENV}` | `run`, `config check` | the configuration file when `--config` is not given |\n"
         f"| `{DEFAULT_KEY_ENV}` | `send`, `schedule` | the signing key (`base64:…`, `hex:…` or text), **secret**; "
         "`--key-env` names another variable |\n"
-        f"| `{DEFAULT_KEY_ID_ENV}` | `send`, `schedule` | the key id written into `keyId` (or `--key-id`) |\n"
+        f"| `{DEFAULT_KEY_ID_ENV}` | `send`, `schedule` | the key id sent in the header `cfsm-key-id` "
+        "(or `--key-id`; docs/signing.md) |\n"
         f"| `{PRINCIPAL_ENV}` | `send` | the principal written into `requestedBy` |\n"
         f"| `{BOOTSTRAP_ENV}` | `send`, `schedule`, `replay`, `audit` | default of `--bootstrap` |\n"
     )

@@ -1,9 +1,11 @@
 """Signing commands on the way out, and reading signing keys from the environment or configuration.
 
-The signature is an HMAC-SHA256 over the command's canonical body; both the body and the HMAC
-come from `fsm.authorization` (`canonical_body`, `sign_body`), so the signer here and the
-verifier in the service cannot drift apart. `Signer.sign` fills in `keyId` first (it is part of
-the signed body), then `signature`.
+A signature is an HMAC-SHA256 over the record as it is produced: ``keyId \n recordKey \n value``
+(docs/signing.md), carried in the headers `cfsm-key-id` and `cfsm-signature`. `Signer.sign`
+encodes the command once (its wire JSON), signs those very bytes with the campaign id as the
+record key, and returns the command holding that record (`Command.signed`): what is produced is
+what was signed. The HMAC comes from `fsm.authorization` (`sign_record`), so the signer here and
+the verifier in the service cannot drift apart.
 
 Key text (an environment variable or a configuration value) is the secret itself:
 
@@ -30,8 +32,10 @@ from dataclasses import dataclass, field
 
 from pydantic import TypeAdapter, ValidationError
 
-from fsm.authorization import canonical_body, sign_body
+from fsm.authorization import sign_record
+from schemas.base import encode
 from schemas.commands import Command, KeyId
+from schemas.signed import SignedRecord
 
 __all__ = [
     "DEFAULT_KEY_ENV",
@@ -96,11 +100,12 @@ class Signer:
                                   "letter or digit") from None
 
     def sign(self, command: Command) -> Command:
-        """`command` with this signer's `keyId` and the signature over its canonical body."""
-        # The id is validated in __post_init__, so copying without re-validation is safe.
-        unsigned = command.model_copy(update={"key_id": self.key_id, "signature": None})
-        signature = sign_body(self.key, canonical_body(unsigned))
-        return unsigned.model_copy(update={"signature": signature})
+        """`command` as a signed record under this key: its wire JSON, keyed by its campaign id."""
+        return Command.from_record(self.record(command.campaign_id.encode(), encode(command)))
+
+    def record(self, key: bytes, value: bytes) -> SignedRecord:
+        """The record with this key and value, signed (its headers: `SignedRecord.headers()`)."""
+        return SignedRecord(key, value, self.key_id, sign_record(self.key, self.key_id, key, value))
 
 
 def signer_from_env(key_id: str | None, key_env: str | None = None,

@@ -6,9 +6,12 @@ command arriving meanwhile) can skip it, and nothing unauthenticated costs a pla
 
 Each command carries the origin of the record it came in (`topic:partition@offset`). The same
 record delivered again (a crash before its offset was committed) is a *redelivery*: acknowledged
-without acting. The same command id in any other record is a *replay*: refused REPLAYED. The ids
+without acting; a refused record delivered again (a rebalance before its offset was committed) is
+answered with its first refusal, which is not published twice (memory bounded, not across restarts).
+The same command id in any other record is a *replay*: refused REPLAYED. The ids
 of the commands a campaign took within the freshness window are kept in its `campaign.state`
-record (`Campaign.recent`), so a restart or a new owner refuses replays too.
+record (`Campaign.recent`), so a restart or a new owner refuses replays too. Ids are compared by
+`id_key` (case-insensitively) and echoed in every result exactly as they came.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import asyncio
 import functools
 import logging
 
-from schemas.commands import Command, CommandResult
+from schemas.commands import Command, CommandResult, id_key
 from schemas.types import Outcome, ReasonCode
 
 from .core import Core, answer
@@ -33,7 +36,7 @@ class Admission(Core):
     def _admit(self, command: Command, origin: str | None,
                future: asyncio.Future[CommandResult]) -> asyncio.Future[CommandResult]:
         """Queue `command` for its campaign's look, admitted or refused; the future its intake waits on."""
-        command_id = str(command.id)
+        command_id = id_key(command.id)  # one id in any spelling: a re-sent id in upper case is a replay
         seen = self._seen.get(command_id)
         if seen is not None and seen[0] == origin:
             if seen[1] is not None and not seen[1].done():
@@ -43,8 +46,19 @@ class Admission(Core):
             answer(future, self._result(command, Outcome.REFUSED, ReasonCode.REPLAYED,
                                         "redelivery of a record already taken: nothing to do", None))
             return future
+        if origin is not None and (first := self._refused_before(origin, command_id)) is not None:
+            if not first.done():
+                return first
+            _log.info("command %s for %s: a redelivery of a record already refused; not published again",
+                      command_id, command.campaign_id)
+            answer(future, first.result())
+            return future
         refusal = self._authenticate(command, reused=seen is not None)
         if refusal is not None:
+            if origin is not None:
+                self._refused[origin] = (command_id, future)
+                while len(self._refused) > self.config.remembered_commands:
+                    self._refused.popitem(last=False)
             # Published at once, beside the campaign's looks rather than queued behind them: a flood
             # of forgeries at one campaign neither waits on its reads nor delays its real commands,
             # and the sink takes the refusals together.
@@ -57,6 +71,18 @@ class Admission(Core):
         self._record(command.campaign_id).inbox.append((Admitted(command, origin), future))
         self._queue.hint(command.campaign_id)
         return future
+
+    def _refused_before(self, origin: str, command_id: str) -> asyncio.Future[CommandResult] | None:
+        """The refusal already decided for this very record (a redelivery after a rebalance or a
+        failed commit), unless its publication failed: then it is judged and published again."""
+        prior = self._refused.get(origin)
+        if prior is None or prior[0] != command_id:
+            return None
+        first = prior[1]
+        if first.done() and (first.cancelled() or first.exception() is not None):
+            del self._refused[origin]
+            return None
+        return first
 
     def _answered(self, future: asyncio.Future[CommandResult], task: asyncio.Task[None]) -> None:
         self._answering.discard(task)
@@ -110,7 +136,7 @@ class Admission(Core):
         dropping ids past the freshness window; beyond the per-campaign bound the oldest goes and
         its issuedAt becomes the horizon at or before which nothing can be proven new (fail closed)."""
         recent = campaign.recent
-        recent[str(command.id)] = (command.issued_at.timestamp(), origin)
+        recent[id_key(command.id)] = (command.issued_at.timestamp(), origin)
         cutoff = self._auth_now() - self._replay_window()
         for expired in [i for i, (issued, _) in recent.items() if issued < cutoff]:
             del recent[expired]

@@ -44,7 +44,7 @@ import orjson
 
 from schemas.base import ContractError, decode
 from schemas.events import STATE_CHANGED_TYPE, CampaignStateChangedEvent, event_hash
-from schemas.types import TERMINAL_STATES, Action, CampaignState, Cause, DialerType
+from schemas.types import TERMINAL_STATES, Action, CampaignState, Cause, DialerType, Intent
 
 from .machine import Campaign
 from .table import STABLE_STATES
@@ -140,6 +140,7 @@ class TimelineEntry(NamedTuple):
     anomaly: dict[str, Any] | None
     errors: list[dict[str, Any]] | None
     platform_status: str | None
+    halt: str | None  # why it is not dialing: paused, stopped, contacts-exhausted, forced-off, off
     prev_hash: str | None
     fingerprint: str | int
     partition: int
@@ -284,7 +285,7 @@ class EventLog:
             entry = new_entry(entry_type, (
                 sequence, stamp, from_state, to_state, cause, data.get("action"), data.get("commandId"),
                 data.get("reason"), data.get("anomaly"), data.get("errors"), data.get("platformStatus"),
-                data.get("prevHash") if strict else None, fingerprint, partition, record.offset,
+                data.get("halt"), data.get("prevHash") if strict else None, fingerprint, partition, record.offset,
             ))
             if sequence > chain.top:
                 chain.top = sequence
@@ -306,10 +307,14 @@ class EventLog:
             decode(CampaignStateChangedEvent, value or b"")
         except ContractError as exc:
             return f"event does not fit the schema: {_describe(exc)}"
-        if record.header("ce_id") not in (None, event_id):
-            return f"header ce_id {record.header('ce_id')!r} is not the event id {event_id!r}"
-        if record.header("ce_type") not in (None, STATE_CHANGED_TYPE):
-            return f"header ce_type {record.header('ce_type')!r} is not {STATE_CHANGED_TYPE!r}"
+        # `event-id`/`event-type` since the events stopped carrying `ce_` headers (CloudEvents reads
+        # those as binary mode); records written before then carry `ce_id`/`ce_type`.
+        for name in ("event-id", "ce_id"):
+            if record.header(name) not in (None, event_id):
+                return f"header {name} {record.header(name)!r} is not the event id {event_id!r}"
+        for name in ("event-type", "ce_type"):
+            if record.header(name) not in (None, STATE_CHANGED_TYPE):
+                return f"header {name} {record.header(name)!r} is not {STATE_CHANGED_TYPE!r}"
         return None
 
     def _placement(self, chain: _Chain, record: LogRecord, entry: TimelineEntry) -> None:
@@ -489,6 +494,7 @@ def rebuild_state(history: CampaignHistory, windows: ToleranceWindows) -> dict[s
         platform_status=next((e.platform_status for e in reversed(entries) if e.platform_status is not None), None),
     )
     campaign.last_hash = event_hash(history.last_event) if history.last_event else None
+    campaign.intent = Intent(data["intent"]) if data.get("intent") in _INTENTS else None
     record = campaign.snapshot()
     record["heldCommand"] = None
     record["scheduledCommands"] = None
@@ -496,6 +502,7 @@ def rebuild_state(history: CampaignHistory, windows: ToleranceWindows) -> dict[s
 
 
 _ACTIONS = frozenset(a.value for a in Action)
+_INTENTS = frozenset(i.value for i in Intent)
 
 
 # --- time ----------------------------------------------------------------------------------------

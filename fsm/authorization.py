@@ -1,28 +1,27 @@
 """Who may command a campaign: signatures, freshness, replays and the principal policy.
 
 Every command must be attributable and authorised before the state machine sees it. A command
-carries `requestedBy` (the principal), `keyId` and `signature`: an HMAC-SHA256 under a configured
-shared key over the command's *canonical body*. `CommandAuthority` decides, purely, with the time
-handed in; `authenticate` covers steps 1-4 (nothing but the command is needed, so it can run
-before any work is spent on it), `authorise` step 5 (it may need the campaign's dialer), `check`
-both:
+carries `requestedBy` (the principal) in its body; its record carries the headers `cfsm-key-id` and
+`cfsm-signature`: an HMAC-SHA256 under a configured shared key over the record's own bytes,
+``keyId \n recordKey \n value`` (`schemas/signed.py`; the producers' reference, with a worked
+example, is docs/signing.md). `CommandAuthority` decides, purely, with the time handed in;
+`authenticate` covers steps 1-4 (nothing but the command is needed, so it can run before any work
+is spent on it), `authorise` step 5 (it may need the campaign's dialer), `check` both:
 
-1. no signature (when signatures are required)            -> UNSIGNED
-2. an unknown key id, or a signature that does not match  -> BAD_SIGNATURE (constant-time compare)
+1. no signing header (when signatures are required)       -> UNSIGNED
+2. an unknown key id, a signature that does not match
+   (constant-time compare), a record key that is not the
+   command's campaign, or a command that is not the one
+   in the signed value                                    -> BAD_SIGNATURE
 3. `issuedAt` older than `max_age_s`, or more than
    `future_skew_s` ahead of now                           -> STALE_COMMAND
-4. a command id already taken within the freshness window -> REPLAYED
+4. a command id already taken within the freshness window
+   (ids compared case-insensitively)                      -> REPLAYED
 5. a policy that does not let the principal command this
    campaign (or its dialer), with this action or key      -> NOT_AUTHORISED
 
-Canonical body (`canonical_body`), shared by the signer (`adapters/signing.py`) and the verifier:
-the command as the service parses it, serialised to its wire JSON with `signature` left out,
-`None` fields left out, defaults filled in (a command without `priority` is signed with
-``"priority":"STANDARD"``), keys sorted, no whitespace, UTF-8 without escaping non-ASCII. Values
-take their normalised wire form: UUIDs lowercase with hyphens, UTC datetimes ending in ``Z``,
-other offsets kept as sent (``+01:00``), fractional seconds as six digits when present. `keyId`
-and `notBefore` are inside the body, so neither can be changed without breaking the signature.
-The signature is the HMAC's 64 lowercase hex digits.
+What the policy reads is what the signature covers: `requestedBy`, the campaign and the action are
+in the signed value, the key id is the signed header.
 
 Replay memory holds the ids of authenticated commands only until they would be stale anyway
 (`issuedAt + max_age_s`), so it stays small. If more than `seen_capacity` ids are live at once,
@@ -59,9 +58,9 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-import orjson
-
-from schemas.commands import Command
+from schemas.base import ContractError
+from schemas.commands import Command, id_key
+from schemas.signed import KEY_ID_HEADER, SIGNATURE_HEADER, sign_record
 from schemas.types import Action, ReasonCode
 
 __all__ = [
@@ -70,25 +69,19 @@ __all__ = [
     "Grant",
     "Policy",
     "PolicyError",
-    "canonical_body",
     "held_until",
-    "sign_body",
+    "sign_message",
+    "sign_record",
 ]
 
-_SIGNATURE = re.compile(r"^[0-9a-f]{64}$")
+_SIGNATURE = re.compile(r"^[0-9A-Fa-f]{64}$")
 _MIN_KEY_BYTES = 16
 _GRANT_FIELDS = frozenset({"campaigns", "dialers", "actions", "keys"})
 
 
-def canonical_body(command: Command) -> bytes:
-    """The bytes a command's signature covers (see the module docstring for the exact rules)."""
-    data = command.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"signature"})
-    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
-
-
-def sign_body(key: bytes, body: bytes) -> str:
-    """HMAC-SHA256 of `body` under `key`, as 64 lowercase hex digits."""
-    return hmac.new(key, body, hashlib.sha256).hexdigest()
+def sign_message(key: bytes, message: bytes) -> str:
+    """HMAC-SHA256 of `message` under `key`, as 64 lowercase hex digits."""
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 def held_until(command: Command, now: float) -> float | None:
@@ -248,7 +241,7 @@ class CommandAuthority:
         self._future_skew = float(future_skew_s)
         self._require = require_signature
         self._seen_capacity = seen_capacity
-        self._seen: dict[str, float] = {}  # command id -> issuedAt
+        self._seen: dict[str, float] = {}  # command id (its id_key) -> issuedAt
         self._seen_heap: list[tuple[float, str]] = []
         self._horizon = float("-inf")
         self.refusals: Counter[ReasonCode] = Counter()
@@ -266,18 +259,18 @@ class CommandAuthority:
     def seen(self, command_id: str, now: float) -> bool:
         """True while `command_id` is remembered as taken (tests, diagnostics)."""
         self._expire(now)
-        return command_id in self._seen
+        return id_key(command_id) in self._seen
 
     def remember(self, command_id: str, issued: float) -> None:
         """Seed the replay memory with a command taken earlier (restored from its campaign's record,
         so a restart or a new owner still refuses its replay)."""
-        if command_id not in self._seen:
-            self._remember(command_id, issued)
+        if id_key(command_id) not in self._seen:
+            self._remember(id_key(command_id), issued)
 
     def forget(self, command_id: str) -> None:
         """An authenticated command was not taken after all (its handling failed before any result
         was durable): the same record, delivered again, is judged as new."""
-        self._seen.pop(command_id, None)  # its heap entry no longer matches and is skipped when popped
+        self._seen.pop(id_key(command_id), None)  # its heap entry no longer matches and is skipped when popped
 
     def verify_stored(self, command: Command, now: float, max_age_s: float) -> AuthDecision:
         """A command restored from the state topic (held, or waiting for its `notBefore`).
@@ -287,7 +280,7 @@ class CommandAuthority:
         an age bound, `max_age_s`, so a long-dead command planted in a record is refused
         (STALE_COMMAND). Neither remembered nor counted: the caller names what it quarantined.
         """
-        refused = self._signature(command, "restored command carries no keyId/signature")
+        refused = self._signature(command, "restored command carries no key id/signature")
         if refused is not None:
             return refused
         age = now - command.issued_at.timestamp()
@@ -333,13 +326,14 @@ class CommandAuthority:
 
     def _signature(self, command: Command, unsigned: str) -> AuthDecision | None:
         """UNSIGNED or BAD_SIGNATURE, or None when the command may go on to the other checks."""
-        if command.signature is not None or command.key_id is not None:
+        if command.signed is not None and command.signed.has_signing_headers:
             bad = self._verify(command)
             return AuthDecision.refuse(ReasonCode.BAD_SIGNATURE, bad) if bad is not None else None
         return AuthDecision.refuse(ReasonCode.UNSIGNED, unsigned) if self._require else None
 
     def _authenticate(self, command: Command, now: float) -> AuthDecision:
-        refused = self._signature(command, "command carries no keyId/signature; signatures are required")
+        refused = self._signature(command, f"the record carries no {KEY_ID_HEADER}/{SIGNATURE_HEADER} headers; "
+                                           "signatures are required (see docs/signing.md)")
         if refused is not None:
             return refused
         issued = command.issued_at.timestamp()
@@ -350,10 +344,10 @@ class CommandAuthority:
             return AuthDecision.refuse(ReasonCode.STALE_COMMAND,
                                        f"issued {issued - now:.0f} s in the future; clocks may differ by at "
                                        f"most {self._future_skew:g} s")
-        command_id = str(command.id)
+        command_id = id_key(command.id)
         self._expire(now)
         if command_id in self._seen:
-            return AuthDecision.refuse(ReasonCode.REPLAYED, f"command id {command_id} was already taken")
+            return AuthDecision.refuse(ReasonCode.REPLAYED, f"command id {command.id} was already taken")
         if issued <= self._horizon:
             return AuthDecision.refuse(ReasonCode.STALE_COMMAND,
                                        "issued before the replay memory's horizon (too many recent commands "
@@ -376,18 +370,30 @@ class CommandAuthority:
 
     def _verify(self, command: Command) -> str | None:
         """None if the signature is good, else why not (never revealing key material)."""
-        if command.key_id is None:
-            return "signature without keyId"
-        if command.signature is None:
-            return f"keyId {command.key_id!r} without a signature"
-        key = self._keys.get(command.key_id)
+        record = command.signed
+        assert record is not None
+        if record.problem is not None:
+            return record.problem
+        if record.key_id is None:
+            return f"{SIGNATURE_HEADER} without {KEY_ID_HEADER}"
+        if record.signature is None:
+            return f"{KEY_ID_HEADER} {record.key_id!r} without {SIGNATURE_HEADER}"
+        key = self._keys.get(record.key_id)
         if key is None:
-            return f"unknown key id {command.key_id!r}"
-        if not _SIGNATURE.match(command.signature):
-            return "signature is not 64 lowercase hex digits (HMAC-SHA256)"
-        expected = sign_body(key, canonical_body(command))
-        if not hmac.compare_digest(expected, command.signature):
-            return f"signature does not match the canonical body under key {command.key_id!r}"
+            return f"unknown key id {record.key_id!r}"
+        if not _SIGNATURE.match(record.signature):
+            return f"{SIGNATURE_HEADER} is not 64 hex digits (HMAC-SHA256)"
+        expected = sign_message(key, record.message())
+        if not hmac.compare_digest(expected, record.signature.lower()):
+            return (f"signature does not match keyId, record key and value under key {record.key_id!r} "
+                    "(see docs/signing.md)")
+        if record.key != command.campaign_id.encode():
+            return f"signed for another record key, not campaign {command.campaign_id!r}"
+        try:
+            if Command.from_record(record).model_dump() != command.model_dump():
+                return "the command is not the one in its signed record"
+        except ContractError:
+            return "the signed record does not hold a command"
         return None
 
     def _remember(self, command_id: str, issued: float) -> None:

@@ -19,10 +19,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 from schemas.base import truncate_text
-from schemas.commands import Command, CommandResult
+from schemas.commands import Command, CommandResult, id_key
 from schemas.types import Action, CampaignState, Cause, Outcome, ReasonCode
 
 from .authorization import CommandAuthority
@@ -123,14 +122,18 @@ class Core:
     auth_refusals: Counter[ReasonCode]
     quarantined: Counter[str]
     _auth_now: Callable[[], float]
+    _stamp_now: Callable[[], float] | None
     _rng: random.Random
     _schedule: PollSchedule
     _gate: DialerGate[str]
     _queue: WorkQueue
     _records: dict[str, CampaignRecord]
-    # Command id -> the record that carried it and, while it is being handled, its future.
+    # Command id (its id_key) -> the record that carried it and, while it is being handled, its future.
     _seen: OrderedDict[str, tuple[str | None, asyncio.Future[CommandResult] | None]]
     _answering: set[asyncio.Task[None]]  # refusals being published
+    # origin -> (command id, the refusal's future): a refused record delivered again is answered
+    # from here, not refused (and published) a second time. Bounded like `_seen`.
+    _refused: OrderedDict[str, tuple[str, asyncio.Future[CommandResult]]]
     _list_waiters: dict[str, set[str]]
     _loads: dict[str, tuple[float, DialerLoad]]
     _lists: dict[str, tuple[float, ContactListSnapshot]]
@@ -163,6 +166,7 @@ class Core:
     def _remember(self, command_id: str, origin: str | None,
                   future: asyncio.Future[CommandResult] | None = None) -> None:
         """Note a taken command's id and its record's origin (redelivery memory, bounded)."""
+        command_id = id_key(command_id)
         self._seen[command_id] = (origin, future)
         self._seen.move_to_end(command_id)
         while len(self._seen) > self.config.remembered_commands:
@@ -186,7 +190,7 @@ class Core:
         not take is retried on the next look byte for byte, never rebuilt.
         """
         assert record.campaign is not None
-        record.unsent.append((record.campaign.chain(change), results))
+        record.unsent.append((record.campaign.chain(change, self._wall()), results))
         await self._flush(record)
 
     async def _flush(self, record: CampaignRecord) -> None:
@@ -218,12 +222,22 @@ class Core:
                     message: str, state: CampaignState | None, *, legal: tuple[Action, ...] = (),
                     next_attempt: float | None = None) -> CommandResult:
         return CommandResult(
-            command_id=UUID(command_id), campaign_id=campaign_id, outcome=outcome, reason=reason,
+            command_id=command_id, campaign_id=campaign_id, outcome=outcome, reason=reason,
             message=message, state=state,
             legal_actions=list(legal) if reason is ReasonCode.ILLEGAL_TRANSITION else None,
             next_attempt_at=datetime.fromtimestamp(next_attempt, UTC) if next_attempt is not None else None,
-            at=datetime.fromtimestamp(self.clock.now(), UTC),
+            **self._stamps(),
         )
+
+    def _wall(self) -> float | None:
+        return None if self._stamp_now is None else self._stamp_now()
+
+    def _stamps(self) -> dict[str, datetime]:
+        """A result's `at` (and, on a scaled clock, its `platformTime`)."""
+        now, wall = self.clock.now(), self._wall()
+        if wall is None:
+            return {"at": datetime.fromtimestamp(now, UTC)}
+        return {"at": datetime.fromtimestamp(wall, UTC), "platform_time": datetime.fromtimestamp(now, UTC)}
 
 
 def answer(future: asyncio.Future[CommandResult] | None, result: CommandResult) -> None:

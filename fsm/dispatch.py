@@ -219,7 +219,8 @@ class Dispatch(Core):
         await self.sink.state_saved(record.store())
         lease = record.lease
         try:
-            receipt = await self.platform.send_action(record.id, command.action)
+            receipt = await self.platform.send_action(record.id, command.action, source=campaign.current,
+                                                      recycle=bool(command.recycle))
         except PlatformRateLimited as exc:
             await self._rate_limited(record, sending, exc)
             return
@@ -231,7 +232,8 @@ class Dispatch(Core):
                 if not await self._decide_again(record, sending, exc):
                     return
                 try:
-                    receipt = await self.platform.send_action(record.id, command.action)
+                    # A recycle asked for went out before the refused turn: not sent twice.
+                    receipt = await self.platform.send_action(record.id, command.action, source=campaign.current)
                     break
                 except PlatformConflict as again:
                     exc = again
@@ -252,12 +254,16 @@ class Dispatch(Core):
             return
         if lease is not None:
             lease.sent()
-        request = {
-            "method": "POST", "path": f"campaigns/{record.id}/{command.action.value}",
+        request = None if receipt.method is None else {
+            "method": receipt.method, "path": receipt.path or f"campaigns/{record.id}/{command.action.value}",
             "status": receipt.status, "sentAt": rfc3339(receipt.sent_at),
             "answeredAt": rfc3339(receipt.answered_at),
         }
         await self._fire(record, sending, request)
+        if receipt.method is None:
+            # Nothing was sent (Genesys: a stop of a paused campaign, off already): only our intent
+            # moved, so the platform's word can settle it now instead of at the next poll.
+            await self._observe(record, await self.platform.get_campaign(record.id), Cause.POLL)
 
     async def _decide_again(self, record: CampaignRecord, held: HeldCommand, conflict: PlatformConflict) -> bool:
         """After a conflict (nothing changed): whether the same command is still right, judged on a

@@ -18,6 +18,7 @@ from .admission import Admission
 from .authorization import held_until
 from .core import answer
 from .held import HeldCommand
+from .intent import interpret
 from .ports import PlatformError, PlatformNotFound
 from .record import Admitted, CampaignRecord
 
@@ -50,12 +51,21 @@ class Intake(Admission):
         if command.action is Action.RESET:
             await self._reset(record, command, future)
             return
+        if command.recycle and not self.platform.supports_recycle:
+            await self._save(record, self._result(command, Outcome.REFUSED, ReasonCode.UNSUPPORTED_BY_PLATFORM,
+                                                  f"the {self.platform.profile} profile keeps no progress to recycle",
+                                                  campaign.current, legal=self.machine.legal(campaign)), future)
+            return
         decision = self.machine.command(campaign, command.action, at=now, command_id=command_id,
                                         expected_state=command.expected_state, dry_run=True)
         if not decision.accepted:
-            outcome = Outcome.COMPLETED if decision.reason is ReasonCode.ALREADY_IN_STATE else Outcome.REFUSED
-            await self._save(record, self._result(command, outcome, decision.reason, decision.message,
-                                                  decision.state, legal=decision.legal), future)
+            # A recycle asked of a campaign already dialing would be "done" without being done.
+            done = decision.reason is ReasonCode.ALREADY_IN_STATE and not command.recycle
+            message = (decision.message if not command.recycle or decision.reason is not ReasonCode.ALREADY_IN_STATE
+                       else f"campaign is already {decision.state}: stop it, then start with recycle")
+            await self._save(record, self._result(command, Outcome.COMPLETED if done else Outcome.REFUSED,
+                                                  decision.reason, message, decision.state, legal=decision.legal),
+                             future)
             return
         self.machine.hold(campaign, command_id)
         record.held = HeldCommand(command)
@@ -137,6 +147,8 @@ class Intake(Admission):
                                                   "nothing reset", campaign.current), future)
             return
         reported = snapshot.state
+        if reported is not None:  # a status that cannot tell a pause from a stop: our intent reads it
+            reported = interpret(campaign.intent, reported, intent_decides=snapshot.intent_decides)
         if reported is None or reported is CampaignState.FAILED:
             said = snapshot.platform_status if reported is None else "FAILED"
             await self._observe(record, snapshot, Cause.RECONCILE)

@@ -31,9 +31,12 @@ from schemas.types import (
     CampaignState,
     Cause,
     DialerType,
+    Halt,
+    Intent,
     ReasonCode,
 )
 
+from .intent import INTENT_OF, halt_of, interpret, keeps
 from .table import (
     ALL_ACTIONS,
     COMMAND_EDGES,
@@ -68,6 +71,7 @@ class Campaign:
         "entered_at",
         "held",
         "id",
+        "intent",
         "last_hash",
         "last_stable",
         "platform_status",
@@ -114,6 +118,9 @@ class Campaign:
         # command id -> (issuedAt, record origin). Kept by the orchestrator, bounded by its window.
         self.recent: dict[str, tuple[float, str | None]] = {}
         self.replay_horizon: float | None = None
+        # Why we last turned it off (pause or stop), while the platform shows a status that cannot
+        # tell (Genesys `off`): how an observation of that status is read. Stored, so it survives.
+        self.intent: Intent | None = None
 
     @property
     def current(self) -> CampaignState:
@@ -142,6 +149,7 @@ class Campaign:
             "lastHash": self.last_hash,
             "recentCommands": [[i, issued, origin] for i, (issued, origin) in self.recent.items()],
             "replayHorizon": self.replay_horizon,
+            "intent": self.intent.value if self.intent else None,
         }
 
     @classmethod
@@ -163,15 +171,17 @@ class Campaign:
         campaign.held = record.get("held")
         campaign.last_hash = record.get("lastHash")
         for command_id, issued, origin in record.get("recentCommands") or ():
-            campaign.recent[str(command_id)] = (float(issued), origin if isinstance(origin, str) else None)
+            campaign.recent[str(command_id).lower()] = (float(issued), origin if isinstance(origin, str) else None)
         horizon = record.get("replayHorizon")
         campaign.replay_horizon = float(horizon) if horizon is not None else None
+        campaign.intent = Intent(record["intent"]) if record.get("intent") else None
         return campaign
 
-    def chain(self, change: StateChange) -> dict[str, Any]:
+    def chain(self, change: StateChange, wall: float | None = None) -> dict[str, Any]:
         """The wire event of `change`, carrying the hash of this campaign's previous event; the
-        campaign remembers the new event's hash for the next one (the audit's hash chain)."""
-        event = change.event()
+        campaign remembers the new event's hash for the next one (the audit's hash chain). `wall`:
+        see `state_changed_event`."""
+        event = change.event(wall)
         if self.last_hash is not None:
             event["data"]["prevHash"] = self.last_hash
         self.last_hash = event_hash(event)
@@ -200,8 +210,10 @@ class StateChange:
     errors: list[dict[str, str]] | None = None
     platform_status: str | None = None
     request: dict[str, Any] | None = None
+    intent: Intent | None = None
+    halt: Halt | None = None
 
-    def event(self) -> dict[str, Any]:
+    def event(self, wall: float | None = None) -> dict[str, Any]:
         return state_changed_event(
             campaign_id=self.campaign_id,
             sequence=self.sequence,
@@ -218,6 +230,9 @@ class StateChange:
             errors=self.errors,
             platform_status=self.platform_status,
             request=self.request,
+            wall=wall,
+            intent=self.intent.value if self.intent else None,
+            halt=self.halt.value if self.halt else None,
         )
 
 
@@ -338,6 +353,7 @@ class CampaignMachine:
         dialer_id: str | None = None,
         contact_list_id: str | None = None,
         platform_status: str | None = None,
+        halt: Halt | None = None,
     ) -> tuple[Campaign, StateChange]:
         """A campaign seen for the first time. Its first event has `from` None and sequence 1."""
         campaign = Campaign(
@@ -346,7 +362,8 @@ class CampaignMachine:
         )
         campaign.deadline = self._deadline(campaign, state, at)
         change = StateChange(
-            campaign_id, 1, None, state, cause, at, dialer_type, dialer_id, platform_status=platform_status
+            campaign_id, 1, None, state, cause, at, dialer_type, dialer_id, platform_status=platform_status,
+            halt=halt_of(None, state, halt),
         )
         return campaign, change
 
@@ -394,6 +411,7 @@ class CampaignMachine:
         campaign.held = None
         campaign.command_id = command_id
         campaign.action = action
+        campaign.intent = INTENT_OF.get(action, campaign.intent)
         # A reset is done once it adopted what the platform reports; a transition the platform is
         # still in is the platform's own, followed like any observed one.
         change = self._step(campaign, before, Cause.COMMAND, at, request=request, done=action is Action.RESET)
@@ -418,16 +436,28 @@ class CampaignMachine:
         at: float,
         platform_status: str | None = None,
         errors: list[dict[str, str]] | None = None,
+        intent_decides: bool = False,
+        halt: Halt | None = None,
     ) -> StateChange | None:
-        """Adopt what the platform reports. None when nothing changed; never a refusal."""
+        """Adopt what the platform reports. None when nothing changed; never a refusal.
+
+        `intent_decides`: the platform's status cannot tell a pause from a stop (Genesys `off`):
+        the campaign's recorded intent reads it (fsm/intent.py).
+        """
         before = campaign.state
         if platform_status is not None:
             campaign.platform_status = platform_status
+        state = interpret(campaign.intent, state, intent_decides=intent_decides)
+        # While our pause or stop is in flight its intent stands, whatever arrives (a stale `on`
+        # notification must not turn the pause's `off` into a stop); after that the platform's word rules.
+        if (campaign.intent is not None and campaign.action not in INTENT_OF
+                and not keeps(campaign.intent, state, intent_decides=intent_decides)):
+            campaign.intent = None
         if state == before:
             return None  # a re-seen state must not restart its clock, so there is nothing to fire
         self._observe[state].trigger(campaign)
         return self._step(campaign, _STATE[before], cause, at, anomaly=_ANOMALIES[(before, state)], errors=errors,
-                          platform_status=platform_status)
+                          platform_status=platform_status, halt=halt)
 
     def expire(self, campaign: Campaign, *, at: float, errors: list[dict[str, str]]) -> StateChange:
         """The tolerance window ran out and the platform named no lock: the transition FAILED."""
@@ -474,6 +504,7 @@ class CampaignMachine:
         platform_status: str | None = None,
         request: dict[str, Any] | None = None,
         done: bool = False,
+        halt: Halt | None = None,
     ) -> StateChange:
         """The bookkeeping after every move (the campaign already in its new state), and its change.
 
@@ -496,7 +527,7 @@ class CampaignMachine:
         change = StateChange(
             campaign.id, campaign.sequence, before, after, cause, at, campaign.dialer_type,
             campaign.dialer_id, campaign.action, campaign.command_id, anomaly, reason, errors,
-            platform_status, request,
+            platform_status, request, campaign.intent, halt_of(campaign.intent, after, halt),
         )
         if done or after in TERMINAL_STATES:
             campaign.command_id = None

@@ -27,7 +27,6 @@ import random
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
-from uuid import UUID
 
 from schemas.commands import Command, CommandResult
 from schemas.types import Outcome, ReasonCode
@@ -67,6 +66,7 @@ class Orchestrator(Ownership, Intake, Dispatch, Tracker):
         authority: CommandAuthority | None = None,
         auth_clock: Callable[[], float] | None = None,
         owns: Callable[[str], bool] | None = None,
+        stamp_clock: Callable[[], float] | None = None,
     ) -> None:
         self.machine = machine
         self.platform = platform
@@ -77,6 +77,9 @@ class Orchestrator(Ownership, Intake, Dispatch, Tracker):
         # Signatures are judged on real time (issuedAt is a real instant), even when the clock is scaled.
         self.authority = authority
         self._auth_now = auth_clock or clock.now
+        # Where `clock` is scaled (the simulator), events and results are stamped on the wall clock
+        # and carry the scaled instant as `platformTime`; None: stamped on `clock` alone.
+        self._stamp_now = stamp_clock
         self._rng = random.Random(self.config.seed)
         self._schedule = PollSchedule(self.config.poll, self._rng)
         self._gate = DialerGate(clock, self.config.dialer)
@@ -85,6 +88,7 @@ class Orchestrator(Ownership, Intake, Dispatch, Tracker):
         self._campaigns = Campaigns(self._records)
         self._seen = OrderedDict()
         self._answering = set()
+        self._refused = OrderedDict()
         self._list_waiters = {}
         self._loads = {}
         self._lists = {}
@@ -159,17 +163,17 @@ class Orchestrator(Ownership, Intake, Dispatch, Tracker):
             return future
         return self._admit(command, origin, future)
 
-    async def refuse_malformed(self, command_id: UUID, campaign_id: str, detail: str) -> CommandResult:
+    async def refuse_malformed(self, command_id: str, campaign_id: str, detail: str) -> CommandResult:
         """A record on the commands topic that names its command and campaign but does not parse."""
         return await self.refuse_record(command_id, campaign_id, ReasonCode.MALFORMED_COMMAND, detail)
 
-    async def refuse_record(self, command_id: UUID, campaign_id: str, reason: ReasonCode,
+    async def refuse_record(self, command_id: str, campaign_id: str, reason: ReasonCode,
                             detail: str) -> CommandResult:
         """Answer a record the intake cannot hand to a campaign (malformed, mis-keyed, mis-routed).
 
         Nothing about the campaign is read or changed: the result alone is published.
         """
-        result = self._result_for(str(command_id), campaign_id, Outcome.REFUSED, reason, detail, None)
+        result = self._result_for(command_id, campaign_id, Outcome.REFUSED, reason, detail, None)
         await self.sink.command_result(result)
         return result
 

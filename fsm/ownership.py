@@ -15,8 +15,9 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from schemas.commands import Command
-from schemas.state import CampaignStateRecord
+from schemas.base import ContractError
+from schemas.commands import Command, id_key
+from schemas.state import CampaignStateRecord, StoredCommand
 from schemas.types import Cause
 
 from .core import Core, short
@@ -99,7 +100,7 @@ class Ownership(Core):
             command = self._verified(campaign_id, "scheduled", raw)
             if command is not None:
                 record.scheduled.append(command)
-                self._remember(str(command.id), campaign.recent.get(str(command.id), (0.0, None))[1])
+                self._remember(command.id, campaign.recent.get(id_key(command.id), (0.0, None))[1])
         held = stored.get("heldCommand")
         command = self._verified(campaign_id, "held", held) if held else None
         if command is None or campaign.held != str(command.id):
@@ -107,7 +108,7 @@ class Ownership(Core):
                 self._quarantine("held", campaign_id, "heldCommand does not match the record's held id")
             campaign.held = None
         else:
-            self._remember(campaign.held, campaign.recent.get(campaign.held, (0.0, None))[1])
+            self._remember(campaign.held, campaign.recent.get(id_key(campaign.held), (0.0, None))[1])
             # Its POST may have gone out before the process died: then only reading is allowed
             # (the platform read below, or the next look, finds out whether it was executed).
             sent = stored.get("heldCommandSent") is True
@@ -116,10 +117,12 @@ class Ownership(Core):
 
     def _verified(self, campaign_id: str, what: str, raw: object) -> Command | None:
         """A stored command that may act again: it parses, names this campaign, and (with keys
-        configured) carries a valid signature and is young enough to still be waiting."""
+        configured) carries a valid signature over what its producer sent and is young enough to
+        still be waiting."""
         try:
-            command = Command.model_validate_json(raw if isinstance(raw, str | bytes) else orjson.dumps(raw))
-        except (ValidationError, ValueError, TypeError) as exc:
+            stored = StoredCommand.model_validate_json(orjson.dumps(raw))
+            command = stored.command(campaign_id)
+        except (ValidationError, ContractError, ValueError, TypeError) as exc:
             self._quarantine(what, campaign_id, short(exc))
             return None
         if command.campaign_id != campaign_id:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from schemas.commands import CommandResult
-from schemas.types import Action, CampaignState, DialerType
+from schemas.types import Action, CampaignState, DialerType, Halt
 
 __all__ = [
     "ActionReceipt",
@@ -68,7 +68,12 @@ class Clock(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class CampaignSnapshot:
-    """A campaign as the platform reports it. `state` is None for a status we cannot map."""
+    """A campaign as the platform reports it. `state` is None for a status we cannot map.
+
+    `intent_decides`: the status means STOPPED or PAUSED (STOPPING or PAUSING) and the platform
+    cannot say which (Genesys `off`, `stopping`): our recorded intent decides (`Campaign.intent`).
+    `halt`: the platform's own reason for not dialing, when it names one (the list ran out, forced off).
+    """
 
     id: str
     state: CampaignState | None
@@ -78,6 +83,8 @@ class CampaignSnapshot:
     contact_list_id: str | None
     errors: tuple[dict[str, str], ...] = ()
     version: int | None = None
+    intent_decides: bool = False
+    halt: Halt | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +108,11 @@ class DialerLoad:
 
 @dataclass(frozen=True, slots=True)
 class ActionReceipt:
-    """The platform accepted (202) a transition request: accepted, never done."""
+    """The platform accepted (202) a transition request: accepted, never done.
+
+    `method` and `path` name the request that moves the campaign; `method` None when the move needs
+    none (Genesys: a stop of a paused campaign, already `off`, only changes our intent).
+    """
 
     campaign_id: str
     action: Action
@@ -109,6 +120,8 @@ class ActionReceipt:
     sent_at: float
     answered_at: float
     location: str | None = None
+    method: str | None = "POST"
+    path: str | None = None
 
 
 # --- platform exceptions -------------------------------------------------------------------------
@@ -185,11 +198,20 @@ class Platform(Protocol):
     @property
     def supported_actions(self) -> frozenset[Action]: ...
 
+    @property
+    def supports_recycle(self) -> bool:
+        """Whether a start may begin again at the contact list's first record (`Command.recycle`)."""
+        ...
+
     async def get_campaign(self, campaign_id: str) -> CampaignSnapshot: ...
 
     async def list_campaigns(self) -> list[CampaignSnapshot]: ...
 
-    async def send_action(self, campaign_id: str, action: Action) -> ActionReceipt: ...
+    async def send_action(self, campaign_id: str, action: Action, *, source: CampaignState | None = None,
+                          recycle: bool = False) -> ActionReceipt:
+        """`source`: the state the model moves from (Genesys sends a pause and a stop alike, and a stop
+        of a paused campaign not at all). `recycle`: reset the campaign's progress before a start."""
+        ...
 
     async def get_errors(self, campaign_id: str) -> list[dict[str, str]]: ...
 

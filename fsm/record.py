@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.commands import Command, CommandResult
+from schemas.state import StoredCommand
 from schemas.types import Action
 
 from .backoff import PollBackoff
@@ -75,8 +76,8 @@ class CampaignRecord:
         assert self.campaign is not None
         record = self.campaign.snapshot()
         held = self.held
-        record["heldCommand"] = held.command.model_dump_json(by_alias=True) if held else None
+        # As the producer sent them (value and signing headers): a restore verifies them again.
+        record["heldCommand"] = StoredCommand.of(held.command) if held else None
         record["heldCommandSent"] = held.stage is Stage.SENT if held else None
-        record["scheduledCommands"] = ([c.model_dump_json(by_alias=True) for c in self.scheduled]
-                                       if self.scheduled else None)
+        record["scheduledCommands"] = [StoredCommand.of(c) for c in self.scheduled] if self.scheduled else None
         return record

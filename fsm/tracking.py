@@ -17,6 +17,7 @@ from schemas.types import Action, CampaignState, Cause, Outcome, Priority, Reaso
 
 from .core import Core
 from .held import SlotLease, Stage
+from .intent import interpret
 from .machine import StateChange
 from .ports import CampaignSnapshot, ContactListSnapshot
 from .preflight import judge_expiry
@@ -39,7 +40,7 @@ class Tracker(Core):
         campaign, change = self.machine.adopt(
             snapshot.id, state, snapshot.dialer_type, at=self.clock.now(), cause=cause,
             dialer_id=snapshot.dialer_id, contact_list_id=snapshot.contact_list_id,
-            platform_status=snapshot.platform_status,
+            platform_status=snapshot.platform_status, halt=snapshot.halt,
         )
         record = self._record(campaign.id)
         record.campaign = campaign
@@ -68,12 +69,15 @@ class Tracker(Core):
                          campaign.id, snapshot.platform_status)
             return None
         held = record.held
-        if held is not None and held.stage is Stage.SENT and snapshot.state is not campaign.current:
+        if (held is not None and held.stage is Stage.SENT
+                and interpret(campaign.intent, snapshot.state, intent_decides=snapshot.intent_decides)
+                is not campaign.current):
             # The POST whose outcome was unknown was executed: follow it from here, never send it again.
             await self._fire(record, held, None)
         errors = [dict(e) for e in snapshot.errors] if snapshot.state is CampaignState.FAILED else None
         change = self.machine.observe(campaign, snapshot.state, cause=cause, at=self.clock.now(),
-                                      platform_status=snapshot.platform_status, errors=errors or None)
+                                      platform_status=snapshot.platform_status, errors=errors or None,
+                                      intent_decides=snapshot.intent_decides, halt=snapshot.halt)
         if change is None:
             return None
         if not campaign.in_flight and record.tracking is not None:

@@ -7,13 +7,36 @@ producers are parsed strictly (unknown fields refused), payloads from the platfo
 
 from __future__ import annotations
 
-from typing import TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, Self, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    GetJsonSchemaHandler,
+    PlainSerializer,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
-__all__ = ["ContractError", "PlatformModel", "StrictModel", "decode", "encode", "truncate_text"]
+__all__ = [
+    "TIMESTAMP_PATTERN",
+    "ContractError",
+    "OmittedWhenUnset",
+    "PlatformModel",
+    "StrictModel",
+    "Timestamp",
+    "decode",
+    "encode",
+    "stamp",
+    "truncate_text",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -50,6 +73,72 @@ class StrictModel(BaseModel):
         frozen=True,
         strict=True,  # a number is not a timestamp and 5 is not a priority
     )
+
+
+# Every instant we write: RFC 3339, UTC, milliseconds, `Z` (what JavaScript's toISOString() gives).
+TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"
+
+
+def stamp(value: datetime) -> str:
+    """`value` in the one timestamp format we write (TIMESTAMP_PATTERN); milliseconds are cut, not rounded."""
+    utc = value.astimezone(UTC)
+    return f"{utc.strftime('%Y-%m-%dT%H:%M:%S')}.{utc.microsecond // 1000:03d}Z"
+
+
+class _TimestampSchema:
+    """The published schema says the format we write, not only `date-time`."""
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        out = handler(schema)
+        out["pattern"] = TIMESTAMP_PATTERN
+        return out
+
+
+# An instant in our output. Parsing stays tolerant (records written before the format was fixed
+# still parse); serialising always gives TIMESTAMP_PATTERN.
+Timestamp = Annotated[AwareDatetime, PlainSerializer(stamp, return_type=str, when_used="json"), _TimestampSchema()]
+
+
+def _without_null(prop: dict[str, Any]) -> None:
+    branches = prop.get("anyOf")
+    if isinstance(branches, list):
+        kept = [b for b in branches if b != {"type": "null"}]
+        del prop["anyOf"]
+        if len(kept) == 1:
+            prop.update(kept[0])
+        else:
+            prop["anyOf"] = kept
+    if "default" in prop and prop["default"] is None:
+        del prop["default"]
+
+
+def _absent_not_null_schema(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    properties = schema.get("properties", {})
+    for name, info in cls.model_fields.items():
+        prop = properties.get(info.alias or name)
+        if prop is not None and not info.is_required():
+            _without_null(prop)
+
+
+class OmittedWhenUnset(StrictModel):
+    """A message whose optional fields are absent when they have no value, never null (what
+    `encode` writes): an explicit null on the wire is refused, and the JSON Schema has no null for
+    them. A required field may still be nullable (an event's `from`). Built in Python, None stays
+    the way to say "absent"."""
+
+    model_config = ConfigDict(json_schema_extra=_absent_not_null_schema)
+
+    # After the fields, from what was set: a field validator (before or wrap) would make strict
+    # models refuse JSON strings for datetimes, which they take only while the input is still JSON.
+    @model_validator(mode="after")
+    def _no_null(self, info: ValidationInfo) -> Self:
+        if info.mode == "json":
+            fields = type(self).model_fields
+            nulls = [fields[n].alias or n for n in sorted(self.model_fields_set)
+                     if getattr(self, n) is None and not fields[n].is_required()]
+            if nulls:
+                raise ValueError(f"{', '.join(nulls)}: must be left out when there is no value, never null")
+        return self
 
 
 class PlatformModel(BaseModel):

@@ -13,11 +13,11 @@ from typing import Any, Final, Literal
 from uuid import UUID
 
 import orjson
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
-from .base import PlatformModel, StrictModel
+from .base import OmittedWhenUnset, PlatformModel, StrictModel, Timestamp
 from .commands import CampaignId
-from .types import Action, Anomaly, CampaignState, Cause, DialerType, ReasonCode
+from .types import Action, Anomaly, CampaignState, Cause, DialerType, Halt, Intent, ReasonCode
 
 __all__ = [
     "EVENT_SOURCE",
@@ -45,7 +45,7 @@ class PlatformErrorDetail(PlatformModel):
     message: str = ""
 
 
-class AnomalyReport(StrictModel):
+class AnomalyReport(OmittedWhenUnset):
     """Where an observation disagreed with the model. The observation still wins."""
 
     kind: Anomaly
@@ -61,11 +61,11 @@ class PlatformRequest(StrictModel):
     method: str
     path: str
     status: int
-    sent_at: AwareDatetime
-    answered_at: AwareDatetime
+    sent_at: Timestamp
+    answered_at: Timestamp
 
 
-class CampaignStateChanged(StrictModel):
+class CampaignStateChanged(OmittedWhenUnset):
     campaign_id: CampaignId
     sequence: int = Field(ge=1, description="Per campaign, 1, 2, 3, ... with no gaps.")
     from_: CampaignState | None = Field(alias="from", description="None only for a campaign's first event.")
@@ -79,25 +79,43 @@ class CampaignStateChanged(StrictModel):
     reason: ReasonCode | None = None
     errors: list[PlatformErrorDetail] | None = None
     platform_status: str | None = Field(default=None, description="The platform's own word for the state.")
+    intent: Intent | None = Field(
+        default=None,
+        description="Our recorded reason for the campaign being off (a pause or a stop we sent), kept because "
+        "the platform may show both alike (Genesys `off`).",
+    )
+    halt: Halt | None = Field(
+        default=None,
+        description="With STOPPED, PAUSED (and a forced STOPPING): why the campaign is not dialing: paused, "
+        "stopped (by us), contacts-exhausted, forced-off, or off (not by a pause or stop of ours).",
+    )
     request: PlatformRequest | None = None
     prev_hash: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{64}$",
         description="SHA-256 (hex) of the previous event of this campaign in canonical form; absent on the first.",
     )
-    observed_at: AwareDatetime
+    observed_at: Timestamp = Field(description="When the service observed the change (wall clock).")
+    platform_time: Timestamp | None = Field(
+        default=None,
+        description="Only where the service runs on a scaled clock (`time_scale`, the simulator): the same "
+        "instant on that clock, which the tolerance windows and deadlines run on. Absent in production.",
+    )
 
 
 class CampaignStateChangedEvent(StrictModel):
-    """The CloudEvents 1.0 envelope. `subject` is the campaign id; `id` is `{campaignId}:{sequence}`."""
+    """The CloudEvents 1.0 envelope. `subject` is the campaign id; `id` is `{campaignId}:{sequence}`.
 
-    specversion: Literal["1.0"] = "1.0"
-    id: str
-    source: str
-    type: Literal["com.campaign-fsm.campaign.state-changed.v1"] = STATE_CHANGED_TYPE
+    Every attribute is required: CloudEvents requires `specversion`, `id`, `source` and `type`, and we
+    always write the others (no defaults here, so the published schema says so too)."""
+
+    specversion: Literal["1.0"]
+    id: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    type: Literal["com.campaign-fsm.campaign.state-changed.v1"]
     subject: CampaignId
-    time: AwareDatetime
-    datacontenttype: Literal["application/json"] = "application/json"
+    time: Timestamp = Field(description="Equals `data.observedAt` (wall clock).")
+    datacontenttype: Literal["application/json"]
     data: CampaignStateChanged
 
 
@@ -146,10 +164,17 @@ def state_changed_event(
     errors: list[dict[str, str]] | None = None,
     platform_status: str | None = None,
     request: dict[str, Any] | None = None,
+    intent: str | None = None,
+    halt: str | None = None,
     source: str = EVENT_SOURCE,
+    wall: float | None = None,
 ) -> dict[str, Any]:
-    """The wire dict of one CampaignStateChangedEvent; encode it with orjson."""
-    stamp = rfc3339(at)
+    """The wire dict of one CampaignStateChangedEvent; encode it with orjson.
+
+    `at` is the instant on the service's clock. `wall`, given only when that clock is scaled, is the
+    same instant on the wall clock: it becomes `time`/`observedAt`, and `at` becomes `platformTime`.
+    """
+    stamp = rfc3339(at if wall is None else wall)
     data: dict[str, Any] = {
         "campaignId": campaign_id,
         "sequence": sequence,
@@ -173,8 +198,14 @@ def state_changed_event(
         data["errors"] = errors
     if platform_status is not None:
         data["platformStatus"] = platform_status
+    if intent is not None:
+        data["intent"] = intent
+    if halt is not None:
+        data["halt"] = halt
     if request is not None:
         data["request"] = request
+    if wall is not None:
+        data["platformTime"] = rfc3339(at)
     return {
         "specversion": "1.0",
         "id": event_id(campaign_id, sequence),

@@ -23,6 +23,7 @@ __all__ = [
     "EntityRef",
     "GenesysCampaign",
     "GenesysCampaignDiagnostics",
+    "GenesysCampaignProgress",
     "GenesysCampaignStats",
     "GenesysContactList",
     "GenesysImportProgress",
@@ -165,6 +166,19 @@ class GenesysLineDistribution(PlatformModel):
     max_line_utilization: float | None = None
     available_outbound_lines: int | None = None
     reserved_lines: int | None = None
+
+
+class GenesysCampaignProgress(PlatformModel):
+    """GET /api/v2/outbound/campaigns/{id}/progress (SDK model `CampaignProgress`): how far through its
+    contact list the campaign is. `DELETE` of the same route resets it (a recycle)."""
+
+    campaign: EntityRef | None = None
+    contact_list: EntityRef | None = None
+    number_of_contacts_called: int | None = None
+    number_of_contacts_messaged: int | None = None
+    total_number_of_contacts: int | None = None
+    percentage: int | None = None
+    number_of_contacts_skipped: dict[str, int] | None = None
 
 
 # --- shared: auth and notifications --------------------------------------------------------------

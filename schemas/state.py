@@ -18,12 +18,42 @@ from typing import Annotated
 from pydantic import Field, StringConstraints
 
 from .base import StrictModel
-from .commands import CampaignId
-from .types import Action, CampaignState, DialerType
+from .commands import CampaignId, Command, KeyId
+from .signed import SignedRecord
+from .types import Action, CampaignState, DialerType, Intent
 
-__all__ = ["CampaignStateRecord"]
+__all__ = ["CampaignStateRecord", "StoredCommand"]
 
 _HASH = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class StoredCommand(StrictModel):
+    """A held or scheduled command as its producer sent it, so it can be verified again on restore.
+
+    The record key is the state record's `campaignId`; with `keyId` and `signature` the signature is
+    checked exactly as on arrival (docs/signing.md), so a record planted on the state topic cannot
+    forge a command.
+    """
+
+    value: str = Field(description="The command record's value exactly as sent (schema `command.json`), "
+                       "as UTF-8 text.")
+    key_id: KeyId | None = Field(description="Its `cfsm-key-id` header; null if it came unsigned.")
+    signature: str | None = Field(max_length=256, description="Its `cfsm-signature` header (docs/signing.md); "
+                                  "null if it came unsigned.")
+
+    @classmethod
+    def of(cls, command: Command) -> dict[str, str | None]:
+        """What is stored for `command`: its signed record if it has one, else its wire JSON."""
+        record = command.signed
+        if record is None:
+            return {"value": command.model_dump_json(by_alias=True, exclude_none=True), "keyId": None,
+                    "signature": None}
+        return {"value": record.value.decode("utf-8"), "keyId": record.key_id, "signature": record.signature}
+
+    def command(self, campaign_id: str) -> Command:
+        """The stored command with its record (key `campaign_id`) again (raises ContractError)."""
+        return Command.from_record(SignedRecord(campaign_id.encode(), self.value.encode("utf-8"),
+                                                self.key_id, self.signature))
 
 
 class CampaignStateRecord(StrictModel):
@@ -46,15 +76,21 @@ class CampaignStateRecord(StrictModel):
     command_id: str | None = Field(description="The command whose transition is in flight.")
     action: Action | None = Field(description="The action of the transition in flight.")
     platform_status: str | None = Field(description="The platform's own word for the state, last reported.")
+    intent: Intent | None = Field(
+        default=None,
+        description="Why we last turned the campaign off (pause or stop), while the platform shows a status "
+        "that cannot tell (Genesys `off`, `stopping`); null once it dials again or the platform names its own "
+        "reason. A restart or a new owner reads `off` by it: PAUSED after a pause, STOPPED after a stop.",
+    )
     held: str | None = Field(
         description="Id of a command accepted but not yet sent (pre-flight, dialer queue): the state gate is closed."
     )
     last_hash: _HASH | None = Field(
         description="SHA-256 of the campaign's last event (canonical JSON): the next event's `prevHash`."
     )
-    held_command: str | None = Field(
-        description="The held command itself, as its wire JSON text (schema `command.json`), so a restart "
-        "resumes its pre-flight instead of losing it."
+    held_command: StoredCommand | None = Field(
+        description="The held command itself, as its producer sent it (value and signing headers), so a "
+        "restart resumes its pre-flight instead of losing it, after verifying its signature again."
     )
     held_command_sent: bool | None = Field(
         default=None,
@@ -63,10 +99,11 @@ class CampaignStateRecord(StrictModel):
         "again. False while it waits in pre-flight or the dialer queue; null (or absent, in records rebuilt from "
         "the events) when no command is held.",
     )
-    scheduled_commands: list[str] | None = Field(
+    scheduled_commands: list[StoredCommand] | None = Field(
         default=None,
-        description="Commands waiting for their `notBefore` instant (DEFERRED with SCHEDULED), each as its wire "
-        "JSON text; null (or absent, in records rebuilt from the events) when there are none.",
+        description="Commands waiting for their `notBefore` instant (DEFERRED with SCHEDULED), each as its "
+        "producer sent it (like `heldCommand`); null (or absent, in records rebuilt from the events) when there "
+        "are none.",
     )
     recent_commands: list[tuple[str, float, str | None]] | None = Field(
         default=None,

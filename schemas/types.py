@@ -16,6 +16,8 @@ __all__ = [
     "CampaignState",
     "Cause",
     "DialerType",
+    "Halt",
+    "Intent",
     "Outcome",
     "Priority",
     "ReasonCode",
@@ -49,6 +51,28 @@ class Action(StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     RESET = "reset"
+
+
+class Intent(StrEnum):
+    """Why we last turned a campaign off: kept by us because a platform may not tell.
+
+    Genesys has one `off` for both: a campaign turned off and on again continues at its next
+    record, whether the user meant a pause or a stop. The intent is recorded when a pause or stop
+    is sent, stored with the campaign (`campaign.state`) and read back on restart and takeover.
+    """
+
+    PAUSE = "pause"
+    STOP = "stop"
+
+
+class Halt(StrEnum):
+    """Why a campaign is not dialing, as an audit names it (the `halt` of a CampaignStateChanged)."""
+
+    PAUSED = "paused"  # paused by us: resume continues at the next record
+    STOPPED = "stopped"  # stopped by us
+    CONTACTS_EXHAUSTED = "contacts-exhausted"  # the contact list ran out (Genesys `complete`)
+    FORCED_OFF = "forced-off"  # the platform forced it off (Genesys `forced_off`, `forced_stopping`)
+    OFF = "off"  # off with no pause or stop of ours: created off, or turned off outside this service
 
 
 class Priority(StrEnum):

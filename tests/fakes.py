@@ -86,7 +86,12 @@ class FakePlatform:
         self._log("GET campaigns", "*")
         return [self.snapshot(c) for c in self.campaigns.values()]
 
-    async def send_action(self, campaign_id: str, action: Action) -> ActionReceipt:
+    @property
+    def supports_recycle(self) -> bool:
+        return False
+
+    async def send_action(self, campaign_id: str, action: Action, *, source: CampaignState | None = None,
+                          recycle: bool = False) -> ActionReceipt:
         self._log(f"POST {action.value}", campaign_id)
         sent = self.clock.now()
         campaign = self.campaigns[campaign_id]

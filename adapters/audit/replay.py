@@ -151,7 +151,7 @@ def _entry_json(entry: Any) -> dict[str, Any]:
     }
     for name, value in (("action", entry.action), ("commandId", entry.command_id), ("reason", entry.reason),
                         ("anomaly", entry.anomaly), ("errors", entry.errors),
-                        ("platformStatus", entry.platform_status)):
+                        ("platformStatus", entry.platform_status), ("halt", entry.halt)):
         if value is not None:
             out[name] = value
     return out

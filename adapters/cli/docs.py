@@ -22,7 +22,15 @@ from schemas.events import STATE_CHANGED_TYPE
 from schemas.generate import write_schemas
 
 from ..config_doc import CONFIG_DOC, render_configuration_doc
-from ..kafka import EVENT_CONTENT_TYPE, RESULT_TYPE, STATE_TYPE, result_id
+from ..kafka import (
+    EVENT_CONTENT_TYPE,
+    EVENT_ID_HEADER,
+    EVENT_TYPE_HEADER,
+    RECORD_SOURCE,
+    RESULT_TYPE,
+    STATE_TYPE,
+    result_id,
+)
 from ..service.intake import DEAD_LETTER_CONTENT_TYPE
 from ..settings import KafkaSettings
 from .send import COMMAND_TYPE
@@ -71,6 +79,7 @@ def kafka_contract() -> KafkaContract:
         state=topic(names.state), dead_letters=topic(names.dead_letters),
         command_type=COMMAND_TYPE, result_type=RESULT_TYPE, event_type=STATE_CHANGED_TYPE, state_type=STATE_TYPE,
         event_content_type=EVENT_CONTENT_TYPE, dead_letter_content_type=DEAD_LETTER_CONTENT_TYPE,
+        event_id_header=EVENT_ID_HEADER, event_type_header=EVENT_TYPE_HEADER, record_source=RECORD_SOURCE,
         result_id=result_id,
     )
 

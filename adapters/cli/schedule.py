@@ -338,8 +338,8 @@ class Occurrence:
         return self.at.astimezone(self.entry.zone)
 
     @property
-    def command_id(self) -> uuid.UUID:
-        return uuid.uuid5(_ID_NAMESPACE, f"{self.entry.key}|{self.at.isoformat()}")
+    def command_id(self) -> str:
+        return str(uuid.uuid5(_ID_NAMESPACE, f"{self.entry.key}|{self.at.isoformat()}"))
 
     def command(self, *, requested_by: str, issued_at: datetime) -> Command:
         """The (unsigned) command for this occurrence, held by the service until `at`."""

@@ -88,9 +88,13 @@ def send_config(bootstrap: str, topics: TopicNames, client_id: str) -> KafkaSett
 
 
 async def publish_command(producer: Producer, topics: TopicNames, command: Command) -> Delivery:
-    """Produce `command` keyed by its campaign id onto the commands topic."""
-    return await producer.send(topics.commands, command.campaign_id, command, ce_type=COMMAND_TYPE,
-                               ce_id=str(command.id))
+    """Produce `command` keyed by its campaign id onto the commands topic: a signed command as the
+    very bytes and headers it was signed as (`Signer.sign`), an unsigned one as its wire JSON."""
+    record = command.signed
+    value: object = command if record is None else record.value
+    headers = {} if record is None else record.headers()
+    return await producer.send(topics.commands, command.campaign_id, value, ce_type=COMMAND_TYPE,
+                               ce_id=str(command.id), headers=headers)
 
 
 def exit_code(result: CommandResult) -> int | None:
@@ -164,7 +168,7 @@ class ResultWatcher:
         if consumer is not None:
             await consumer.stop()
 
-    async def next_results(self, command_id: uuid.UUID, timeout_s: float) -> list[CommandResult]:
+    async def next_results(self, command_id: str, timeout_s: float) -> list[CommandResult]:
         """This command's results among the records that arrive within `timeout_s` (maybe none)."""
         if self._consumer is None:
             raise SendError("ResultWatcher used before start()")
@@ -176,7 +180,7 @@ class ResultWatcher:
                     result = decode(CommandResult, record.value or b"")
                 except ContractError:
                     continue  # not ours to judge: someone else's record on a shared topic
-                if result.command_id == command_id:
+                if result.command_id == command_id:  # echoed exactly as sent
                     found.append(result)
         return found
 
@@ -280,11 +284,11 @@ def _send(args: argparse.Namespace) -> int:
     try:
         config, signer = connection_from_args(args, "campaign-fsm-send")
         command = signer.sign(Command(
-            id=uuid.uuid4(), campaign_id=args.campaign_id, action=Action(args.action),
+            id=str(uuid.uuid4()), campaign_id=args.campaign_id, action=Action(args.action),
             priority=Priority(args.priority), requested_by=args.requested_by or _principal(),
             issued_at=datetime.now(UTC),
             expected_state=CampaignState(args.expected_state) if args.expected_state else None,
-            not_before=args.not_before,
+            not_before=args.not_before, recycle=True if args.recycle else None,
         ))
     except (SendError, SigningKeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -321,6 +325,8 @@ def register(subparsers: Any) -> None:
                         help=f"the principal (default ${PRINCIPAL_ENV} or the login name)")
     parser.add_argument("--not-before", type=aware_datetime, default=None, metavar="ISO",
                         help="hold the command until this instant (with a UTC offset)")
+    parser.add_argument("--recycle", action="store_true",
+                        help="with start (genesys): begin again at the contact list's first record")
     add_connection_arguments(parser)
     parser.add_argument("--timeout", type=_positive, default=60.0, metavar="S",
                         help="seconds to wait for a final result (default 60)")

@@ -55,6 +55,9 @@ from .mapping import (
 from .producer import Producer
 from .reader import TopicReader, read_topic, restore_latest
 from .records import (
+    EVENT_ID_HEADER,
+    EVENT_TYPE_HEADER,
+    RECORD_SOURCE,
     STAND_IN_CONTENT_TYPE,
     STAND_IN_VALUE_BYTES,
     Delivery,
@@ -62,12 +65,16 @@ from .records import (
     Partition,
     Record,
     dead_letter_stand_in,
+    record_headers,
 )
 from .sink import KafkaSink
 from .topics import TopicNames, TopicSpec, ensure_topics, open_admin, partition_of
 
 __all__ = [
     "EVENT_CONTENT_TYPE",
+    "EVENT_ID_HEADER",
+    "EVENT_TYPE_HEADER",
+    "RECORD_SOURCE",
     "RESULT_TYPE",
     "STAND_IN_CONTENT_TYPE",
     "STAND_IN_VALUE_BYTES",
@@ -96,6 +103,7 @@ __all__ = [
     "open_admin",
     "partition_of",
     "read_topic",
+    "record_headers",
     "restore_latest",
     "result_id",
     "result_records",

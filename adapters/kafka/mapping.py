@@ -19,7 +19,7 @@ import orjson
 from schemas.base import encode
 from schemas.commands import CommandResult
 
-from .records import OutgoingRecord
+from .records import EVENT_CONTENT_TYPE, OutgoingRecord
 from .topics import TopicNames
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
 
 RESULT_TYPE = "com.campaign-fsm.command.result.v1"
 STATE_TYPE = "com.campaign-fsm.campaign.state.v1"
-EVENT_CONTENT_TYPE = "application/cloudevents+json"
 _JSON = "application/json"
 
 RecordKind = Literal["events", "state", "results"]

@@ -29,7 +29,7 @@ from schemas.base import encode
 
 from .config import KafkaSettings
 from .errors import Lifecycle, NotStarted, ProduceFailed
-from .records import Delivery, OutgoingRecord
+from .records import Delivery, OutgoingRecord, record_headers
 
 __all__ = ["Producer"]
 
@@ -59,16 +59,7 @@ def _encode_value(value: object) -> bytes | None:
 
 
 def _headers(record: OutgoingRecord) -> list[tuple[str, bytes]]:
-    out: list[tuple[str, bytes]] = []
-    if record.value is not None:
-        out.append(("content-type", record.content_type.encode()))
-    if record.ce_type is not None:
-        out.append(("ce_type", record.ce_type.encode()))
-    if record.ce_id is not None:
-        out.append(("ce_id", record.ce_id.encode()))
-    for name, value in record.headers.items():
-        out.append((name, value if isinstance(value, bytes) else value.encode()))
-    return out
+    return record_headers(record)
 
 
 class Producer:

@@ -14,6 +14,10 @@ from typing import Any, NamedTuple
 from schemas.base import truncate_text
 
 __all__ = [
+    "EVENT_CONTENT_TYPE",
+    "EVENT_ID_HEADER",
+    "EVENT_TYPE_HEADER",
+    "RECORD_SOURCE",
     "STAND_IN_CONTENT_TYPE",
     "STAND_IN_VALUE_BYTES",
     "Delivery",
@@ -21,6 +25,7 @@ __all__ = [
     "Partition",
     "Record",
     "dead_letter_stand_in",
+    "record_headers",
     "to_record",
 ]
 
@@ -86,6 +91,37 @@ def to_record(raw: Any) -> Record:
     return Record(raw.topic, raw.partition, raw.offset,
                   None if key_bytes is None else key_bytes.decode("utf-8", "replace"),
                   raw.value, tuple(raw.headers or ()), raw.timestamp, key_bytes)
+
+
+# --- the service's records ------------------------------------------------------------------------
+
+EVENT_CONTENT_TYPE = "application/cloudevents+json"
+# A structured-mode CloudEvent (content type EVENT_CONTENT_TYPE) repeats its id and type under
+# these names, never as `ce_id`/`ce_type`: in the CloudEvents Kafka binding a `ce_` header means
+# binary mode, and readers that detect the mode by it (the CloudEvents SDKs' `from_kafka`) would
+# then look for every attribute in headers and fail on our events.
+EVENT_ID_HEADER = "event-id"
+EVENT_TYPE_HEADER = "event-type"
+# A record with both `ce_type` and `ce_id` (results, commands from `campaign-fsm send`) is a complete
+# binary-mode CloudEvent with these two as well: CloudEvents readers take it whole.
+RECORD_SOURCE = "urn:campaign-fsm"
+
+
+def record_headers(record: OutgoingRecord) -> list[tuple[str, bytes]]:
+    """The headers `record` is produced with: its content type, its type and id, then its own."""
+    out: list[tuple[str, bytes]] = []
+    if record.value is not None:
+        out.append(("content-type", record.content_type.encode()))
+    structured = record.content_type == EVENT_CONTENT_TYPE
+    if record.ce_type is not None:
+        out.append((EVENT_TYPE_HEADER if structured else "ce_type", record.ce_type.encode()))
+    if record.ce_id is not None:
+        out.append((EVENT_ID_HEADER if structured else "ce_id", record.ce_id.encode()))
+        if not structured and record.ce_type is not None:
+            out += [("ce_specversion", b"1.0"), ("ce_source", RECORD_SOURCE.encode())]
+    for name, value in record.headers.items():
+        out.append((name, value if isinstance(value, bytes) else value.encode()))
+    return out
 
 
 # --- the dead-letter stand-in --------------------------------------------------------------------

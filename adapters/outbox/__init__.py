@@ -18,8 +18,8 @@ a row that was never sent.
 
 At least once, never lost. A crash between the broker's acknowledgement and the local delete, a
 batch that failed half way, or a send cut short by `stop()` re-sends rows on the next attempt or
-the next start. Event and result records carry an idempotent ``ce_id`` header (events: the event
-id ``<campaignId>:<sequence>``, which is also the CloudEvents ``id`` in the value; results:
+the next start. Event and result records carry an idempotent id header (events: ``event-id``, the
+event id ``<campaignId>:<sequence>``, which is also the CloudEvents ``id`` in the value; results: ``ce_id``,
 ``<commandId>:<outcome>:<digest of the value>``), so consumers drop a re-delivery by id. After
 dropping repeats (keeping the first occurrence), every campaign's events are in sequence order.
 State records need no id: the topic is compacted by key and a repeat only restates the latest.

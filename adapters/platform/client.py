@@ -61,19 +61,16 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import httpx
 
 from fsm.backoff import Backoff
 from fsm.ports import (
-    ActionReceipt,
     CampaignSnapshot,
     Clock,
     ContactListSnapshot,
     DialerLoad,
     PlatformAuthError,
-    PlatformCapReached,
     PlatformConflict,
     PlatformError,
     PlatformNotFound,
@@ -86,10 +83,12 @@ from schemas.platform import ChannelTopicListing, NotificationChannel
 from schemas.types import Action
 
 from ..clock import SystemClock
-from .answers import cap_refusal, cap_text, error_fields, invalid_transition, json_object, rate_headers, retry_after
+from .actions import _CAMPAIGNS, ActionsMixin, _campaign_path, _segment
+from .answers import error_fields, invalid_transition, json_object, rate_headers, retry_after
 from .oauth import TokenManager, login_url_for
 from .profiles import (
     SUPPORTED_ACTIONS,
+    SUPPORTS_RECYCLE,
     Profile,
     campaign_from_payload,
     contact_list_from_payload,
@@ -102,7 +101,6 @@ __all__ = ["DEFAULT_BUDGET", "ClientStats", "PlatformClient"]
 
 _log = logging.getLogger(__name__)
 
-_CAMPAIGNS = "/api/v2/outbound/campaigns"
 _CONTACT_LISTS = "/api/v2/outbound/contactlists"
 _DIALERS = "/api/v2/outbound/dialers"
 _CHANNELS = "/api/v2/notifications/channels"
@@ -110,7 +108,6 @@ _LIST_KEY = "(campaign-list)"
 _CHANNEL_KEY = "(notification-channels)"
 # Requests per window of each profile's budget (see the module docstring).
 DEFAULT_BUDGET: Mapping[Profile, tuple[int, float]] = {Profile.GUIDE: (10, 1.0), Profile.GENESYS: (300, 60.0)}
-_GENESYS_PUT_STATUS = {Action.START: "on", Action.STOP: "off"}
 _MAX_PAGES = 10_000
 _T = TypeVar("_T")
 
@@ -128,7 +125,7 @@ class ClientStats:
     reauths: int = 0
 
 
-class PlatformClient:
+class PlatformClient(ActionsMixin):
     """The dialing platform over REST, in the `guide` or `genesys` profile."""
 
     def __init__(
@@ -220,6 +217,10 @@ class PlatformClient:
         return SUPPORTED_ACTIONS[self._profile]
 
     @property
+    def supports_recycle(self) -> bool:
+        return SUPPORTS_RECYCLE[self._profile]
+
+    @property
     def clock(self) -> Clock:
         return self._clock
 
@@ -304,72 +305,6 @@ class PlatformClient:
             )
         except ContractError as exc:
             raise PlatformError(f"dialer {dialer_id!r}: unusable payload: {exc}") from exc
-
-    async def send_action(self, campaign_id: str, action: Action) -> ActionReceipt:
-        """Ask for a transition, exactly once. The receipt says "accepted", never "done"."""
-        action = Action(action)
-        if action not in self.supported_actions:
-            raise ValueError(
-                f"the {self._profile.value} profile has no {action.value!r} action "
-                f"(supported: {', '.join(sorted(a.value for a in self.supported_actions))})"
-            )
-        if self._via_put:
-            sent_at = self._clock.now()
-            try:
-                await self.set_campaign_status_put(campaign_id, _GENESYS_PUT_STATUS[action])
-            except PlatformError as exc:
-                if action in (Action.START, Action.RESUME) and cap_text(exc.status, str(exc)):
-                    raise PlatformCapReached(str(exc), status=exc.status, sent_at=exc.sent_at) from None
-                raise
-            answered = self._clock.now()
-            return ActionReceipt(campaign_id, action, 200, sent_at, answered, _campaign_path(campaign_id))
-        path = f"{_campaign_path(campaign_id)}/{action.value}"
-        # The guide's endpoints take an empty JSON object; Genesys' take no body at all.
-        body: dict[str, Any] | None = {} if self._profile is Profile.GUIDE else None
-        resp, sent_at = await self._send_once("POST", path, body, key=campaign_id)
-        answered_at = self._clock.now()
-        if not resp.is_success:
-            if action in (Action.START, Action.RESUME) and cap_refusal(resp):
-                raise PlatformCapReached(f"POST {path}: HTTP {resp.status_code}: the organisation's active-campaign "
-                                         "cap is reached", status=resp.status_code, sent_at=sent_at)
-            self._raise_for(resp, f"POST {path}", sent_at=sent_at)
-        return ActionReceipt(
-            campaign_id=campaign_id,
-            action=action,
-            status=resp.status_code,
-            sent_at=sent_at,
-            answered_at=answered_at,
-            location=resp.headers.get("Location"),
-        )
-
-    async def set_campaign_status_put(self, campaign_id: str, campaign_status: str) -> CampaignSnapshot:
-        """genesys' older way, as a compare-and-set: read the campaign, PUT it back whole with its
-        `version` and the wanted `campaignStatus`.
-
-        Never re-sent. A 409 (a stale `version`: the campaign changed between the read and the PUT,
-        or Genesys' eventual consistency answered an older read) or a 400 invalid transition changed
-        nothing: the campaign is read again and the `PlatformConflict` carries it as `current`, so
-        the caller decides again on the fresh state (fsm/dispatch.py does).
-        """
-        if self._profile is not Profile.GENESYS:
-            raise ValueError("set_campaign_status_put exists only in the genesys profile")
-        if campaign_status not in ("on", "off"):
-            raise ValueError(f"campaign_status must be 'on' or 'off', got {campaign_status!r}")
-        path = _campaign_path(campaign_id)
-        current = await self._get(path, key=campaign_id, priority=True)
-        if "version" not in current:
-            raise PlatformError(f"campaign {campaign_id!r} has no 'version'; the PUT needs one")
-        wanted = {**current, "campaignStatus": campaign_status}
-        resp, sent_at = await self._send_once("PUT", path, wanted, key=campaign_id)
-        if not resp.is_success:
-            try:
-                self._raise_for(resp, f"PUT {path}", sent_at=sent_at)
-            except PlatformConflict as conflict:
-                fresh = await self.get_campaign(campaign_id, priority=True)
-                raise PlatformConflict(str(conflict), status=conflict.status, sent_at=sent_at,
-                                       current=fresh, stale=conflict.status == 409) from None
-        updated = json_object(resp, f"PUT {path}")
-        return self._translate(campaign_from_payload, updated, f"campaign {campaign_id!r}")
 
     # --- notification channel REST calls (used by adapters/platform/notifications.py) ------------
 
@@ -583,13 +518,3 @@ class PlatformClient:
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def _segment(value: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"an id must be a non-empty string, got {value!r}")
-    return quote(value, safe="")
-
-
-def _campaign_path(campaign_id: str) -> str:
-    return f"{_CAMPAIGNS}/{_segment(campaign_id)}"

@@ -13,16 +13,22 @@ group's lines under Max Line Utilization) unless configuration overrides it. Whe
 missing (SDK < 207 platforms), `/stats` `linesUtilization.totalAvailableOutboundLines` against the
 configured capacity.
 
-Genesys `campaignStatus` -> state::
+Genesys `campaignStatus` -> state (SDK model `Campaign.campaign_status`)::
 
     on               RUNNING    (Genesys has no "starting": a start shows "on" at once)
-    off              STOPPED
-    complete         STOPPED    (the list is exhausted; dialing has ended)
-    forced_off       STOPPED
-    stopping         STOPPING
-    forced_stopping  STOPPING
+    off              STOPPED, or PAUSED after a pause of ours (Genesys' off is a pause: turned on
+                     again, the campaign continues at its next record); our intent decides
+    stopping         STOPPING, or PAUSING after a pause of ours; likewise
+    complete         STOPPED    (the contact list ran out; halt contacts-exhausted)
+    forced_off       STOPPED    (the platform forced it off; halt forced-off)
+    forced_stopping  STOPPING   (likewise, draining)
     invalid          FAILED     (the campaign's configuration is broken)
     anything else    None       (unknown: recorded as `platform_status`, never fatal)
+
+How each action is sent on Genesys (`GENESYS_TURN`, by the state the model leaves): start (STOPPED)
+and resume (PAUSED) turn the campaign on, pause and stop (RUNNING) turn it off, a stop of a PAUSED
+campaign sends nothing (it is off already: only our intent changes). A start with `recycle` first
+resets the progress (`DELETE .../progress`), so it begins at the first record.
 
 Genesys `dialingMode` -> dialer type: predictive, progressive and power map by name; `preview`
 is agent-paced like progressive; anything else (agentless, external, a mode we have not met) is
@@ -60,12 +66,16 @@ from schemas.platform import (
     GuideContactList,
     RestErrorDetail,
 )
-from schemas.types import Action, CampaignState, DialerType
+from schemas.types import Action, CampaignState, DialerType, Halt
 
 __all__ = [
     "GENESYS_DIALING_MODES",
+    "GENESYS_HALTS",
+    "GENESYS_INTENT_DECIDES",
     "GENESYS_STATUS_STATES",
+    "GENESYS_TURN",
     "SUPPORTED_ACTIONS",
+    "SUPPORTS_RECYCLE",
     "UNKNOWN_DIALER_ID",
     "Profile",
     "campaign_from_payload",
@@ -81,6 +91,22 @@ class Profile(StrEnum):
     GUIDE = "guide"
     GENESYS = "genesys"
 
+
+# Statuses that cannot tell a pause from a stop: the campaign's recorded intent reads them.
+GENESYS_INTENT_DECIDES = frozenset({"off", "stopping"})
+# Statuses that name the platform's own reason for not dialing.
+GENESYS_HALTS: Mapping[str, Halt] = {
+    "complete": Halt.CONTACTS_EXHAUSTED, "forced_off": Halt.FORCED_OFF, "forced_stopping": Halt.FORCED_OFF,
+}
+# (action, state the model leaves) -> the campaignStatus asked for (POST /start = on, /stop = off),
+# or None: nothing to send. Only these pairs are legal commands (fsm/table.py).
+GENESYS_TURN: Mapping[tuple[Action, CampaignState], str | None] = {
+    (Action.START, CampaignState.STOPPED): "on",
+    (Action.RESUME, CampaignState.PAUSED): "on",
+    (Action.PAUSE, CampaignState.RUNNING): "off",
+    (Action.STOP, CampaignState.RUNNING): "off",
+    (Action.STOP, CampaignState.PAUSED): None,
+}
 
 GENESYS_STATUS_STATES: Mapping[str, CampaignState] = {
     "on": CampaignState.RUNNING,
@@ -99,11 +125,14 @@ GENESYS_DIALING_MODES: Mapping[str, DialerType] = {
     "preview": DialerType.PROGRESSIVE,
 }
 
-# Genesys has no pause or resume; the machine refuses them with UNSUPPORTED_BY_PLATFORM.
+# Genesys has no pause or resume route: a pause is a turn off (it keeps the position), a resume a
+# turn on (it continues from it); our intent tells the two offs apart.
 SUPPORTED_ACTIONS: Mapping[Profile, frozenset[Action]] = {
     Profile.GUIDE: frozenset({Action.START, Action.STOP, Action.PAUSE, Action.RESUME}),
-    Profile.GENESYS: frozenset({Action.START, Action.STOP}),
+    Profile.GENESYS: frozenset({Action.START, Action.STOP, Action.PAUSE, Action.RESUME}),
 }
+# Only Genesys keeps a campaign's progress through its contact list (`GET`/`DELETE .../progress`).
+SUPPORTS_RECYCLE: Mapping[Profile, bool] = {Profile.GUIDE: False, Profile.GENESYS: True}
 
 # A campaign whose payload names no dialer instance. All such campaigns share this one group, so
 # the per-dialer concurrency limit still holds for them (conservatively) instead of not at all.
@@ -151,9 +180,12 @@ def campaign_from_payload(profile: Profile | str, payload: Any) -> CampaignSnaps
     c: GenesysCampaign = _parse_model(GenesysCampaign, payload)
     mode = (c.dialing_mode or "").strip().lower()
     dialer = c.edge_group or c.site
+    status = c.campaign_status.strip().lower()
     return CampaignSnapshot(
         id=c.id,
         state=genesys_state(c.campaign_status),
+        intent_decides=status in GENESYS_INTENT_DECIDES,
+        halt=GENESYS_HALTS.get(status),
         platform_status=c.campaign_status,
         dialer_type=GENESYS_DIALING_MODES.get(mode, DialerType.PREDICTIVE),
         dialer_id=dialer.id if dialer is not None else UNKNOWN_DIALER_ID,

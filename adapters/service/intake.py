@@ -44,13 +44,13 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Protocol
-from uuid import UUID
 
 import orjson
 
 from fsm.backoff import Backoff
 from schemas import Command, ContractError, decode
-from schemas.commands import CAMPAIGN_ID_PATTERN, CommandResult
+from schemas.commands import CAMPAIGN_ID_PATTERN, COMMAND_ID_PATTERN, CommandResult
+from schemas.signed import SignedRecord
 from schemas.types import ReasonCode
 
 from ..kafka import Delivery, KafkaEdgeError, Partition, Record, partition_of
@@ -59,6 +59,7 @@ __all__ = ["DEAD_LETTER_CONTENT_TYPE", "CommandCore", "CommandIntake", "CommandS
 
 _log = logging.getLogger(__name__)
 _CAMPAIGN_ID = re.compile(CAMPAIGN_ID_PATTERN)
+_COMMAND_ID = re.compile(COMMAND_ID_PATTERN)
 DEAD_LETTER_CONTENT_TYPE = "application/octet-stream"  # the record as it came, bytes untouched
 
 # Failures of the way out, not of the record: its outcome could not be made durable now, and will be
@@ -74,7 +75,7 @@ class CommandCore(Protocol):
 
     def submit(self, command: Command, origin: str | None = ...) -> asyncio.Future[CommandResult]: ...
 
-    async def refuse_record(self, command_id: UUID, campaign_id: str, reason: ReasonCode,
+    async def refuse_record(self, command_id: str, campaign_id: str, reason: ReasonCode,
                             detail: str) -> CommandResult: ...
 
 
@@ -324,7 +325,8 @@ class CommandIntake:
 
     async def _route(self, record: Record) -> asyncio.Future[CommandResult] | None:
         try:
-            command = decode(Command, record.value or b"")
+            # Kept with the record it came in: its signature covers these bytes (docs/signing.md).
+            command = Command.from_record(_signed(record))
         except ContractError as exc:
             await self._malformed(record, exc)
             return None
@@ -461,6 +463,11 @@ class CommandIntake:
                      record.offset, self._dead_letters, error[:500])
 
 
+def _signed(record: Record) -> SignedRecord:
+    key = record.raw_key if record.raw_key is not None or record.key is None else record.key.encode()
+    return SignedRecord.from_headers(key, record.value or b"", record.headers)
+
+
 def _key_text(record: Record) -> str | None:
     """The key as UTF-8 text, strictly: a key that does not decode matches no campaign id."""
     if record.raw_key is None:
@@ -479,7 +486,7 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {_clip(str(error))}" if str(error) else type(error).__name__
 
 
-def _ids(record: Record) -> tuple[UUID | None, str | None]:
+def _ids(record: Record) -> tuple[str | None, str | None]:
     try:
         command = decode(Command, record.value or b"")
     except Exception:  # the failure path itself must not fail on a hostile record
@@ -487,7 +494,7 @@ def _ids(record: Record) -> tuple[UUID | None, str | None]:
     return command.id, command.campaign_id
 
 
-def _salvage(raw: bytes | None) -> tuple[UUID | None, str | None]:
+def _salvage(raw: bytes | None) -> tuple[str | None, str | None]:
     """The command id and campaign id of a record that failed to parse, if both are usable."""
     try:
         data = orjson.loads(raw or b"")
@@ -495,10 +502,9 @@ def _salvage(raw: bytes | None) -> tuple[UUID | None, str | None]:
         return None, None
     if not isinstance(data, dict):
         return None, None
-    try:
-        command_id = UUID(str(data.get("id")))
-    except ValueError:
-        command_id = None
+    command_id = data.get("id")
+    if not isinstance(command_id, str) or not _COMMAND_ID.fullmatch(command_id):
+        command_id = None  # echoed as it came, so only one a result can carry
     campaign_id = data.get("campaignId")
     # fullmatch: the pattern's `$` also matches before a trailing newline, which no result can carry.
     if not isinstance(campaign_id, str) or not _CAMPAIGN_ID.fullmatch(campaign_id):

@@ -137,7 +137,8 @@ class Service:
             orchestrator = Orchestrator(machine=machine, platform=client, sink=sink, clock=clock,
                                         notifications=channels if follow else None,
                                         config=settings.orchestrator_config(), authority=authority,
-                                        auth_clock=time.time, owns=owns_nothing)
+                                        auth_clock=time.time, owns=owns_nothing,
+                                        stamp_clock=time.time if settings.time_scale != 1.0 else None)
             whole_budget = settings.platform.budget()[0]
             # Instances sharing one OAuth client split its budget by their shares of the partitions:
             # a dead instance's partitions, and with them its share, come back on the rebalance.

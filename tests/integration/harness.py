@@ -17,23 +17,47 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
+from jsonschema import Draft202012Validator, FormatChecker
 
 from adapters.devtools.brokers import BrokerHandle
 from adapters.devtools.simulator import Simulator, SimulatorConfig
 from adapters.devtools.simulator.tenant import Tenant
 from adapters.devtools.stack import local_stack
-from adapters.kafka import Producer, TopicNames
+from adapters.kafka import STATE_TYPE, Producer, TopicNames
 from adapters.service import Service
 from adapters.settings import Settings
-from fsm.authorization import canonical_body, sign_body
+from adapters.signing import Signer
 from schemas.commands import Command
 from schemas.types import Action, Priority
 
 SIGNING_KEY_ID = "e2e"
+_SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
+
+
+def _published(stem: str) -> Draft202012Validator:
+    """The validator of a published schema (docs/schemas), format checks on (date-time, uuid, ...)."""
+    return Draft202012Validator(orjson.loads((_SCHEMAS / f"{stem}.json").read_bytes()), format_checker=FormatChecker())
+
+
+# Every record the end-to-end tests read back is checked against the schema we publish for it.
+_CONTRACT = {"events": _published("campaign-state-changed"), "results": _published("command-result"),
+             "state": _published("campaign-state")}
+
+
+def contract_problems(kind: str, value: bytes | None, headers: list[tuple[str, bytes]]) -> list[str]:
+    """What is wrong with a record of topic `kind` against its published schema ([] if nothing)."""
+    if value is None:
+        return [] if kind == "state" else ["a null value (only campaign.state has tombstones)"]
+    problems = [f"/{'/'.join(map(str, e.absolute_path))}: {e.message}"
+                for e in _CONTRACT[kind].iter_errors(orjson.loads(value))]
+    if kind == "events" and any(name.startswith("ce_") for name, _ in headers):
+        problems.append("a structured-mode event with a ce_ header (CloudEvents reads it as binary mode)")
+    return problems
 
 
 @dataclass
@@ -48,13 +72,24 @@ class Run:
     events: list[dict[str, Any]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[Any] = field(default_factory=list)
+    states: list[dict[str, Any]] = field(default_factory=list)
+    # Records read back that do not fit their published schema: the harness fails the test on any.
+    contract_violations: list[str] = field(default_factory=list)
     signing_key: bytes | None = None  # set: commands from `send` are signed with key id SIGNING_KEY_ID
 
     async def send(self, campaign_id: str, action: str | Action, priority: Priority = Priority.STANDARD,
                    **extra: Any) -> Command:
         command = self.command(campaign_id, action, priority, **extra)
-        await self.producer.send(self.topics.commands, campaign_id, command)
+        await self.send_command(command)
         return command
+
+    async def send_command(self, command: Command, key: str | None = None) -> None:
+        """Produce `command` as it was signed (its record's bytes and headers), or as its wire JSON."""
+        record = command.signed
+        value: object = command if record is None else record.value
+        headers = {} if record is None else record.headers()
+        await self.producer.send(self.topics.commands, command.campaign_id if key is None else key, value,
+                                 headers=headers)
 
     def command(self, campaign_id: str, action: str | Action, priority: Priority = Priority.STANDARD,
                 **extra: Any) -> Command:
@@ -62,17 +97,18 @@ class Run:
                           requested_by="e2e-test", issued_at=datetime.now(UTC), **extra)
         if self.signing_key is None:
             return command
-        unsigned = command.model_copy(update={"key_id": SIGNING_KEY_ID})
-        return unsigned.model_copy(update={"signature": sign_body(self.signing_key, canonical_body(unsigned))})
+        return Signer(SIGNING_KEY_ID, self.signing_key).sign(command)
 
     async def send_raw(self, key: str | None, value: bytes) -> None:
         await self.producer.send(self.topics.commands, key, value)
 
-    def outcomes(self, command: Command) -> list[str]:
-        return [r["outcome"] for r in self.results if r["commandId"] == str(command.id)]
+    def outcomes(self, command: Command | str) -> list[str]:
+        command_id = command if isinstance(command, str) else command.id
+        return [r["outcome"] for r in self.results if r["commandId"] == command_id]
 
-    def reasons(self, command: Command) -> list[str | None]:
-        return [r.get("reason") for r in self.results if r["commandId"] == str(command.id)]
+    def reasons(self, command: Command | str) -> list[str | None]:
+        command_id = command if isinstance(command, str) else command.id
+        return [r.get("reason") for r in self.results if r["commandId"] == command_id]
 
     def of(self, campaign_id: str) -> list[dict[str, Any]]:
         return [e["data"] for e in self.events if e["subject"] == campaign_id]
@@ -87,7 +123,7 @@ class Run:
 
 async def _collect(run: Run, bootstrap: str, stop: asyncio.Event, fetch_max_wait_ms: int) -> None:
     consumer = AIOKafkaConsumer(
-        run.topics.events, run.topics.results, run.topics.dead_letters, bootstrap_servers=bootstrap,
+        run.topics.events, run.topics.results, run.topics.dead_letters, run.topics.state, bootstrap_servers=bootstrap,
         auto_offset_reset="earliest", enable_auto_commit=False, group_id=None, fetch_max_wait_ms=fetch_max_wait_ms,
     )
     await consumer.start()
@@ -95,8 +131,20 @@ async def _collect(run: Run, bootstrap: str, stop: asyncio.Event, fetch_max_wait
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=50)
             for tp, records in batches.items():
+                kind = {run.topics.events: "events", run.topics.results: "results",
+                        run.topics.state: "state"}.get(tp.topic)
                 for record in records:
-                    if tp.topic == run.topics.events:
+                    # Tests plant hostile campaign.state records on purpose (without the service's
+                    # ce_type header); only what the service wrote must fit the contract.
+                    planted = kind == "state" and ("ce_type", STATE_TYPE.encode()) not in (record.headers or ())
+                    if kind is not None and not planted:
+                        run.contract_violations.extend(
+                            f"{tp.topic}[{tp.partition}]@{record.offset}: {problem}"
+                            for problem in contract_problems(kind, record.value, list(record.headers or ())))
+                    if tp.topic == run.topics.state:
+                        if record.value is not None:
+                            run.states.append(orjson.loads(record.value))
+                    elif tp.topic == run.topics.events:
                         run.events.append(orjson.loads(record.value))
                     elif tp.topic == run.topics.results:
                         run.results.append(orjson.loads(record.value))
@@ -145,3 +193,6 @@ async def e2e(
         stop.set()
         if collector is not None:
             await collector
+    shown = "\n".join(run.contract_violations[:10])
+    assert not run.contract_violations, (
+        f"{len(run.contract_violations)} records do not fit their published schema:\n{shown}")

@@ -124,6 +124,8 @@ async def test_every_situation_is_on_the_topics_and_the_audit_is_clean(
     stretched = copy.deepcopy(events)
     stop_event = next(e for e in stretched if e["subject"] == stall["campaignId"] and e["data"]["to"] == "STOPPING")
     stop_event["data"]["observedAt"] = "2000-01-01T00:00:00.000Z"
+    # The demo runs scaled: its checks read the scaled clock's `platformTime` (issue 13), stretched too.
+    stop_event["data"]["platformTime"] = "2000-01-01T00:00:00.000Z"
     assert not without("stalled-stop", commands, results, stretched), "STOPPING past its window"
     assert not without("stop-storm", commands, [r for r in results if r["commandId"] != storm[0]["id"]], events)
     assert not without("shift-start", commands, results, [e for e in events if e["data"]["to"] != "STARTING"])

@@ -20,16 +20,24 @@ pytestmark = pytest.mark.integration
 S = CampaignState
 
 
+@pytest.fixture(params=["guide", "genesys"])
+def profile(request: pytest.FixtureRequest) -> str:
+    """Each rule that a Genesys campaign can break runs on both profiles (issue 14)."""
+    value: str = request.param
+    return value
+
+
 def _commands(run: Run, campaign_id: str | None = None) -> list[tuple[float, str, str]]:
     return [(r.sim_time, r.action or "", r.campaign_id or "") for r in run.sim.traffic.records
             if r.kind == "command" and (campaign_id is None or r.campaign_id == campaign_id)]
 
 
 async def test_a_held_stop_makes_a_start_wait_not_complete(broker: BrokerHandle,
-                                                           unique_name: Callable[[str], str]) -> None:
+                                                           unique_name: Callable[[str], str],
+        profile: str) -> None:
     # Rule 1: stop and start together; the stop is held for the 15 s spacing behind another STANDARD.
     tenant = generate_tenant(2, 1, dialer_types=(DialerType.POWER,), state=S.RUNNING, max_active_calls=0)
-    async with e2e(broker, unique_name, tenant=tenant, scale=10) as run:
+    async with e2e(broker, unique_name, tenant=tenant, profile=profile, scale=10) as run:
         first = await run.send("campaign-0002", "stop")
         await run.until(lambda: bool(_commands(run, "campaign-0002")), what="the first STANDARD POST")
         stop = await run.send("campaign-0001", "stop")
@@ -42,10 +50,11 @@ async def test_a_held_stop_makes_a_start_wait_not_complete(broker: BrokerHandle,
 
 
 async def test_a_list_that_locks_while_the_command_queues_defers_its_post(
-        broker: BrokerHandle, unique_name: Callable[[str], str]) -> None:
+        broker: BrokerHandle, unique_name: Callable[[str], str],
+        profile: str) -> None:
     # Rule 2: the list becomes LOCKED after the stop is accepted, before its POST.
     tenant = generate_tenant(2, 1, dialer_types=(DialerType.POWER,), state=S.RUNNING, max_active_calls=0)
-    async with e2e(broker, unique_name, tenant=tenant, scale=10) as run:
+    async with e2e(broker, unique_name, tenant=tenant, profile=profile, scale=10) as run:
         await run.send("campaign-0002", "stop")
         await run.until(lambda: bool(_commands(run, "campaign-0002")), what="the first STANDARD POST")
         stop = await run.send("campaign-0001", "stop")
@@ -60,10 +69,11 @@ async def test_a_list_that_locks_while_the_command_queues_defers_its_post(
 
 
 async def test_a_dialer_that_fills_up_while_the_command_queues_defers_a_standard_post(
-        broker: BrokerHandle, unique_name: Callable[[str], str]) -> None:
+        broker: BrokerHandle, unique_name: Callable[[str], str],
+        profile: str) -> None:
     # Rule 2: the dialer goes to 131 % of its capacity after the stop is accepted, before its POST.
     tenant = generate_tenant(3, 1, dialer_types=(DialerType.POWER,), state=S.RUNNING, max_active_calls=0)
-    async with e2e(broker, unique_name, tenant=tenant, scale=10) as run:
+    async with e2e(broker, unique_name, tenant=tenant, profile=profile, scale=10) as run:
         await run.send("campaign-0002", "stop")
         await run.until(lambda: bool(_commands(run, "campaign-0002")), what="the first STANDARD POST")
         stop = await run.send("campaign-0001", "stop")
@@ -78,10 +88,11 @@ async def test_a_dialer_that_fills_up_while_the_command_queues_defers_a_standard
 
 @pytest.mark.parametrize("notifications", [True, False], ids=["notifications", "polling"])
 async def test_a_reset_publishes_only_states_the_platform_reported(
-        broker: BrokerHandle, unique_name: Callable[[str], str], notifications: bool) -> None:
+        broker: BrokerHandle, unique_name: Callable[[str], str],
+        profile: str, notifications: bool) -> None:
     # Rules 3 and 4: a reset with the platform still FAILED, then the runbook's order.
     tenant = generate_tenant(1, 1, dialer_types=(DialerType.POWER,), state=S.RUNNING)
-    async with e2e(broker, unique_name, tenant=tenant, notifications=notifications) as run:
+    async with e2e(broker, unique_name, tenant=tenant, profile=profile, notifications=notifications) as run:
         cid = "campaign-0001"
         run.sim.next_transition(cid, "fail")
         pause = await run.send(cid, "pause", Priority.HIGH)
@@ -103,10 +114,11 @@ async def test_a_reset_publishes_only_states_the_platform_reported(
 
 
 async def test_standard_posts_on_one_dialer_leave_15_s_apart(broker: BrokerHandle,
-                                                             unique_name: Callable[[str], str]) -> None:
+                                                             unique_name: Callable[[str], str],
+        profile: str) -> None:
     # Rule 5: the spacing measured between the POSTs as the platform received them.
     tenant = generate_tenant(5, 1, dialer_types=(DialerType.POWER,), state=S.RUNNING, max_active_calls=0)
-    async with e2e(broker, unique_name, tenant=tenant, scale=10, notifications=False) as run:
+    async with e2e(broker, unique_name, tenant=tenant, profile=profile, scale=10, notifications=False) as run:
         stops = [await run.send(f"campaign-000{i}", "stop") for i in range(1, 6)]
         await run.until(lambda: all("COMPLETED" in run.outcomes(s) for s in stops), timeout=90, what="five stops")
         times = sorted(t for t, _, _ in _commands(run))

@@ -22,8 +22,11 @@ from adapters.devtools.brokers import BrokerHandle
 from adapters.devtools.simulator.tenant import generate_tenant
 from adapters.kafka import partition_of
 from adapters.service import Service
-from fsm.authorization import canonical_body, sign_body
+from adapters.signing import Signer
+from schemas.base import encode
 from schemas.commands import Command
+from schemas.signed import SignedRecord
+from schemas.state import StoredCommand
 from schemas.types import Action, CampaignState, DialerType, Priority, ReasonCode
 from tests.integration.harness import SIGNING_KEY_ID, Run, e2e
 
@@ -47,8 +50,25 @@ def _forged(run: Run, campaign_id: str, action: Action, n: int) -> Command:
                       requested_by="mallory", issued_at=datetime.now(UTC))
     if n % 3 == 0:
         return command
-    return command.model_copy(update={"key_id": SIGNING_KEY_ID if n % 3 == 1 else "nobody",
-                                      "signature": f"{n:064x}"})
+    return Command.from_record(SignedRecord(campaign_id.encode(), encode(command),
+                                            SIGNING_KEY_ID if n % 3 == 1 else "nobody", f"{n:064x}"))
+
+
+def _wire(command: Command) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """What a producer puts on the topic for `command`: its signed record's bytes and headers."""
+    record = command.signed
+    if record is None:
+        return encode(command), []
+    return record.value, [(k, v.encode()) for k, v in record.headers().items()]
+
+
+def _moved(command: Command, campaign_id: str) -> Command:
+    """`command`'s record with its campaign id rewritten, its signature kept: a forgery."""
+    record = command.signed
+    assert record is not None
+    value = record.value.replace(f'"campaignId":"{command.campaign_id}"'.encode(),
+                                 f'"campaignId":"{campaign_id}"'.encode())
+    return Command.from_record(SignedRecord(campaign_id.encode(), value, record.key_id, record.signature))
 
 
 async def test_unsigned_and_forged_commands_at_load_never_reach_the_platform(
@@ -74,7 +94,7 @@ async def test_unsigned_and_forged_commands_at_load_never_reach_the_platform(
         for n in range(3000):
             command = _forged(run, cid, (Action.STOP, Action.PAUSE, Action.START)[n % 3], n)
             hostile.append(command)
-            await run.producer.send(run.topics.commands, cid, command)
+            await run.send_command(command)
             if n % 500 == 250:
                 signed.append(await run.send(cid, "pause" if len(signed) % 2 == 0 else "resume", Priority.HIGH))
         await run.until(lambda: all(run.outcomes(c) for c in hostile), timeout=120, what="every forgery answered")
@@ -116,7 +136,7 @@ async def test_a_signed_command_replayed_after_a_restart_is_refused(
             await run.until(lambda: "COMPLETED" in run.outcomes(stop), timeout=60, what="stop completed")
         run.sim.set_state(cid, S.RUNNING)  # someone started it again meanwhile
         async with Service(run.settings).running() as parts:
-            await run.producer.send(run.topics.commands, cid, stop)  # byte for byte, a new record
+            await run.send_command(stop)  # byte for byte, headers too, a new record
             await run.until(lambda: "REFUSED" in run.outcomes(stop), timeout=30, what="the replay answered")
             assert run.reasons(stop)[-1] == "REPLAYED"
             await asyncio.sleep(1.0)
@@ -136,8 +156,9 @@ async def test_planted_state_records_are_quarantined_and_readiness_is_reached(
         planted = Command(id=uuid.uuid4(), campaign_id="campaign-0001", action=Action.STOP, requested_by="mallory",
                           issued_at=datetime.now(UTC) - timedelta(days=365))
         one = {**_state_record("campaign-0001"), "held": str(planted.id),
-               "heldCommand": planted.model_dump_json(by_alias=True)}
-        two = {**_state_record("campaign-0002"), "scheduledCommands": ["{}"]}
+               "heldCommand": StoredCommand.of(planted)}
+        two = {**_state_record("campaign-0002"), "scheduledCommands": [{"value": "{}", "keyId": None,
+                                                                         "signature": None}]}
         for record in (one, two):
             await run.producer.send(run.topics.state, record["campaignId"], orjson.dumps(record))
         async with Service(run.settings).running() as parts:
@@ -193,8 +214,7 @@ async def test_unauthenticated_records_cost_no_platform_reads(
         await run.until(lambda: "COMPLETED" in run.outcomes(taken), timeout=60, what="the pause")
         before = _reads(run)
         for n in range(500):
-            reuse = taken.model_copy(update={"campaign_id": f"ghost-{n:04d}"})
-            await run.producer.send(run.topics.commands, reuse.campaign_id, reuse)
+            await run.send_command(_moved(taken, f"ghost-{n:04d}"))
         marker = await run.send("campaign-0001", "resume", Priority.HIGH)
         await run.until(lambda: "COMPLETED" in run.outcomes(marker), timeout=60, what="the resume")
         reused = [r for r in run.results if r["commandId"] == str(taken.id) and r["campaignId"].startswith("ghost-")]
@@ -206,49 +226,49 @@ async def test_unauthenticated_records_cost_no_platform_reads(
 
 
 def _sign(command: Command) -> Command:
-    unsigned = command.model_copy(update={"key_id": SIGNING_KEY_ID})
-    return unsigned.model_copy(update={"signature": sign_body(KEY, canonical_body(unsigned))})
+    return Signer(SIGNING_KEY_ID, KEY).sign(command)
 
 
 def _hostile_records(run: Run, partitions: int, valid: list[Command], n: int, rng: random.Random,
-                     campaigns: list[str]) -> tuple[str, str | None, bytes, int | None, str | None]:
-    """One hostile record: (its class, key, value, explicit partition or None, its command id if any)."""
+                     campaigns: list[str]) -> tuple[str, str | None, bytes, list[tuple[str, bytes]], int | None,
+                                                    str | None]:
+    """One hostile record: (its class, key, value, headers, explicit partition or None, its command id if any)."""
     cid = rng.choice(campaigns)
     kind = n % 12
     base = Command(id=uuid.uuid4(), campaign_id=cid, action=rng.choice(list(Action)), priority=Priority.HIGH,
                    requested_by="mallory", issued_at=datetime.now(UTC))
-    wire = base.model_dump_json(by_alias=True).encode()
+    wire = encode(base)
     if kind == 0:
-        return "unsigned", cid, wire, None, str(base.id)
+        return "unsigned", cid, wire, [], None, str(base.id)
     if kind == 1:
-        forged = base.model_copy(update={"key_id": SIGNING_KEY_ID, "signature": f"{n:064x}"})
-        return "forged", cid, forged.model_dump_json(by_alias=True).encode(), None, str(base.id)
-    if kind == 2 and valid:  # an exact replay of a valid command: a new record with the same bytes
+        return "forged", cid, wire, [("cfsm-key-id", SIGNING_KEY_ID.encode()),
+                                     ("cfsm-signature", f"{n:064x}".encode())], None, str(base.id)
+    if kind == 2 and valid:  # an exact replay of a valid command: a new record with the same bytes and headers
         replay = rng.choice(valid)
-        return "replay", replay.campaign_id, replay.model_dump_json(by_alias=True).encode(), None, None
+        return "replay", replay.campaign_id, *_wire(replay), None, None
     if kind == 3 and valid:  # a taken id (ids are on the results topic) under another campaign
-        moved = rng.choice(valid).model_copy(update={"campaign_id": f"ghost-{n}"})
-        return "moved-id", moved.campaign_id, moved.model_dump_json(by_alias=True).encode(), None, str(moved.id)
+        moved = _moved(rng.choice(valid), f"ghost-{n}")
+        return "moved-id", moved.campaign_id, *_wire(moved), None, str(moved.id)
     if kind == 4:  # properly signed, an hour old
         stale = _sign(base.model_copy(update={"issued_at": datetime.now(UTC) - timedelta(hours=1)}))
-        return "stale", cid, stale.model_dump_json(by_alias=True).encode(), None, str(stale.id)
+        return "stale", cid, *_wire(stale), None, str(stale.id)
     if kind == 5:
-        return "not-json", cid, b"\xff\xfe{not json " + str(n).encode(), None, None
+        return "not-json", cid, b"\xff\xfe{not json " + str(n).encode(), [], None, None
     if kind == 6:
-        return "ids-only", cid, orjson.dumps({"id": str(base.id), "campaignId": cid, "n": n}), None, str(base.id)
+        return "ids-only", cid, orjson.dumps({"id": str(base.id), "campaignId": cid, "n": n}), [], None, str(base.id)
     if kind == 7 and n % 48 == 7:
         big = {"id": str(base.id), "campaignId": cid, **{f"x{i}": i for i in range(10_000)}}
-        return "oversized", cid, orjson.dumps(big), None, str(base.id)
+        return "oversized", cid, orjson.dumps(big), [], None, str(base.id)
     if kind == 8:
         newline = {**orjson.loads(wire), "campaignId": cid + "\n"}
-        return "newline-id", cid, orjson.dumps(newline), None, None
+        return "newline-id", cid, orjson.dumps(newline), [], None, None
     if kind == 9:
-        return "wrong-key", "garbage", _sign(base).model_dump_json(by_alias=True).encode(), None, str(base.id)
+        return "wrong-key", "garbage", *_wire(_sign(base)), None, str(base.id)
     if kind == 10:
         wrong = (partition_of(cid, partitions) + 1) % partitions
-        return "wrong-partition", cid, _sign(base).model_dump_json(by_alias=True).encode(), wrong, str(base.id)
+        return "wrong-partition", cid, *_wire(_sign(base)), wrong, str(base.id)
     far = _sign(base.model_copy(update={"not_before": datetime(9999, 12, 31, tzinfo=UTC)}))
-    return "year-9999", cid, far.model_dump_json(by_alias=True).encode(), None, str(far.id)
+    return "year-9999", cid, *_wire(far), None, str(far.id)
 
 
 async def test_ten_thousand_hostile_records_among_valid_commands(
@@ -267,7 +287,7 @@ async def test_ten_thousand_hostile_records_among_valid_commands(
             command = Command(id=uuid.uuid4(), campaign_id=cid, action=Action.STOP, requested_by="mallory",
                               issued_at=datetime.now(UTC) - timedelta(days=365))
             planted.append(command)
-            record.update(held=str(command.id), heldCommand=command.model_dump_json(by_alias=True))
+            record.update(held=str(command.id), heldCommand=StoredCommand.of(command))
             await run.producer.send(run.topics.state, cid, orjson.dumps(record))
         process = psutil.Process()
         async with Service(run.settings).running() as parts, httpx.AsyncClient() as http:
@@ -298,15 +318,16 @@ async def test_ten_thousand_hostile_records_among_valid_commands(
                         command = run.command(cid, rng.choice(("pause", "resume", "stop", "start")),
                                               rng.choice((Priority.HIGH, Priority.STANDARD)))
                         valid.append(command)
-                        pending.append(await producer.send(run.topics.commands, command.model_dump_json(
-                            by_alias=True).encode(), key=cid.encode(), partition=partition_of(cid, partitions)))
-                    kind, key, value, partition, command_id = _hostile_records(run, partitions, valid, n, rng,
-                                                                                campaigns)
+                        value, headers = _wire(command)
+                        pending.append(await producer.send(run.topics.commands, value, key=cid.encode(),
+                                                           partition=partition_of(cid, partitions), headers=headers))
+                    kind, key, value, headers, partition, command_id = _hostile_records(run, partitions, valid, n,
+                                                                                         rng, campaigns)
                     sent[kind] += 1
                     if command_id is not None:
                         hostile_ids.add(command_id)
                     pending.append(await producer.send(run.topics.commands, value, key=key.encode() if key else None,
-                                                       partition=partition))
+                                                       partition=partition, headers=headers))
                     if len(pending) >= 200:
                         await asyncio.gather(*pending)
                         pending.clear()

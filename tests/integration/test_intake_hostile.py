@@ -32,6 +32,13 @@ SIGNER = Signer("ops-1", KEY)
 PARTITIONS = 3  # the harness creates the topics with three
 
 
+def _record(run: Run, command: Command) -> OutgoingRecord:
+    """`command` as its signer produced it: the signed bytes and the signing headers."""
+    assert command.signed is not None
+    return OutgoingRecord(run.topics.commands, command.campaign_id, command.signed.value,
+                          headers=command.signed.headers())
+
+
 def signed(campaign_id: str, action: Action = Action.START) -> Command:
     return SIGNER.sign(Command(id=uuid.uuid4(), campaign_id=campaign_id, action=action, requested_by="hostile-test",
                                issued_at=datetime.now(UTC)))
@@ -58,7 +65,7 @@ async def test_a_campaign_id_with_a_trailing_newline_loses_no_command_after_it(
             commands = [signed(f"campaign-{1 + i % 12:04d}") for i in range(300)]
             body = orjson.loads(encode(signed("campaign-0001")))
             body["campaignId"] = "campaign-0001\n"
-            records = [OutgoingRecord(run.topics.commands, c.campaign_id, c) for c in commands]
+            records = [_record(run, c) for c in commands]
             # Early in the stream, so most of the 300 sit behind it in the same fetched batch.
             records.insert(5, OutgoingRecord(run.topics.commands, "campaign-0001", orjson.dumps(body)))
             await run.producer.send_many(records)
@@ -96,12 +103,13 @@ async def test_mis_keyed_and_mis_partitioned_records_are_refused_and_wedge_nothi
                 mine = [c for c in ids if partition_of(c, PARTITIONS) in owned]
                 into = min(owned)
                 garbage, misplaced = signed(foreign, Action.STOP), signed(foreign, Action.STOP)
-                await producer.send_and_wait(run.topics.commands, encode(garbage), key=b"garbage", partition=into)
-                await producer.send_and_wait(run.topics.commands, encode(misplaced), key=foreign.encode(),
-                                             partition=into)
+                for command, key in ((garbage, b"garbage"), (misplaced, foreign.encode())):
+                    record = _record(run, command)
+                    await producer.send_and_wait(run.topics.commands, record.value, key=key, partition=into,
+                                                 headers=[(k, str(v).encode()) for k, v in record.headers.items()])
                 sent = time.monotonic()
                 valid = [signed(c) for c in mine]
-                await run.producer.send_many([OutgoingRecord(run.topics.commands, c.campaign_id, c) for c in valid])
+                await run.producer.send_many([_record(run, c) for c in valid])
                 await run.until(lambda: {str(c.id) for c in valid} <= answered(run), timeout=10,
                                 what="the valid commands after them answered")
                 took = time.monotonic() - sent

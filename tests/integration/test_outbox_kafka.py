@@ -62,13 +62,14 @@ async def make_topics(config: KafkaSettings) -> None:
 
 
 def first_of_each_id(records: list[Record]) -> list[Record]:
-    """What a consumer keeps after dropping re-deliveries by ce_id."""
+    """What a consumer keeps after dropping re-deliveries by event id (header `event-id`; events
+    carry no `ce_` header since issue 13: that marks CloudEvents binary mode)."""
     seen: set[str | None] = set()
     kept = []
     for record in records:
-        ce_id = record.header("ce_id")
-        if ce_id not in seen:
-            seen.add(ce_id)
+        event_id = record.header("event-id")
+        if event_id not in seen:
+            seen.add(event_id)
             kept.append(record)
     return kept
 
@@ -78,7 +79,7 @@ def sequences_by_campaign(records: list[Record]) -> dict[str, list[int]]:
     for record in records:
         body = orjson.loads(record.value or b"")
         assert record.key == body["subject"] == body["data"]["campaignId"]
-        assert record.header("ce_id") == body["id"]
+        assert record.header("event-id") == body["id"]
         found[body["subject"]].append(body["data"]["sequence"])
     return found
 
@@ -108,8 +109,9 @@ async def test_records_reach_their_topics_in_order_with_headers(kafka_config: Ka
     assert len(events) == 6 * 20  # a healthy broker: no re-deliveries at all
     assert sequences_by_campaign(events) == {c: list(range(1, 21)) for c in campaigns}
     for record in events:
-        assert record.header("ce_type") == STATE_CHANGED_TYPE
+        assert record.header("event-type") == STATE_CHANGED_TYPE
         assert record.header("content-type") == EVENT_CONTENT_TYPE
+        assert not [name for name, _ in record.headers if name.startswith("ce_")], "structured mode: no ce_ header"
         sequence = orjson.loads(record.value or b"")["data"]["sequence"]
         assert record.value == orjson.dumps(event(record.key or "", sequence))  # byte for byte
     state = await read_topic(kafka_config, topics.state)
@@ -230,7 +232,7 @@ async def _freeze_run(handle: BrokerHandle, tmp_path: Path, unique_name: Callabl
     events = await read_topic(config, config.topics.events)
     kept = first_of_each_id(events)
     assert sequences_by_campaign(kept) == {c: list(range(1, next_seq[c])) for c in campaigns}
-    assert set(during) <= {r.header("ce_id") for r in kept}
+    assert set(during) <= {r.header("event-id") for r in kept}
     state = await read_topic(config, config.topics.state)
     latest = {r.key: orjson.loads(r.value or b"")["sequence"] for r in state}
     assert latest == {c: next_seq[c] - 1 for c in campaigns}
@@ -308,7 +310,7 @@ async def test_killed_right_after_observing_loses_nothing(broker: BrokerHandle, 
     assert left_behind > 0  # the kill really left undelivered rows behind
 
     kept = first_of_each_id(await read_topic(kafka_config, kafka_config.topics.events))
-    ids = [r.header("ce_id") for r in kept]
+    ids = [r.header("event-id") for r in kept]
     assert set(durable) <= set(ids)  # nothing the writer was told is durable went missing
     found = sequences_by_campaign(kept)
     for campaign, seqs in found.items():

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from adapters.devtools.simulator import SimulatorConfig, parse_tenant, run_simulator
+from adapters.devtools.simulator.engine import Timing
 
 pytestmark = pytest.mark.integration
 
@@ -75,6 +76,41 @@ async def test_sdk_reads_typed_campaign_and_contact_list() -> None:
     reads = sim.traffic.select(kind="read")
     assert [r.status for r in reads] == [200, 200, 200, 200]
     assert sim.traffic.records[0].kind == "auth"
+
+
+def _progress_with_sdk(url: str, client_id: str, client_secret: str, campaign_id: str) -> dict[str, Any]:
+    api_client = PureCloud.ApiClient(host=url)
+    api_client.get_client_credentials_token(client_id, client_secret)
+    outbound = PureCloud.OutboundApi(api_client)
+    before = outbound.get_outbound_campaign_progress(campaign_id)
+    outbound.post_outbound_campaign_stop(campaign_id)  # our pause and our stop: Genesys' off
+    recycled = outbound.delete_outbound_campaign_progress(campaign_id)
+    after = outbound.get_outbound_campaign_progress(campaign_id)
+    return {"before": before, "recycled": recycled, "after": after,
+            "campaign": outbound.get_outbound_campaign(campaign_id)}
+
+
+async def test_sdk_reads_progress_and_recycles() -> None:
+    """Issue 14: GET .../progress deserialises into the SDK's CampaignProgress; the SDK's own
+    delete_outbound_campaign_progress (recycle) and post_outbound_campaign_stop are served."""
+    config = SimulatorConfig(profile="genesys", client_id="sdk-client", client_secret="sdk-secret",
+                             timing=Timing(records_per_second=1000.0))
+    campaign_id = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"
+    async with run_simulator(parse_tenant(TENANT), config, time_scale=1.0) as (url, sim):
+        await asyncio.sleep(0.05)  # ~50 records dialled
+        got = await asyncio.to_thread(_progress_with_sdk, url, "sdk-client", "sdk-secret", campaign_id)
+        sim.force_off("progressive-1")
+        forced = await asyncio.to_thread(_read_with_sdk, url, "sdk-client", "sdk-secret")
+    before, after = got["before"], got["after"]
+    assert isinstance(before, PureCloud.CampaignProgress) and isinstance(after, PureCloud.CampaignProgress)
+    assert before.campaign.id == campaign_id and before.contact_list.id == "list-ready"
+    assert before.total_number_of_contacts == 1000 and before.number_of_contacts_called > 0
+    assert 0 <= before.percentage <= 100
+    assert got["recycled"] is None
+    assert after.number_of_contacts_called == 0, "recycled: back to record one"
+    assert got["campaign"].campaign_status in ("stopping", "off")
+    assert forced["stopped"].campaign_status == "forced_off"  # an allowed value of Campaign.campaign_status
+    assert [r.status for r in sim.traffic.records if r.kind == "command"] == [202, 204]
 
 
 # --- every route the genesys profile serves, in the SDK's model for it (issue 14, item 9) -----------
@@ -322,6 +358,7 @@ async def test_every_request_our_client_makes_is_a_method_of_the_sdk() -> None:
             seen.add(method.name)
     assert not problems, "\n".join(problems)
     assert seen >= {"get_outbound_campaigns", "get_outbound_campaign", "get_outbound_campaign_diagnostics",
-                    "get_outbound_contactlist", "get_outbound_campaign_stats", "post_outbound_campaign_start",
+                    "get_outbound_contactlist", "get_outbound_campaign_linedistribution",
+                        "post_outbound_campaign_start",
                     "post_outbound_campaign_stop", "put_outbound_campaign", "post_notifications_channels",
                     "put_notifications_channel_subscriptions", "post_notifications_channel_subscriptions"}, seen

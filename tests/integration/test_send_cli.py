@@ -24,8 +24,8 @@ from adapters.cli.send import COMMAND_TYPE, exit_code, send_and_follow, send_con
 from adapters.kafka import CommandConsumer, KafkaSettings, Producer, ensure_topics, open_admin
 from adapters.signing import Signer
 from fsm.authorization import AuthDecision, CommandAuthority, Policy
-from schemas.base import decode
 from schemas.commands import Command, CommandResult
+from schemas.signed import SignedRecord
 from schemas.types import Action, CampaignState, Outcome, Priority, ReasonCode
 
 pytestmark = pytest.mark.integration
@@ -63,10 +63,12 @@ class Responder:
         async with CommandConsumer(self.config) as consumer, Producer(self.config) as producer:
             while True:
                 for record in await consumer.fetch(timeout_s=0.2):
-                    command = decode(Command, record.value or b"")
+                    # As the service reads it: the value's bytes and the signing headers.
+                    command = Command.from_record(SignedRecord.from_headers(record.raw_key, record.value or b"",
+                                                                            record.headers))
                     assert record.key == command.campaign_id
                     decision = self.authority.check(command, datetime.now(UTC).timestamp())
-                    headers = {"ce_type": record.header("ce_type"), "ce_id": record.header("ce_id")}
+                    headers = {name: record.header(name) for name in ("ce_type", "ce_id", "cfsm-key-id")}
                     self.received.append((command, headers, decision))
                     self.got_one.set()
                     for answer in self.script(command, decision):
@@ -142,7 +144,7 @@ async def test_send_reads_only_results_published_after_it_started_and_only_its_o
     assert f"as command {command.id}" in err.getvalue()
     ((received, headers, _),) = responder.received
     assert received == command
-    assert headers == {"ce_type": COMMAND_TYPE, "ce_id": str(command.id)}
+    assert headers == {"ce_type": COMMAND_TYPE, "ce_id": str(command.id), "cfsm-key-id": "ops-1"}
 
 
 async def test_send_cli_publishes_a_verifiable_signed_command_and_exits_0_on_completed(

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,14 +17,15 @@ from fsm.authorization import (
     CommandAuthority,
     Policy,
     PolicyError,
-    canonical_body,
     held_until,
-    sign_body,
 )
-from schemas.base import decode, encode
+from schemas.base import ContractError, encode
 from schemas.commands import Command
-from schemas.types import Action, CampaignState, Priority, ReasonCode
+from schemas.signed import EXAMPLE, SignedRecord, sign_record, signed_message
+from schemas.types import Action, Priority, ReasonCode
 
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+WORKED_EXAMPLE_HEX = "5d5ec195940b0d9180cc0e436fd3be2becf1a78768c81be2cae1218d1e5d80f0"
 NOW = datetime(2025, 3, 9, 12, 0, tzinfo=UTC)
 T = NOW.timestamp()
 KEY = b"k" * 32
@@ -40,43 +42,89 @@ def command(**fields: Any) -> Command:
     return Command(**base)
 
 
+def from_record(value: bytes | str, key_id: str | None = "ops-1", key: bytes = KEY,
+                record_key: bytes = b"uk-sales-1", signature: str | None = None) -> Command:
+    """The command a producer sends as `value`, signed (unless `signature` is given) as the rule says."""
+    raw = value.encode() if isinstance(value, str) else value
+    if signature is None and key_id is not None:
+        signature = sign_record(key, key_id, record_key, raw)
+    return Command.from_record(SignedRecord(record_key, raw, key_id, signature))
+
+
 def signed(key_id: str = "ops-1", key: bytes = KEY, **fields: Any) -> Command:
-    unsigned = command(key_id=key_id, **fields)
-    return unsigned.model_copy(update={"signature": sign_body(key, canonical_body(unsigned))})
+    c = command(**fields)
+    return from_record(encode(c), key_id, key, c.campaign_id.encode())
 
 
 def authority(**kwargs: Any) -> CommandAuthority:
     return CommandAuthority(KEYS, **kwargs)
 
 
-# --- canonical body --------------------------------------------------------------------------------
+# --- what a signature covers (docs/signing.md) -------------------------------------------------------
 
 
-def test_canonical_body_is_sorted_compact_wire_json_without_signature() -> None:
-    c = signed(priority=Priority.HIGH, not_before=NOW + timedelta(minutes=5), requested_by="Zoë")
-    body = canonical_body(c)
-    data = orjson.loads(body)
-    assert "signature" not in data
-    assert list(data) == sorted(data)
-    assert data == {
-        "action": "start", "campaignId": "uk-sales-1", "id": str(c.id), "issuedAt": "2025-03-09T12:00:00Z",
-        "keyId": "ops-1", "notBefore": "2025-03-09T12:05:00Z", "priority": "HIGH", "requestedBy": "Zoë",
-    }
-    assert b" " not in body and "Zoë".encode() in body  # compact, UTF-8 not escaped
-    # An independent HMAC over those bytes is the signature: the rule is reproducible outside Python too.
-    assert c.signature == hmac.new(KEY, body, hashlib.sha256).hexdigest()
+def test_the_worked_example_of_docs_signing_gives_its_hex() -> None:
+    # Pinned literally: docs/signing.md and the AsyncAPI example quote this hex, and an `openssl dgst`
+    # over the same bytes gives it (tests/integration/test_producers.py runs that command).
+    message = b"ops-1\ncampaign-7\n" + EXAMPLE["value"].encode()
+    assert signed_message("ops-1", b"campaign-7", EXAMPLE["value"].encode()) == message
+    expected = hmac.new(b"example-key-0123456789abcdef", message, hashlib.sha256).hexdigest()
+    assert expected == EXAMPLE["signature"] == WORKED_EXAMPLE_HEX
+    docs = (DOCS / "signing.md").read_text()
+    assert WORKED_EXAMPLE_HEX in docs and EXAMPLE["value"] in docs and EXAMPLE["key"] in docs
+    c = from_record(EXAMPLE["value"], "ops-1", EXAMPLE["key"].encode(), b"campaign-7", WORKED_EXAMPLE_HEX)
+    auth = CommandAuthority({"ops-1": EXAMPLE["key"].encode()})
+    assert auth.check(c, c.issued_at.timestamp()).allowed
 
 
-def test_canonical_body_survives_the_wire_round_trip() -> None:
-    c = signed(expected_state=CampaignState.STOPPED)
-    again = decode(Command, encode(c))
-    assert canonical_body(again) == canonical_body(c)
-    assert authority().check(again, T).allowed
+@pytest.mark.parametrize(
+    "value",
+    [
+        # Issue 13, failure 1: each of these, signed over exactly these bytes, was refused BAD_SIGNATURE.
+        '{"id":"%s","campaignId":"uk-sales-1","action":"start","requestedBy":"alice","issuedAt":"2025-03-09T12:00:00.123Z"}',
+        '{"id":"%s","campaignId":"uk-sales-1","action":"start","requestedBy":"alice","issuedAt":"2025-03-09T12:00:00+00:00"}',
+        '{"id":"%s","campaignId":"uk-sales-1","action":"start","requestedBy":"alice","issuedAt":"2025-03-09T12:00:00.000Z"}',
+        '{"id":"%s","campaignId":"uk-sales-1","action":"start","requestedBy":"alice","issuedAt":"2025-03-09T12:00:00Z"}',
+        '{ "requestedBy": "Zoë", "issuedAt": "2025-03-09T13:00:00+01:00", "action": "start",\n  "id": "%s", '
+        '"campaignId": "uk-sales-1" }',
+    ],
+    ids=["milliseconds", "plus-zero", "dot-000", "plain", "spaced-reordered-unicode"],
+)
+@pytest.mark.parametrize("case", ["lower", "upper"])
+def test_a_signature_over_the_bytes_sent_verifies_whatever_their_formatting(value: str, case: str) -> None:
+    command_id = str(uuid.uuid4())
+    raw = value % (command_id.upper() if case == "upper" else command_id)
+    decision = authority().check(from_record(raw), T)
+    assert decision.allowed, decision.detail
 
 
-def test_canonical_body_fills_defaults_so_an_omitted_priority_is_signed_as_standard() -> None:
-    c = command()
-    assert orjson.loads(canonical_body(c))["priority"] == "STANDARD"
+def test_a_signature_cannot_be_moved_to_another_campaign_or_key() -> None:
+    c = signed()
+    record = c.signed
+    assert record is not None and record.signature is not None
+    # The same value and signature under another record key (it would route to another owner).
+    moved = Command.from_record(SignedRecord(b"uk-sales-2", record.value, "ops-1", record.signature))
+    assert "does not match" in authority().check(moved, T).detail
+    # Re-labelled as another configured key's signature (the policy binds principals to key ids).
+    relabelled = Command.from_record(SignedRecord(record.key, record.value, "planner-1", record.signature))
+    assert authority().check(relabelled, T).reason is ReasonCode.BAD_SIGNATURE
+    # Signed properly, but for a record key that is not the command's campaign.
+    other_key = from_record(record.value, record_key=b"uk-sales-2")
+    refused = authority().check(other_key, T)
+    assert refused.reason is ReasonCode.BAD_SIGNATURE and "another record key" in refused.detail
+
+
+def test_a_command_changed_after_parsing_is_not_the_signed_one() -> None:
+    tampered = signed().model_copy(update={"action": Action.STOP})  # keeps its record, not its bytes
+    refused = authority().check(tampered, T)
+    assert refused.reason is ReasonCode.BAD_SIGNATURE and "not the one in its signed record" in refused.detail
+
+
+def test_the_old_rule_in_the_body_is_refused_with_a_pointer_to_the_new_one() -> None:
+    body = orjson.dumps({**orjson.loads(encode(command())), "keyId": "ops-1", "signature": "0" * 64})
+    with pytest.raises(ContractError, match=r"cfsm-signature \(see docs/signing.md\)") as caught:
+        Command.from_record(SignedRecord(b"uk-sales-1", body))
+    assert {e["field"] for e in caught.value.errors} == {"keyId", "signature"}
 
 
 # --- signatures --------------------------------------------------------------------------------------
@@ -99,32 +147,74 @@ def test_unsigned_is_refused_when_required() -> None:
 def test_unsigned_is_allowed_when_not_required_but_a_bad_signature_still_is_not() -> None:
     auth = authority(require_signature=False)
     assert auth.check(command(), T).allowed
+    assert auth.check(from_record(encode(command()), key_id=None), T).allowed  # a record without headers
     tampered = signed().model_copy(update={"action": Action.STOP})
     assert auth.check(tampered, T).reason is ReasonCode.BAD_SIGNATURE
 
 
+def _tampered(what: str) -> Command:
+    c = signed(priority=Priority.HIGH)
+    record = c.signed
+    assert record is not None and record.key is not None and record.signature is not None
+    value, key, key_id, signature = record.value, record.key, record.key_id, record.signature
+    if what == "value":
+        value = value.replace(b'"start"', b'"stop"')
+    elif what == "requestedBy":
+        value = value.replace(b'"alice"', b'"mallory"')
+    elif what == "whitespace":
+        value = value.replace(b",", b", ", 1)
+    elif what == "record key":
+        key = b"uk-sales-2"
+    elif what == "key id":
+        key_id = "planner-1"
+    elif what == "unknown key":
+        key_id = "nobody"
+    elif what == "not hex":
+        signature = "zz" * 32
+    elif what == "zeros":
+        signature = "00" * 32
+    elif what == "no signature":
+        signature = None  # type: ignore[assignment]
+    elif what == "no key id":
+        key_id = None
+    return Command.from_record(SignedRecord(key, value, key_id, signature))
+
+
 @pytest.mark.parametrize(
-    ("change", "detail"),
+    ("what", "detail"),
     [
-        ({"action": Action.STOP}, "does not match"),
-        ({"campaign_id": "uk-sales-2"}, "does not match"),
-        ({"requested_by": "mallory"}, "does not match"),
-        ({"priority": Priority.HIGH}, "does not match"),
-        ({"not_before": NOW + timedelta(hours=1)}, "does not match"),
-        ({"key_id": "planner-1"}, "does not match"),  # the key id is inside the signed body
-        ({"key_id": "nobody"}, "unknown key id"),
-        ({"signature": "AB" * 32}, "64 lowercase hex"),
-        ({"signature": "00" * 32}, "does not match"),
-        ({"signature": None}, "without a signature"),
-        ({"key_id": None}, "signature without keyId"),
+        ("value", "does not match"),
+        ("requestedBy", "does not match"),
+        ("whitespace", "does not match"),  # the bytes are signed, not what they parse to
+        ("record key", "does not match"),
+        ("key id", "does not match"),
+        ("unknown key", "unknown key id"),
+        ("not hex", "64 hex digits"),
+        ("zeros", "does not match"),
+        ("no signature", "without cfsm-signature"),
+        ("no key id", "cfsm-signature without cfsm-key-id"),
     ],
 )
-def test_any_tampering_or_key_problem_is_a_bad_signature(change: dict[str, Any], detail: str) -> None:
+def test_any_tampering_or_key_problem_is_a_bad_signature(what: str, detail: str) -> None:
     auth = authority()
-    decision = auth.check(signed().model_copy(update=change), T)
+    decision = auth.check(_tampered(what), T)
     assert decision.reason is ReasonCode.BAD_SIGNATURE
     assert detail in decision.detail
     assert auth.refusals == {ReasonCode.BAD_SIGNATURE: 1}
+
+
+def test_repeated_or_undecodable_signing_headers_are_a_bad_signature() -> None:
+    c = signed()
+    record = c.signed
+    assert record is not None and record.signature is not None
+    headers = [("cfsm-key-id", b"ops-1"), ("cfsm-signature", record.signature.encode())]
+    twice = SignedRecord.from_headers(record.key, record.value, [*headers, ("cfsm-key-id", b"ops-1")])
+    assert "appears 2 times" in authority().check(Command.from_record(twice), T).detail
+    binary = SignedRecord.from_headers(record.key, record.value, [headers[0], ("cfsm-signature", b"\xff" * 64)])
+    assert "not UTF-8" in authority().check(Command.from_record(binary), T).detail
+    upper = SignedRecord.from_headers(record.key, record.value, [headers[0], ("cfsm-signature",
+                                                                             record.signature.upper().encode())])
+    assert authority().check(Command.from_record(upper), T).allowed  # hex digits in either case
 
 
 def test_signed_with_the_wrong_key_for_its_id_is_refused() -> None:
@@ -133,8 +223,7 @@ def test_signed_with_the_wrong_key_for_its_id_is_refused() -> None:
 
 def test_keys_never_appear_in_repr_or_details() -> None:
     auth = authority()
-    details = [auth.check(signed().model_copy(update={"signature": "0" * 64}), T).detail,
-               auth.check(signed("ops-1", OTHER_KEY), T).detail]
+    details = [auth.check(_tampered("zeros"), T).detail, auth.check(signed("ops-1", OTHER_KEY), T).detail]
     for text in [repr(auth), *details]:
         assert "kkkk" not in text and "oooo" not in text
         assert KEY.hex() not in text
@@ -180,7 +269,8 @@ def test_the_same_command_twice_is_replayed_until_it_would_be_stale_anyway() -> 
 def test_a_refused_forgery_does_not_burn_the_real_commands_id() -> None:
     auth = authority()
     real = signed()
-    forged = real.model_copy(update={"signature": "0" * 64})
+    assert real.signed is not None
+    forged = Command.from_record(SignedRecord(real.signed.key, real.signed.value, "ops-1", "0" * 64))
     assert auth.check(forged, T).reason is ReasonCode.BAD_SIGNATURE
     assert auth.check(real, T).allowed
 

@@ -33,12 +33,12 @@ async def test_a_stale_version_after_someone_else_moved_the_campaign_is_not_rese
     try:
         original = w.platform.send_action
 
-        async def someone_else_started_it(campaign_id: str, action: Action) -> object:
+        async def someone_else_started_it(campaign_id: str, action: Action, **options: object) -> object:
             # Another tool started the campaign between our read and our PUT: the version moved.
             w.platform.campaigns[campaign_id].state = S.RUNNING
             fresh = w.platform.snapshot(w.platform.campaigns[campaign_id])
             w.platform.post_failure[campaign_id] = PlatformConflict("409", status=409, current=fresh, stale=True)
-            return await original(campaign_id, action)
+            return await original(campaign_id, action, **options)  # type: ignore[arg-type]
 
         w.platform.send_action = someone_else_started_it  # type: ignore[method-assign,assignment]
         command = await w.send("c1", Action.START)
@@ -56,9 +56,9 @@ async def test_stale_versions_without_end_fail_after_a_bounded_number_of_decisio
         fresh = w.platform.snapshot(w.platform.campaigns["c1"])
         original = w.platform.send_action
 
-        async def always_stale(campaign_id: str, action: Action) -> object:
+        async def always_stale(campaign_id: str, action: Action, **options: object) -> object:
             w.platform.post_failure[campaign_id] = PlatformConflict("409", status=409, current=fresh, stale=True)
-            return await original(campaign_id, action)
+            return await original(campaign_id, action, **options)  # type: ignore[arg-type]
 
         w.platform.send_action = always_stale  # type: ignore[method-assign,assignment]
         command = await w.send("c1", Action.START)

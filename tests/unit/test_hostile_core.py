@@ -14,12 +14,14 @@ from typing import Any
 
 import orjson
 
+from adapters.signing import Signer
 from fsm import CampaignMachine
-from fsm.authorization import CommandAuthority, canonical_body, sign_body
+from fsm.authorization import CommandAuthority
 from fsm.orchestrator import Orchestrator, OrchestratorConfig
 from fsm.ports import ContactListSnapshot, DialerLoad, Notification, PlatformRateLimited
 from fsm.testing import FakeClock
 from schemas.commands import Command, CommandResult
+from schemas.state import StoredCommand
 from schemas.types import Action, CampaignState, Priority, ReasonCode
 from tests.fakes import FakeCampaign, FakeNotifications, FakePlatform, MemorySink
 
@@ -28,8 +30,7 @@ KEY = b"k" * 32
 
 
 def signed(command: Command, key: bytes = KEY) -> Command:
-    unsigned = command.model_copy(update={"key_id": "ops"})
-    return unsigned.model_copy(update={"signature": sign_body(key, canonical_body(unsigned))})
+    return Signer("ops", key).sign(command)
 
 
 class World:
@@ -100,6 +101,27 @@ async def test_commands_arriving_while_a_look_is_busy_are_still_authenticated() 
         assert w.sink.outcomes(forged.id) == [("REFUSED", "BAD_SIGNATURE")]
         assert w.posts() == ["POST pause c1"], "only the signed command reached the platform"
         assert w.orch.auth_refusals == {ReasonCode.UNSIGNED: 1, ReasonCode.BAD_SIGNATURE: 1}
+    finally:
+        await w.orch.close()
+
+
+async def test_a_refused_record_delivered_again_is_answered_but_not_published_twice() -> None:
+    """A rebalance before a refused record's offset is committed delivers it again: the intake gets
+    the first refusal back (so it can commit), and the results topic sees one refusal, not two. The
+    same command in another record is judged anew (and refused again: it is published again)."""
+    w = await world([FakeCampaign("c1", S.RUNNING)])
+    try:
+        unsigned = w.command("c1", Action.STOP, priority=Priority.HIGH)
+        first = await w.orch.submit(unsigned, "commands:0@7")
+        again = await w.orch.submit(unsigned, "commands:0@7")
+        await w.clock.sleep(1)
+        assert (first.outcome.value, again.outcome.value) == ("REFUSED", "REFUSED")
+        assert first.reason is ReasonCode.UNSIGNED and again.reason is ReasonCode.UNSIGNED
+        assert w.sink.outcomes(unsigned.id) == [("REFUSED", "UNSIGNED")], "published once"
+        await w.orch.submit(unsigned, "commands:0@8")
+        await w.clock.sleep(1)
+        assert w.sink.outcomes(unsigned.id) == [("REFUSED", "UNSIGNED")] * 2, "another record: judged again"
+        assert w.posts() == []
     finally:
         await w.orch.close()
 
@@ -175,6 +197,27 @@ async def test_a_command_whose_handling_fails_fails_alone_and_is_forgotten() -> 
         await w.orch.close()
 
 
+async def test_ids_come_back_exactly_as_sent_and_a_respelt_id_is_still_a_replay() -> None:
+    # Issue 13, failure 2: a result's commandId came back lower-cased.
+    w = await world([FakeCampaign("c1", S.RUNNING)])
+    try:
+        upper = str(uuid.uuid4()).upper()
+        stop = signed(w.command("c1", Action.STOP, priority=Priority.HIGH).model_copy(update={"id": upper}))
+        assert (await w.orch.submit(stop, "commands:0@1")).command_id == upper
+        await w.clock.sleep(1)
+        w.platform.campaigns["c1"].state = S.STOPPED
+        await w.clock.sleep(120)
+        assert [r.command_id for r in w.sink.results if r.campaign_id == "c1"] == [upper, upper]
+        assert w.sink.outcomes(upper) == [("ACCEPTED", None), ("COMPLETED", None)]
+        # The same UUID spelt in lower case, in a new record: one id, so a replay (echoed as it came).
+        again = signed(w.command("c1", Action.START).model_copy(update={"id": upper.lower()}))
+        replay = await w.orch.submit(again, "commands:0@2")
+        assert (replay.command_id, replay.reason) == (upper.lower(), ReasonCode.REPLAYED)
+        assert w.posts() == ["POST stop c1"]
+    finally:
+        await w.orch.close()
+
+
 # --- finding 5: the state topic is checked input -----------------------------------------------------
 
 
@@ -184,10 +227,12 @@ async def test_planted_and_broken_state_records_are_quarantined_and_the_rest_res
     year_ago = datetime.now(UTC) - timedelta(days=365)
     planted = Command(id=uuid.uuid4(), campaign_id="c1", action=Action.STOP, requested_by="mallory",
                       issued_at=year_ago)
-    records["c1"].update(held=str(planted.id), heldCommand=planted.model_dump_json(by_alias=True))
+    # Stored commands are the records their producers sent (value and signing headers, issue 13).
+    records["c1"].update(held=str(planted.id), heldCommand=StoredCommand.of(planted))
     old_signed = signed(Command(id=uuid.uuid4(), campaign_id="c2", action=Action.STOP, requested_by="ops",
                                 issued_at=year_ago, not_before=datetime.now(UTC) + timedelta(seconds=5)))
-    records["c2"]["scheduledCommands"] = ["{}", old_signed.model_dump_json(by_alias=True)]
+    records["c2"]["scheduledCommands"] = [{"value": "{}", "keyId": None, "signature": None},
+                                          StoredCommand.of(old_signed)]
     records["c3"]["state"] = "DANCING"
     w2 = await restart(w, list(records.values()))
     try:
@@ -198,6 +243,30 @@ async def test_planted_and_broken_state_records_are_quarantined_and_the_rest_res
         assert w2.orch.campaigns["c3"].current is S.STOPPED, "a broken record's campaign is read from the platform"
         start = signed(w2.command("c3", Action.START, priority=Priority.HIGH))
         assert (await w2.orch.submit(start)).outcome.value == "ACCEPTED"
+    finally:
+        await w2.orch.close()
+
+
+async def test_a_stored_command_is_verified_again_over_the_bytes_its_producer_signed() -> None:
+    # A held command restored from campaign.state: its producer's record (value, key id, signature)
+    # is kept, so a restart verifies it again; a planted edit of the value, or a signature taken
+    # from another campaign's command, is quarantined and never acts.
+    w = await world([FakeCampaign("c1", S.RUNNING), FakeCampaign("c2", S.RUNNING), FakeCampaign("c3", S.RUNNING)])
+    records = {r["campaignId"]: r for r in w.sink.durable_records()}
+    soon = datetime.now(UTC) + timedelta(seconds=5)
+    honest = signed(w.command("c1", Action.STOP, not_before=soon))
+    stored = StoredCommand.of(honest)
+    assert stored["value"] == honest.signed.value.decode() and stored["keyId"] == "ops"  # type: ignore[union-attr]
+    records["c1"]["scheduledCommands"] = [stored]
+    c2 = StoredCommand.of(signed(w.command("c2", Action.STOP, not_before=soon)))
+    records["c2"]["scheduledCommands"] = [{**c2, "value": str(c2["value"]).replace('"stop"', '"pause"')}]
+    moved = signed(w.command("c2", Action.STOP, not_before=soon))  # c2's command stored under c3
+    records["c3"]["scheduledCommands"] = [StoredCommand.of(moved)]
+    w2 = await restart(w, list(records.values()))
+    try:
+        assert w2.orch.quarantined == {"scheduled": 2}
+        await w2.clock.sleep(30)
+        assert w2.posts() == ["POST stop c1"], "only the honest stored command ran"
     finally:
         await w2.orch.close()
 

@@ -533,10 +533,9 @@ KEY = b"k" * 32
 
 
 def _signed(command: Command, key: bytes = KEY, key_id: str = "ops") -> Command:
-    from fsm.authorization import canonical_body, sign_body
+    from adapters.signing import Signer
 
-    unsigned = command.model_copy(update={"key_id": key_id})
-    return unsigned.model_copy(update={"signature": sign_body(key, canonical_body(unsigned))})
+    return Signer(key_id, key).sign(command)
 
 
 async def _secured_world(policy: dict[str, object] | None = None) -> World:

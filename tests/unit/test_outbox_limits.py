@@ -200,9 +200,10 @@ async def test_a_record_the_broker_refuses_is_named_and_only_it_is_set_aside(
         assert box.undeliverable == 1
     await producer.stop()
     # Records behind the refused one may have landed with it and go again (consumers drop repeats
-    # by ce_id); the ones the broker took ahead of it are not sent twice.
+    # by event id, header `event-id`); the ones the broker took ahead of it are not sent twice.
     seen: set[str] = set()
-    first = [s for s in client.on(TOPICS.events) if not (s.headers["ce_id"] in seen or seen.add(s.headers["ce_id"]))]
+    first = [s for s in client.on(TOPICS.events)
+             if not (s.headers["event-id"] in seen or seen.add(s.headers["event-id"]))]
     assert sequences(first, "c-1") == [1, 2, 3, 5, 6, 7]
     assert [sequences(client.log, "c-1").count(n) for n in (1, 2, 3)] == [1, 1, 1]
     (stand_in,) = client.on(TOPICS.dead_letters)

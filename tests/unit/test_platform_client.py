@@ -164,7 +164,8 @@ async def test_genesys_reads(fake: FakePlatform) -> None:
         assert (load.dialer_id, load.active_calls, load.capacity) == ("eg1", 7, 40)
         cl = await client.get_contact_list("l1")
         assert (cl.ready, cl.locked) == (False, False)
-        assert client.supported_actions == {Action.START, Action.STOP}
+        # Issue 14: pause and resume exist on Genesys (off keeps the position, on continues from it).
+        assert client.supported_actions == {Action.START, Action.STOP, Action.PAUSE, Action.RESUME}
 
 
 async def test_list_campaigns_walks_every_page_and_skips_bad_entities(
@@ -385,7 +386,59 @@ async def test_genesys_post_start_has_no_body(fake: FakePlatform) -> None:
     assert req.content == b""
 
 
-@pytest.mark.parametrize("action", [Action.PAUSE, Action.RESUME, Action.RESET])
+@pytest.mark.parametrize(
+    ("action", "source", "route"),
+    [(Action.PAUSE, CampaignState.RUNNING, "stop"), (Action.STOP, CampaignState.RUNNING, "stop"),
+     (Action.RESUME, CampaignState.PAUSED, "start"), (Action.START, CampaignState.STOPPED, "start")],
+)
+async def test_genesys_pause_and_stop_turn_off_resume_and_start_turn_on(
+        fake: FakePlatform, action: Action, source: CampaignState, route: str) -> None:
+    path = f"/api/v2/outbound/campaigns/c1/{route}"
+    fake.always("POST", path, httpx.Response(202))
+    async with _client(fake, "genesys") as client:
+        receipt = await client.send_action("c1", action, source=source)
+    assert (receipt.method, receipt.path, receipt.status) == ("POST", path, 202)
+    assert [(r.method, r.url.path) for _, r in fake.requests if r.url.path != "/oauth/token"] == [("POST", path)]
+
+
+async def test_genesys_stop_of_a_paused_campaign_sends_nothing(fake: FakePlatform) -> None:
+    """The campaign is off already: the stop only changes our intent, so no request leaves."""
+    async with _client(fake, "genesys") as client:
+        receipt = await client.send_action("c1", Action.STOP, source=CampaignState.PAUSED)
+    assert receipt.method is None and receipt.action is Action.STOP
+    assert [r for _, r in fake.requests if r.url.path != "/oauth/token"] == []
+
+
+async def test_genesys_start_with_recycle_resets_progress_then_starts(fake: FakePlatform) -> None:
+    base = "/api/v2/outbound/campaigns/c1"
+    fake.always("DELETE", f"{base}/progress", httpx.Response(204))
+    fake.always("POST", f"{base}/start", httpx.Response(202))
+    async with _client(fake, "genesys") as client:
+        await client.send_action("c1", Action.START, source=CampaignState.STOPPED, recycle=True)
+    assert [(r.method, r.url.path) for _, r in fake.requests if r.url.path != "/oauth/token"] == [
+        ("DELETE", f"{base}/progress"), ("POST", f"{base}/start")]
+
+
+async def test_a_failed_recycle_turns_nothing_on(fake: FakePlatform) -> None:
+    base = "/api/v2/outbound/campaigns/c1"
+    fake.always("DELETE", f"{base}/progress", _error(400, "bad.request", "recycle at most every 5 seconds"))
+    async with _client(fake, "genesys") as client:
+        with pytest.raises(PlatformError, match="5 seconds"):
+            await client.send_action("c1", Action.START, source=CampaignState.STOPPED, recycle=True)
+    assert fake.sent("POST", f"{base}/start") == []
+
+
+async def test_recycle_is_refused_where_it_does_not_exist(fake: FakePlatform) -> None:
+    async with _client(fake, "guide") as client:
+        with pytest.raises(ValueError, match="recycle"):
+            await client.send_action("c1", Action.START, recycle=True)
+    async with _client(fake, "genesys") as client:
+        with pytest.raises(ValueError, match="recycle"):
+            await client.send_action("c1", Action.STOP, recycle=True)
+    assert [r for _, r in fake.requests if r.url.path != "/oauth/token"] == []
+
+
+@pytest.mark.parametrize("action", [Action.RESET])
 async def test_genesys_refuses_actions_it_lacks_without_a_request(fake: FakePlatform, action: Action) -> None:
     async with _client(fake, "genesys") as client:
         with pytest.raises(ValueError, match=f"no '{action.value}' action"):

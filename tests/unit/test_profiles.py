@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from adapters.platform.profiles import (
+    GENESYS_TURN,
     SUPPORTED_ACTIONS,
+    SUPPORTS_RECYCLE,
     UNKNOWN_DIALER_ID,
     Profile,
     campaign_from_payload,
@@ -16,8 +18,9 @@ from adapters.platform.profiles import (
     errors_from_payload,
     genesys_state,
 )
+from fsm.table import COMMAND_EDGES
 from schemas.base import ContractError
-from schemas.types import Action, CampaignState, DialerType
+from schemas.types import Action, CampaignState, DialerType, Halt
 
 
 def _genesys_campaign(**over: Any) -> dict[str, Any]:
@@ -193,5 +196,39 @@ def test_dialer_load_from_both_profiles() -> None:
 
 
 def test_supported_actions_per_profile() -> None:
+    # Issue 14: Genesys' off is its pause, so pause and resume exist there (turned off / on again).
     assert SUPPORTED_ACTIONS[Profile.GUIDE] == {Action.START, Action.STOP, Action.PAUSE, Action.RESUME}
-    assert SUPPORTED_ACTIONS[Profile.GENESYS] == {Action.START, Action.STOP}
+    assert SUPPORTED_ACTIONS[Profile.GENESYS] == {Action.START, Action.STOP, Action.PAUSE, Action.RESUME}
+    assert SUPPORTS_RECYCLE == {Profile.GUIDE: False, Profile.GENESYS: True}
+
+
+@pytest.mark.parametrize(
+    ("status", "decides", "halt"),
+    [
+        ("on", False, None),
+        ("off", True, None),
+        ("stopping", True, None),
+        ("complete", False, Halt.CONTACTS_EXHAUSTED),
+        ("forced_off", False, Halt.FORCED_OFF),
+        ("forced_stopping", False, Halt.FORCED_OFF),
+        ("invalid", False, None),
+    ],
+)
+def test_genesys_off_and_stopping_are_read_by_our_intent(status: str, decides: bool, halt: Halt | None) -> None:
+    """Only `off` and `stopping` cannot tell a pause from a stop; complete and forced_* name their reason."""
+    snap = campaign_from_payload("genesys", _genesys_campaign(campaignStatus=status))
+    assert (snap.intent_decides, snap.halt) == (decides, halt)
+    guide = campaign_from_payload("guide", {"id": "c1", "state": "STOPPED", "dialerType": "POWER",
+                                            "contactListId": "l1", "dialerId": "d1"})
+    assert (guide.intent_decides, guide.halt) == (False, None)
+
+
+def test_genesys_turn_covers_every_command_edge_of_the_table() -> None:
+    """Each (action, source) the table allows is sent somehow on Genesys: on, off, or nothing."""
+    edges = {(e.action, e.source) for e in COMMAND_EDGES if e.action is not Action.RESET}
+    assert set(GENESYS_TURN) == edges
+    assert GENESYS_TURN[(Action.PAUSE, CampaignState.RUNNING)] == GENESYS_TURN[(Action.STOP, CampaignState.RUNNING)] \
+        == "off"
+    assert GENESYS_TURN[(Action.RESUME, CampaignState.PAUSED)] == GENESYS_TURN[(Action.START, CampaignState.STOPPED)] \
+        == "on"
+    assert GENESYS_TURN[(Action.STOP, CampaignState.PAUSED)] is None  # already off: only our intent changes

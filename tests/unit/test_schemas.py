@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from adapters.cli import main
 from fsm import CampaignMachine
 from schemas import ContractError, decode, encode
 from schemas.commands import Command, CommandResult
@@ -194,3 +197,23 @@ def test_rfc3339_keeps_milliseconds_across_the_second_cache() -> None:
     assert rfc3339(1700000000.25) == "2023-11-14T22:13:20.250Z"
     assert rfc3339(1700000001.5) == "2023-11-14T22:13:21.500Z"
     assert rfc3339(1700000000.999) == "2023-11-14T22:13:20.999Z"
+
+
+def test_recycle_is_an_option_of_start_only() -> None:
+    """Issue 14: `recycle` begins a start at record one; with any other action the command is malformed,
+    and a command without it is sent as before (no `recycle` in its value, so what producers sign is unchanged)."""
+    base = {"id": uuid.uuid4(), "campaign_id": "c1", "requested_by": "ops", "issued_at": datetime.now(UTC)}
+    assert Command(**base, action=Action.START, recycle=True).recycle is True
+    for action in (Action.STOP, Action.PAUSE, Action.RESUME, Action.RESET):
+        with pytest.raises(ValidationError, match="recycle is an option of start only"):
+            Command(**base, action=action, recycle=True)
+    assert b"recycle" not in encode(Command(**base, action=Action.START))
+
+
+def test_send_cli_refuses_recycle_with_stop_without_a_traceback(capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAMPAIGN_FSM_SIGNING_KEY", "hex:" + "ab" * 32)
+    code = main(["send", "stop", "c1", "--recycle", "--key-id", "k1", "--bootstrap", "127.0.0.1:9"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "recycle is an option of start only" in err and "Traceback" not in err

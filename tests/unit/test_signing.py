@@ -17,9 +17,10 @@ from adapters.signing import (
     parse_key,
     signer_from_env,
 )
-from fsm.authorization import CommandAuthority, canonical_body, sign_body
-from schemas.base import decode, encode
+from fsm.authorization import CommandAuthority
+from schemas.base import encode
 from schemas.commands import Command
+from schemas.signed import SignedRecord, sign_record
 from schemas.types import Action, ReasonCode
 
 RAW = bytes(range(32))
@@ -73,10 +74,17 @@ def test_load_keys_maps_ids_to_bytes_and_names_the_bad_one() -> None:
 
 def test_signed_commands_pass_the_services_check_and_survive_the_wire() -> None:
     signer = Signer("ops-1", RAW)
-    signed = signer.sign(command())
-    assert signed.key_id == "ops-1"
-    assert signed.signature == sign_body(RAW, canonical_body(signed))
-    on_the_wire = decode(Command, encode(signed))
+    original = command()
+    signed = signer.sign(original)
+    record = signed.signed
+    assert signed.key_id == "ops-1" and record is not None
+    # What is produced is what was signed: the command's wire JSON, keyed by its campaign id.
+    assert record.key == b"c-1" and record.value == encode(original)
+    assert record.signature == sign_record(RAW, "ops-1", b"c-1", record.value)
+    assert record.headers() == {"cfsm-key-id": "ops-1", "cfsm-signature": record.signature}
+    # As the service reads it back off the topic: the bytes and headers only.
+    on_the_wire = Command.from_record(SignedRecord.from_headers(
+        record.key, record.value, [(k, v.encode()) for k, v in record.headers().items()]))
     authority = CommandAuthority({"ops-1": RAW})
     assert authority.check(on_the_wire, NOW.timestamp()).allowed
 
@@ -85,7 +93,7 @@ def test_signing_replaces_an_earlier_key_id_and_signature_and_leaves_the_origina
     original = Signer("old", b"o" * 32).sign(command())
     resigned = Signer("new", RAW).sign(original)
     assert original.key_id == "old"
-    assert resigned.key_id == "new" and resigned.signature != original.signature
+    assert resigned.key_id == "new" and resigned.signed != original.signed
     assert CommandAuthority({"new": RAW}).check(resigned, NOW.timestamp()).allowed
     assert CommandAuthority({"old": b"o" * 32}).check(resigned, NOW.timestamp()).reason is ReasonCode.BAD_SIGNATURE
 

@@ -39,6 +39,12 @@ class Situation:
     applies: bool = True  # False: the platform profile cannot show it (`detail` says why); not judged
 
 
+def _when(record: Mapping[str, Any]) -> float:
+    """When an event's data or a result happened on the clock the service ran on: the demo runs it
+    scaled, and then `platformTime` is that clock's instant (`observedAt`/`at` the wall clock's)."""
+    return _instant(record.get("platformTime") or record.get("observedAt") or record.get("at"))
+
+
 def _instant(text: Any) -> float:
     if not isinstance(text, str):
         return float("nan")
@@ -119,7 +125,7 @@ class _Facts:
                 now_inside = data.get("to") in TRANSITIONAL
                 if now_inside != inside:
                     # Leaving sorts before entering at the same instant: a freed slot is reused.
-                    marks.setdefault(dialer, []).append((_instant(data.get("observedAt")), 1 if now_inside else 0))
+                    marks.setdefault(dialer, []).append((_when(data), 1 if now_inside else 0))
                     inside = now_inside
         peaks: dict[str, int] = {}
         for dialer, points in marks.items():
@@ -166,10 +172,10 @@ def _judge_start_while_stopping(f: _Facts) -> tuple[bool, str]:
             trail = f.trail(stop)
             if stop["campaignId"] != start["campaignId"] or f.path(stop) != ["RUNNING", "STOPPING", "STOPPED"]:
                 continue
-            began, ended = _instant(trail[0]["observedAt"]), _instant(trail[-1]["observedAt"])
-            if began <= _instant(refusal["at"]) <= ended:
+            began, ended = _when(trail[0]), _when(trail[-1])
+            if began <= _when(refusal) <= ended:
                 return True, (f"{start['campaignId']}: start refused TRANSITION_IN_FLIGHT "
-                              f"{_instant(refusal['at']) - began:.0f} s into a {ended - began:.0f} s stop")
+                              f"{_when(refusal) - began:.0f} s into a {ended - began:.0f} s stop")
     return False, "no start refused with TRANSITION_IN_FLIGHT between a stop's STOPPING and STOPPED"
 
 
@@ -179,7 +185,7 @@ def _judge_locked_list(f: _Facts) -> tuple[bool, str]:
         trail = f.trail(start)
         if deferral is None or not trail:
             continue
-        waited = _instant(trail[0]["observedAt"]) - _instant(deferral["at"])
+        waited = _when(trail[0]) - _when(deferral)
         if waited >= 0 and f.path(start)[:3] == ["STOPPED", "STARTING", "RUNNING"] \
                 and "COMPLETED" in f.outcomes(start):
             return True, f"{start['campaignId']}: deferred CONTACT_LIST_NOT_READY, started {waited:.0f} s later"
@@ -194,13 +200,13 @@ def _judge_over_capacity(f: _Facts) -> tuple[bool, str]:
         if deferral is None:
             continue
         std_trail = f.trail(std)
-        std_began = _instant(std_trail[0]["observedAt"]) if std_trail else float("inf")
+        std_began = _when(std_trail[0]) if std_trail else float("inf")
         for high in highs:
             high_trail = f.trail(high)
             if not high_trail or f.dialer_of(high["campaignId"]) != f.dialer_of(std["campaignId"]):
                 continue
-            high_began = _instant(high_trail[0]["observedAt"])
-            if _instant(deferral["at"]) <= high_began < std_began and "COMPLETED" in f.outcomes(high) \
+            high_began = _when(high_trail[0])
+            if _when(deferral) <= high_began < std_began and "COMPLETED" in f.outcomes(high) \
                     and "COMPLETED" in f.outcomes(std):
                 return True, (f"{f.dialer_of(std['campaignId'])}: STANDARD {std['campaignId']} deferred, HIGH "
                               f"{high['campaignId']} started {std_began - high_began:.0f} s before it")
@@ -214,7 +220,7 @@ def _judge_stalled_stop(f: _Facts) -> tuple[bool, str]:
         trail = f.trail(stop)
         if f.path(stop) != ["RUNNING", "STOPPING", "STOPPED"] or trail[0].get("dialerType") != "PREDICTIVE":
             continue
-        lasted = _instant(trail[-1]["observedAt"]) - _instant(trail[0]["observedAt"])
+        lasted = _when(trail[-1]) - _when(trail[0])
         delayed = any((d.get("anomaly") or {}).get("kind") == "TRANSITION_DELAYED" for d in trail)
         if uniform < lasted < window and not delayed and "COMPLETED" in f.outcomes(stop):
             return True, f"{stop['campaignId']}: STOPPING for {lasted:.0f} s (window {window:.0f} s), then STOPPED"

@@ -57,7 +57,7 @@ class Run:
 
     async def send(self, campaign_id: str, action: Action, *, priority: Priority = Priority.STANDARD,
                    signed: bool = True) -> Command:
-        command = Command(id=uuid.uuid4(), campaign_id=campaign_id, action=action, priority=priority,
+        command = Command(id=str(uuid.uuid4()), campaign_id=campaign_id, action=action, priority=priority,
                           requested_by=PRINCIPAL + self.step_key, issued_at=datetime.now(UTC))
         if signed:
             command = self.signer.sign(command)

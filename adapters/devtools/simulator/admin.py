@@ -13,6 +13,8 @@ POST /admin/campaigns/{id}/transition       {"outcome": "normal"|"stall"|"fail",
                                             "errors"?: [{"code","message"}]} -> {"appliedTo":
                                             "current"|"next"}: the transition in flight, else the next
 POST /admin/campaigns/{id}/release          finish a stalled or held transition now -> {"released": bool}
+POST /admin/campaigns/{id}/force-off        genesys: the platform forces it off at once (`forced_off`)
+                                            -> the campaign
 POST /admin/contactlists/{id}               {"state"?: ACTIVE|IMPORTING|LOCKED, "importStatus"?:
                                             COMPLETED|IN_PROGRESS|FAILED, "releaseAfterSeconds"?}
 POST /admin/dialers/{id}                    {"licensedCapacity": n}
@@ -153,6 +155,9 @@ def admin_routes(sim: Simulator) -> list[BaseRoute]:
     async def release(request: Request) -> Response:
         return json_response({"released": sim.engine.release(request.path_params["campaign_id"])})
 
+    async def force_off(request: Request) -> Response:
+        return json_response(sim.campaign_body(sim.engine.force_off(request.path_params["campaign_id"])))
+
     async def contact_list(request: Request) -> Response:
         data = await _body(request)
         list_state = _choice(data, "state", ("ACTIVE", "IMPORTING", "LOCKED"))
@@ -239,6 +244,7 @@ def admin_routes(sim: Simulator) -> list[BaseRoute]:
         Route("/admin/campaigns/{campaign_id}/state", guarded(campaign_state), methods=["POST"]),
         Route("/admin/campaigns/{campaign_id}/transition", guarded(transition), methods=["POST"]),
         Route("/admin/campaigns/{campaign_id}/release", guarded(release), methods=["POST"]),
+        Route("/admin/campaigns/{campaign_id}/force-off", guarded(force_off), methods=["POST"]),
         Route("/admin/contactlists/{list_id}", guarded(contact_list), methods=["POST"]),
         Route("/admin/dialers/{dialer_id}", guarded(dialer), methods=["POST"]),
         Route("/admin/notifications/drop", guarded(drop), methods=["POST"]),

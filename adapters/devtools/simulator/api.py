@@ -43,6 +43,7 @@ from .engine import (
 )
 from .lines import CAP_CODE, campaign_stats, line_distribution
 from .profiles import campaign_errors, contact_list_payload, error_body, genesys_status
+from .progress import RecycleTooSoon
 from .traffic import RequestKind
 
 if TYPE_CHECKING:
@@ -101,6 +102,10 @@ def api_routes(sim: Simulator) -> list[BaseRoute]:
                   methods=["GET"]),
             Route(f"{base}/campaigns/{{campaign_id}}/stats", api.gate("read", api.get_campaign_stats),
                   methods=["GET"]),
+            Route(f"{base}/campaigns/{{campaign_id}}/progress", api.gate("read", api.get_progress),
+                  methods=["GET"]),
+            Route(f"{base}/campaigns/{{campaign_id}}/progress", api.gate("command", api.delete_progress),
+                  methods=["DELETE"]),
             Route(f"{base}/campaigns/{{campaign_id}}/linedistribution",
                   api.gate("read", api.get_line_distribution), methods=["GET"]),
         ]
@@ -130,8 +135,8 @@ class _Api:
             }
             response = await self._serve(kind, handler, request)
             action = request.path_params.get("action") if kind == "command" else None
-            if kind == "command" and request.method == "PUT":
-                action = "put"
+            if kind == "command" and request.method in ("PUT", "DELETE"):
+                action = "put" if request.method == "PUT" else "recycle"
             sim.traffic.add(method=request.method, path=request.url.path, status=response.status_code, kind=kind,
                             campaign_id=campaign_id, dialer_id=dialer_id, action=action, **arrived)
             return response
@@ -274,6 +279,23 @@ class _Api:
         else:
             raise InvalidTransition(campaign.id, campaign.state, str(wanted))
         return json_response(self._campaign_body(campaign.id))
+
+    async def get_progress(self, request: Request) -> Response:
+        """genesys `CampaignProgress`: how far through its contact list the campaign is."""
+        engine = self.sim.engine
+        campaign = engine.campaign(request.path_params["campaign_id"])
+        assert engine.progress is not None  # the genesys profile always keeps it
+        contact_list = self.sim.tenant.contact_lists.get(campaign.contact_list_id)
+        return json_response(engine.progress.payload(campaign, engine.list_size(campaign),
+                                                     contact_list.name if contact_list else campaign.contact_list_id))
+
+    async def delete_progress(self, request: Request) -> Response:
+        """genesys recycle: the campaign's next record is the list's first. Nothing is turned on."""
+        try:
+            self.sim.engine.recycle(request.path_params["campaign_id"])
+        except RecycleTooSoon as exc:
+            return error_response(400, "bad.request", str(exc))
+        return Response(status_code=204)
 
     async def get_errors(self, request: Request) -> Response:
         campaign = self.sim.engine.campaign(request.path_params["campaign_id"])

@@ -136,7 +136,8 @@ class Simulator:
                        max_channels=self.config.max_channels)
         self.engine = Engine(self.tenant, self.scheduler, timing=self.config.timing, faults=self.faults,
                              on_campaign=self._campaign_changed, on_contact_list=self._list_changed,
-                             on_in_flight=self._in_flight_changed, visible=self.config.profile == "genesys")
+                             on_in_flight=self._in_flight_changed, visible=self.config.profile == "genesys",
+                             progress=self.config.profile == "genesys")
         self.engine.active_campaign_cap = self.config.active_campaign_cap
         self.app = Starlette(
             routes=[*api_routes(self), *admin_routes(self)],
@@ -222,6 +223,17 @@ class Simulator:
 
     def in_flight(self, dialer_id: str) -> int:
         return self.engine.in_flight_on(dialer_id)
+
+    def force_off(self, campaign_id: str) -> SimCampaign:
+        """genesys: the platform forces the campaign off (`forced_off`). Notifies subscribers."""
+        return self.engine.force_off(campaign_id)
+
+    def contacts_called(self, campaign_id: str) -> int:
+        """genesys: the campaign's position in its contact list (`numberOfContactsCalled`)."""
+        campaign = self.engine.campaign(campaign_id)
+        if self.engine.progress is None:
+            raise ValueError("only the genesys profile keeps campaign progress")
+        return self.engine.progress.called(campaign.id, self.engine.list_size(campaign))
 
     def campaign_body(self, campaign: SimCampaign) -> dict[str, Any]:
         """The campaign as the served profile shows it (GET, notifications, admin answers)."""

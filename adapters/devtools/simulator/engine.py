@@ -45,6 +45,7 @@ from schemas.types import TRANSITIONAL_STATES, Action, CampaignState, DialerType
 from .clock import Scheduler, Timer
 from .faults import FaultInjector, TransitionOverride
 from .lines import active_campaigns, cap_message
+from .progress import ProgressBook
 from .tenant import ListImportStatus, ListState, SimCampaign, SimContactList, Tenant
 
 __all__ = [
@@ -137,6 +138,10 @@ class Timing:
     specs: Mapping[tuple[TransitionKind, DialerType], DurationSpec] = field(
         default_factory=lambda: dict(DEFAULT_TIMING))
     release_delay: float = 1.0
+    # genesys: how fast a campaign that is on works through its contact list (progress.py). Slow
+    # by default (a 1,000-record list lasts 20,000 s): a campaign completes on its own only where
+    # a test or demo asks for it with a short list or a faster rate.
+    records_per_second: float = 0.05
 
     def duration(self, kind: TransitionKind, dialer_type: DialerType, calls: int) -> float:
         return self.specs[(kind, dialer_type)].seconds(calls)
@@ -206,6 +211,7 @@ class Engine:
         on_contact_list: ListListener = _ignore,
         on_in_flight: InFlightListener = _ignore,
         visible: bool = False,
+        progress: bool = False,
     ) -> None:
         self.tenant = tenant
         self.visible = visible
@@ -218,7 +224,12 @@ class Engine:
         self.transitions: dict[str, Transition] = {}
         self.active_campaign_cap: int | None = None  # the organisation's cap on active campaigns (lines.py)
         self._list_timers: dict[str, Timer] = {}
+        # genesys only: progress through the contact list, `complete` at its end (progress.py).
+        self.progress = (ProgressBook(scheduler, self.timing.records_per_second, self._exhaust)
+                         if progress else None)
         for campaign in tenant.campaigns.values():
+            if campaign.state is S.RUNNING and self.progress is not None:
+                self.progress.dialing(campaign, self.list_size(campaign))
             if campaign.state in _KIND_OF_STATE:
                 kind, target = _KIND_OF_STATE[campaign.state]
                 self._schedule(campaign, kind, target, self.faults.take_override(campaign.id))
@@ -297,6 +308,34 @@ class Engine:
         transition = self._schedule(campaign, kind, target, override)
         self._set_state(campaign, via)
         return transition
+
+    def list_size(self, campaign: SimCampaign) -> int:
+        contact_list = self.tenant.contact_lists.get(campaign.contact_list_id)
+        return contact_list.size if contact_list is not None else 0
+
+    def recycle(self, campaign_id: str) -> SimCampaign:
+        """genesys DELETE .../progress: back to record one (raises `RecycleTooSoon` within 5 s)."""
+        campaign = self.campaign(campaign_id)
+        if self.progress is None:
+            raise EngineError("this profile keeps no campaign progress")
+        self.progress.recycle(campaign, self.list_size(campaign))
+        return campaign
+
+    def force_off(self, campaign_id: str) -> SimCampaign:
+        """The platform forces a campaign off at once (`forced_off`), whatever it was doing."""
+        campaign = self.campaign(campaign_id)
+        current = self.transitions.pop(campaign_id, None)
+        if current is not None and current.timer is not None:
+            current.timer.cancel()
+        campaign.halt = "forced_off"
+        self._set_state(campaign, S.STOPPED, edit=True)  # off -> forced_off is a visible change
+        return campaign
+
+    def _exhaust(self, campaign_id: str) -> None:
+        campaign = self.tenant.campaigns.get(campaign_id)
+        if campaign is not None and campaign.state is S.RUNNING:
+            campaign.halt = "complete"
+            self._set_state(campaign, S.STOPPED)
 
     def _check_cap(self, action: Action) -> None:
         if self.active_campaign_cap is None or action not in (Action.START, Action.RESUME):
@@ -469,6 +508,13 @@ class Engine:
                    edit: bool = False) -> None:
         was_in_flight = campaign.state in TRANSITIONAL_STATES
         shown = self.visible_status(campaign)
+        if self.progress is not None and state is not campaign.state:
+            if state is S.RUNNING:
+                self.progress.dialing(campaign, self.list_size(campaign))
+            elif campaign.state is S.RUNNING:
+                self.progress.halted(campaign.id, self.list_size(campaign))
+        if state is not S.STOPPED:
+            campaign.halt = None
         campaign.state = state
         campaign.status_override = None
         seen = edit or not self.visible or self.visible_status(campaign) != shown

@@ -43,7 +43,11 @@ GENESYS_STATUS_OF_STATE: dict[CampaignState, str] = {
 
 
 def genesys_status(campaign: SimCampaign) -> str:
-    return campaign.status_override or GENESYS_STATUS_OF_STATE[campaign.state]
+    if campaign.status_override:
+        return campaign.status_override
+    if campaign.state is S.STOPPED and campaign.halt:
+        return campaign.halt  # complete, forced_off
+    return GENESYS_STATUS_OF_STATE[campaign.state]
 
 
 def _ref(entity_id: str, name: str, self_uri: str) -> dict[str, Any]:

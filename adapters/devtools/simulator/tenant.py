@@ -114,6 +114,9 @@ class SimCampaign:
     errors: list[dict[str, str]] = field(default_factory=list)
     version: int = 1
     status_override: str | None = None
+    # While STOPPED, Genesys' own reason when it names one: "complete" (the list ran out) or
+    # "forced_off" (the platform forced it off); None is a plain `off`. Cleared when it starts again.
+    halt: str | None = None
 
     @property
     def current_calls(self) -> int:
