@@ -39,9 +39,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--speed", type=float, default=DEFAULT_SPEED, metavar="N",
                         help=f"run platform and service time N times faster (1..100, default {DEFAULT_SPEED:g})")
     parser.add_argument("--profile", choices=("guide", "genesys"), default="guide",
-                        help="the platform API of simulator and service (default guide); on genesys the "
-                        "situations it cannot show (pause and resume while its profile has none) are "
-                        "skipped with the reason printed")
+                        help="the platform API of simulator and service (default guide); a step needing an "
+                        "action the profile's client does not support is skipped with the reason printed")
     parser.add_argument("--no-tui", action="store_true",
                         help="print one plain line per step, command, result and event instead of the live view")
     parser.add_argument("--broker", default=None, metavar="noida|tansu|HOST:PORT",
