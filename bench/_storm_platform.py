@@ -16,15 +16,18 @@ from typing import Any
 import httpx
 import orjson
 
-__all__ = ["CLIENT_ID", "SimProcess", "storm_tenant"]
+from schemas.types import Action
+
+__all__ = ["CLIENT_ID", "SimProcess", "storm_plan", "storm_tenant"]
 
 CLIENT_ID = "storm-bench"
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def storm_tenant(campaigns: int, dialers: int, *, high: int, max_calls: int, capacity: int,
-                 seed: int) -> tuple[dict[str, Any], list[str], set[str]]:
-    """The tenant document, the campaign ids, and the ids of the HIGH priority ones."""
+                 seed: int, running: int | None = None) -> tuple[dict[str, Any], list[str], set[str]]:
+    """The tenant document, the campaign ids, and the ids of the HIGH priority ones. The first
+    `running` campaigns (all if None) are RUNNING, the others STOPPED."""
     rng = random.Random(seed)
     width = max(4, len(str(campaigns)))
     dialer_ids = [f"dialer-{i + 1:02d}" for i in range(dialers)]
@@ -40,9 +43,26 @@ def storm_tenant(campaigns: int, dialers: int, *, high: int, max_calls: int, cap
         doc["contactLists"].append({"id": lid, "name": f"Contacts {i + 1}"})
         doc["campaigns"].append({"id": cid, "name": f"Campaign {i + 1}", "dialerType": dialer_type,
                                  "dialerId": dialer_ids[i % dialers], "contactListId": lid,
-                                 "state": "RUNNING", "activeCalls": rng.randint(0, max_calls)})
+                                 "state": "RUNNING" if running is None or i < running else "STOPPED",
+                                 "activeCalls": rng.randint(0, max_calls)})
         ids.append(cid)
     return doc, ids, set(ids[:high])
+
+
+def storm_plan(profile: str, ids: list[str], wave: int) -> list[list[tuple[str, Action]]]:
+    """The storm as waves of (campaign, action), each published at once when the one before has ended.
+
+    guide: one wave, every campaign stopped. genesys: the shift change under the active-campaign cap,
+    one group of `wave` campaigns after another: group 0 runs; each wave stops group k - 1 and starts
+    group k (the starts held by the cap gate until the stops free their places); the last wave stops
+    the last group. So every campaign is stopped once and all but the first group started once.
+    """
+    if profile == "guide":
+        return [[(cid, Action.STOP) for cid in ids]]
+    groups = [ids[i:i + wave] for i in range(0, len(ids), wave)]
+    waves = [[(cid, Action.STOP) for cid in groups[k - 1]] + [(cid, Action.START) for cid in groups[k]]
+             for k in range(1, len(groups))]
+    return [*waves, [(cid, Action.STOP) for cid in groups[-1]]]
 
 
 def _die_with_parent() -> None:
@@ -55,9 +75,9 @@ class SimProcess:
     """`python -m adapters.cli.simulate` on a free port; stopped (TERM, then KILL) on the way out."""
 
     def __init__(self, tenant_file: Path, scale: float, secret: str, log_file: Path, seed: int, *,
-                 diag: bool = False) -> None:
+                 diag: bool = False, profile: str = "guide") -> None:
         entry = ["-m", "bench._storm_simdiag"] if diag else ["-m", "adapters.cli.simulate"]
-        self._argv = [sys.executable, *entry, "--tenant", str(tenant_file),
+        self._argv = [sys.executable, *entry, "--profile", profile, "--tenant", str(tenant_file),
                       "--time-scale", f"{scale:g}", "--rate-clock", "sim", "--client-id", CLIENT_ID,
                       "--seed", str(seed), "--port", "0"]
         self._env = {**os.environ, "CAMPAIGN_FSM_SIM_CLIENT_SECRET": secret}

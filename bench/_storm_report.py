@@ -26,7 +26,9 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def report(runs: list[ServiceRun], naive: NaiveRun | None, campaigns: int) -> tuple[str, dict[str, Any]]:
+def report(runs: list[ServiceRun], naive: NaiveRun | None, campaigns: int, *,
+           profile: str = "guide") -> tuple[str, dict[str, Any]]:
+    genesys = profile == "genesys"
     up = next((r for r in runs if r.notifications), None)
     down = next((r for r in runs if not r.notifications), None)
     rows: list[tuple[str, list[Any], str]] = []
@@ -38,11 +40,15 @@ def report(runs: list[ServiceRun], naive: NaiveRun | None, campaigns: int) -> tu
     row("service startup, real s", lambda r: round(r.startup_real_s, 1))
     row("storm, real s", lambda r: round(r.real_s, 1))
     row("storm, sim s", lambda r: round(r.sim_s, 1))
-    row("completed", lambda r: r.completed, f"== {campaigns}")
+    row("commands (stops and starts), waves", lambda r: f"{r.transitions}, {r.waves}")
+    row("completed", lambda r: r.completed, "== commands")
     row("other terminal results", lambda r: sum(n for o, n in r.outcomes.items() if o != "COMPLETED"), "0")
     row("platform: campaigns STOPPED", lambda r: r.final_states["STOPPED"], f"== {campaigns}")
     row("max in flight per dialer", lambda r: r.max_in_flight(), "<= 2")
-    row("peak reads per sim s", lambda r: r.peak_reads_per_s(), "<= 10")
+    row("peak reads per sim s", lambda r: r.peak_reads_per_s(), "" if genesys else "<= 10")
+    row("peak requests (any method) per sim 60 s", lambda r: r.peak_requests_per_60s(), "<= 300" if genesys else "")
+    row("held DEFERRED by the active-campaign cap", lambda r: r.cap_deferred())
+    row("HTTP 400", lambda r: r.status(400), "0")
     row("HTTP 409", lambda r: r.status(409), "0")
     row("HTTP 429", lambda r: r.status(429), "0")
     row("HTTP 500", lambda r: r.status(500), "0")
@@ -55,7 +61,7 @@ def report(runs: list[ServiceRun], naive: NaiveRun | None, campaigns: int) -> tu
     row("longest wait between POSTs on a dialer, sim s", lambda r: round(r.max_post_gap_s(), 1),
         "stagger 15 (longer while 2 slow stops fill both slots)")
     row("detect p50, sim ms", lambda r: round(percentile(r.detect_ms, 50), 1))
-    row("detect p99, sim ms", lambda r: round(percentile(r.detect_ms, 99), 1), "ws-up <= 100")
+    row("detect p99, sim ms", lambda r: round(percentile(r.detect_ms, 99), 1), "" if genesys else "ws-up <= 100")
     row("detect max, sim ms", lambda r: round(max(r.detect_ms, default=math.nan), 1))
     row("detect > 1 s sim (count)", lambda r: sum(1 for v in r.detect_ms if v > 1000))
     row("detect p99 after last ACCEPTED, sim ms", lambda r: round(percentile(r.detect_late_ms, 99), 1))
@@ -82,11 +88,17 @@ def report(runs: list[ServiceRun], naive: NaiveRun | None, campaigns: int) -> tu
                      f"STOPPED seen via {_counts(dict(r.causes))}")
     summary: dict[str, Any] = {}
     if runs:
+        summary["profile"] = profile
+        summary["commands"] = max(r.transitions for r in runs)
+        summary["waves"] = max(r.waves for r in runs)
         summary["completed"] = min(r.completed for r in runs)
         for r in runs:
             summary[f"completed_{_key(r)}"] = r.completed
         summary["max_in_flight_per_dialer"] = max(r.max_in_flight() for r in runs)
         summary["peak_reads_per_s"] = max(r.peak_reads_per_s() for r in runs)
+        summary["peak_requests_per_60s"] = max(r.peak_requests_per_60s() for r in runs)
+        summary["cap_deferred"] = max(r.cap_deferred() for r in runs)
+        summary["http_400"] = sum(r.status(400) for r in runs)
         summary["http_409"] = sum(r.status(409) for r in runs)
         summary["http_429"] = sum(r.status(429) for r in runs)
         summary["http_500"] = sum(r.status(500) for r in runs)
@@ -123,7 +135,7 @@ def report(runs: list[ServiceRun], naive: NaiveRun | None, campaigns: int) -> tu
     if naive is not None:
         summary["scale_naive"] = naive.scale
         summary["real_s_naive"] = round(naive.result.real_s, 1)
-    misses = _misses(summary, runs, naive, campaigns)
+    misses = _misses(summary, runs, naive, genesys=genesys)
     summary["targets_met"] = not misses
     summary["missed"] = misses
     text = "\n".join(lines if runs else lines[len(rows) + 2:]).strip("\n")
@@ -142,18 +154,21 @@ def _round(value: float) -> float | None:
     return None if math.isnan(value) else round(value, 1)
 
 
-def _misses(s: dict[str, Any], runs: list[ServiceRun], naive: NaiveRun | None, campaigns: int) -> list[str]:
+def _misses(s: dict[str, Any], runs: list[ServiceRun], naive: NaiveRun | None, *, genesys: bool) -> list[str]:
     misses = []
-    if any(r.completed != campaigns for r in runs):
+    if any(r.completed != r.transitions or r.timed_out for r in runs):
         misses.append("completed")
     if s.get("max_in_flight_per_dialer", 0) > 2:
         misses.append("max_in_flight_per_dialer")
-    if s.get("peak_reads_per_s", 0) > 10:
+    if genesys and s.get("peak_requests_per_60s", 0) > 300:
+        misses.append("peak_requests_per_60s")
+    if not genesys and s.get("peak_reads_per_s", 0) > 10:
         misses.append("peak_reads_per_s")
-    misses += [k for k in ("http_409", "http_429", "http_500") if s.get(k, 0)]
+    misses += [k for k in ("http_400", "http_409", "http_429", "http_500") if s.get(k, 0)]
     if naive is not None and s.get("gets_per_transition", 0) * 5 > s["naive_gets_per_transition"]:
         misses.append("gets_per_transition")
     up = s.get("detect_p99_ms_ws_up")
-    if any(r.notifications for r in runs) and (up is None or up > 100):
+    # The 100 ms target is the guide's, at its scale of 2; genesys runs at a scale 10x that (see storm_bench.py).
+    if not genesys and any(r.notifications for r in runs) and (up is None or up > 100):
         misses.append("detect_p99_ms_ws_up")
     return misses

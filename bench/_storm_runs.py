@@ -98,6 +98,8 @@ class ServiceRun:
     scale: float
     notifications: bool
     campaigns: int
+    transitions: int = 0  # commands sent (guide: one stop per campaign; genesys: the waves' stops and starts)
+    waves: int = 1
     outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
     real_s: float = 0.0
     startup_real_s: float = 0.0
@@ -116,6 +118,7 @@ class ServiceRun:
     detect_late_ms: list[float] = field(default_factory=list)  # detections of STOPPEDs after the last ACCEPTED
     loop_lag_ms: list[tuple[float, float]] = field(default_factory=list)  # (monotonic, real ms a 10 ms sleep overslept)
     sim_stalls: list[tuple[str, float, float]] = field(default_factory=list)  # --sim-diag: (gc|lag, monotonic, ms)
+    cap_deferred_count: int = 0
 
     @property
     def completed(self) -> int:
@@ -141,7 +144,19 @@ class ServiceRun:
         return sum(1 for r in self.requests if r["kind"] == "command" and r["campaignInFlight"])
 
     def gets_per_transition(self) -> float:
-        return len(self.reads()) / self.campaigns
+        return len(self.reads()) / (self.transitions or self.campaigns)
+
+    def api_requests(self) -> list[dict[str, Any]]:
+        """Every request the service made of the API, any method (the token POST apart: Genesys takes
+        it at login.<region>, outside the API's per-client budget)."""
+        return [r for r in self.requests if r["kind"] != "auth"]
+
+    def peak_requests_per_60s(self) -> int:
+        return peak_in_window((r["simTime"] for r in self.api_requests()), 60.0)
+
+    def cap_deferred(self) -> int:
+        """Commands held DEFERRED by the active-campaign cap gate (at least once)."""
+        return self.cap_deferred_count
 
     def sim_after_storm(self, wall: float) -> float:
         return (wall - self.storm_at) * self.scale
@@ -191,7 +206,8 @@ class _Seen:
     outcomes: dict[str, str] = field(default_factory=dict)  # command id -> latest terminal outcome
     stopped_at: dict[str, float] = field(default_factory=dict)  # campaign -> STOPPED event received (monotonic)
     cause: dict[str, str] = field(default_factory=dict)
-    log: list[tuple[float, str, str, str | None]] = field(default_factory=list)  # received, campaign, outcome, reason
+    # received, campaign, outcome, reason, command id
+    log: list[tuple[float, str, str, str | None, str]] = field(default_factory=list)
 
 
 async def _watch(broker: BrokerHandle, topics: TopicNames, fetch_wait_ms: int, seen: _Seen,
@@ -210,11 +226,14 @@ async def _watch(broker: BrokerHandle, topics: TopicNames, fetch_wait_ms: int, s
                     value = orjson.loads(record.value)
                     if tp.topic == topics.events:
                         data = value.get("data", {})
-                        if data.get("to") == "STOPPED":
+                        # A campaign's first record, "(new) -> STOPPED" (genesys: the start-up reconcile of
+                        # the campaigns that are off), is no detection of the storm's stop.
+                        if data.get("to") == "STOPPED" and data.get("from") is not None:
                             seen.stopped_at.setdefault(value["subject"], received)
                             seen.cause.setdefault(value["subject"], str(data.get("cause")))
                     else:
-                        seen.log.append((received, value["campaignId"], value["outcome"], value.get("reason")))
+                        seen.log.append((received, value["campaignId"], value["outcome"], value.get("reason"),
+                                         value["commandId"]))
                         if value.get("outcome") in _TERMINAL:
                             seen.outcomes[value["commandId"]] = value["outcome"]
     finally:
@@ -240,14 +259,17 @@ async def _progress(label: str, scale: float, started: float, total: int, seen: 
 
 
 async def service_run(broker: BrokerHandle, args: argparse.Namespace, workdir: Path, tenant: dict[str, Any],
-                      ids: list[str], high: set[str], *, label: str, scale: float,
-                      notifications: bool) -> ServiceRun:
-    run = ServiceRun(label, scale, notifications, len(ids))
+                      ids: list[str], high: set[str], *, label: str, scale: float, notifications: bool,
+                      plan: list[list[tuple[str, Action]]]) -> ServiceRun:
+    """One service run: each wave of `plan` published at once, the next when every command of it has ended."""
+    total = sum(len(wave) for wave in plan)
+    run = ServiceRun(label, scale, notifications, len(ids), transitions=total, waves=len(plan))
     tenant_file = workdir / f"tenant-{label}.json"
     tenant_file.write_bytes(orjson.dumps(tenant))
     secret = uuid.uuid4().hex
     sim_log = workdir / f"simulator-{label}.log"
-    async with SimProcess(tenant_file, scale, secret, sim_log, args.seed, diag=args.sim_diag) as sim:
+    async with SimProcess(tenant_file, scale, secret, sim_log, args.seed, diag=args.sim_diag,
+                          profile=args.profile) as sim:
         print(f"[{label}] simulator pid {sim.pid} at {sim.url}, scale {scale:g}", file=sys.stderr, flush=True)
         prefix = f"storm-{uuid.uuid4().hex[:8]}.{label}."
         topics = TopicNames.with_prefix(prefix)
@@ -260,7 +282,8 @@ async def service_run(broker: BrokerHandle, args: argparse.Namespace, workdir: P
         started = time.monotonic()
         async with local_stack(broker, topics, platform=Platform(sim.url, CLIENT_ID, secret), group=prefix + "group",
                                scale=scale, partitions=6, client_id="storm-bench",
-                               service_options=service_options, notifications=notifications) as stack:
+                               service_options=service_options, notifications=notifications,
+                               profile=args.profile) as stack:
             run.startup_real_s = stack.startup_s
             producer = stack.producer
             watcher = asyncio.create_task(_watch(broker, topics, args.fetch_wait_ms, seen, stop),
@@ -268,22 +291,23 @@ async def service_run(broker: BrokerHandle, args: argparse.Namespace, workdir: P
             lag = asyncio.create_task(_loop_lag(run.loop_lag_ms), name=f"storm-loop-lag-{label}")
             progress: asyncio.Task[None] | None = None
             try:
-                now = datetime.now(UTC)
-                commands = [Command(id=uuid.uuid4(), campaign_id=cid, action=Action.STOP,
-                                    priority=Priority.HIGH if cid in high else Priority.STANDARD,
-                                    requested_by="storm-bench", issued_at=now) for cid in ids]
                 started = time.monotonic()
-                await producer.send_many(OutgoingRecord(topics.commands, c.campaign_id, c) for c in commands)
                 progress = asyncio.create_task(
-                    _progress(label, scale, started, len(ids), seen, args.progress_s), name=f"storm-progress-{label}")
+                    _progress(label, scale, started, total, seen, args.progress_s), name=f"storm-progress-{label}")
                 deadline = started + args.cap_s / scale
-                while len(seen.outcomes) < len(ids):
-                    if time.monotonic() > deadline:
-                        run.timed_out = True
-                        break
-                    if watcher.done():
-                        watcher.result()  # the consumer died: raise why
-                    await asyncio.sleep(0.05)
+                published = 0
+                for wave in plan:
+                    now = datetime.now(UTC)
+                    commands = [Command(id=uuid.uuid4(), campaign_id=cid, action=action,
+                                        priority=Priority.HIGH if cid in high else Priority.STANDARD,
+                                        requested_by="storm-bench", issued_at=now) for cid, action in wave]
+                    await producer.send_many(OutgoingRecord(topics.commands, c.campaign_id, c) for c in commands)
+                    published += len(commands)
+                    while len(seen.outcomes) < published and not run.timed_out:
+                        run.timed_out = time.monotonic() > deadline
+                        if watcher.done():
+                            watcher.result()  # the consumer died: raise why
+                        await asyncio.sleep(0.05)
                 run.real_s = time.monotonic() - started
             finally:
                 for task in (progress, lag):
@@ -296,7 +320,9 @@ async def service_run(broker: BrokerHandle, args: argparse.Namespace, workdir: P
                 await watcher
         run.outcomes.update(seen.outcomes.values())
         run.storm_at, run.high = started, frozenset(high)
-        run.accepted_at = [at for at, _, outcome, _ in seen.log if outcome == "ACCEPTED"]
+        run.accepted_at = [at for at, _, outcome, _, _ in seen.log if outcome == "ACCEPTED"]
+        run.cap_deferred_count = len({cmd for _, _, outcome, reason, cmd in seen.log
+                                      if outcome == "DEFERRED" and reason == "ACTIVE_CAMPAIGN_CAP"})
         traffic = await sim.admin("/admin/traffic")
         state = await sim.admin("/admin/state")
     if args.sim_diag:

@@ -5,6 +5,7 @@
     campaign-fsm demo                 # live terminal view, bundled noida broker, time x20
     campaign-fsm demo --no-tui        # plain lines, for logs and CI
     campaign-fsm demo --speed 10 --keep-data ./demo-run
+    campaign-fsm demo --profile genesys --no-tui   # the Genesys Cloud API; what it cannot show is skipped
 
 Exit codes: 0 every scripted situation was seen on the topics and the audit is clean; 1 a
 situation is missing or the audit found something; 2 bad options or no broker; 128+N when
@@ -37,6 +38,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--speed", type=float, default=DEFAULT_SPEED, metavar="N",
                         help=f"run platform and service time N times faster (1..100, default {DEFAULT_SPEED:g})")
+    parser.add_argument("--profile", choices=("guide", "genesys"), default="guide",
+                        help="the platform API of simulator and service (default guide); a step needing an "
+                        "action the profile's client does not support is skipped with the reason printed")
     parser.add_argument("--no-tui", action="store_true",
                         help="print one plain line per step, command, result and event instead of the live view")
     parser.add_argument("--broker", default=None, metavar="noida|tansu|HOST:PORT",
@@ -66,5 +70,6 @@ def _run(args: argparse.Namespace) -> int:
         topic_prefix=args.topic_prefix,
         report=args.report,
         color=tui and "NO_COLOR" not in os.environ,
+        profile=args.profile,
     )
     return main(options)

@@ -60,6 +60,7 @@ _KIND_STYLE: dict[str, str] = {
     "info": "dim",
     "ok": "green",
     "fail": "red",
+    "skip": "yellow",
 }
 _MIN_EVENT_LINES = 3
 
@@ -94,7 +95,7 @@ class DialerRow:
 
 @dataclass(frozen=True, slots=True)
 class StreamLine:
-    """A line of the event stream. `kind`: step, command, result, event, info, ok, fail."""
+    """A line of the event stream. `kind`: step, command, result, event, info, ok, fail, skip."""
 
     kind: str
     text: str

@@ -2,7 +2,8 @@
 
 The first test runs the demo in-process against the session broker, with the live view drawn into
 a buffer at a fixed size, then reads the three topics back itself and checks each situation from
-those records (and that the checks fail when a fact is taken away). The others run the real
+those records (and that the checks fail when a fact is taken away); the second runs it on the
+genesys profile, where what the profile cannot show is reported not applicable. The others run the real
 command as a process, with the bundled broker it starts and stops by PID: once to its end with
 `--no-tui` (what CI runs), and interrupted by SIGINT (live view, in a pseudo-terminal) and by
 SIGTERM (plain lines), after which no process it started may remain.
@@ -36,6 +37,8 @@ from adapters.audit import read_events
 from adapters.devtools.brokers import BrokerHandle
 from adapters.devtools.demo import SITUATIONS, DemoOptions, check_situations, run_demo
 from adapters.kafka import read_topic
+from adapters.platform.profiles import SUPPORTED_ACTIONS, Profile
+from schemas.types import Action
 
 pytestmark = pytest.mark.integration
 
@@ -137,6 +140,50 @@ async def test_every_situation_is_on_the_topics_and_the_audit_is_clean(
     assert any(line.startswith(" dlr-prog-central") and "/2" in line for line in lines)
     assert "notifications UP" in frames[-1] and "reads/s" in frames[-1]
     assert "uk-retention-q3" in summary and "demo PASSED" in summary and "HTML report:" in summary
+
+
+async def test_the_genesys_profile_runs_every_situation_that_applies_and_says_why_others_do_not(
+        broker: BrokerHandle, unique_name: Callable[[str], str], tmp_path: Path) -> None:
+    out = io.StringIO()
+    options = DemoOptions(speed=float(_SPEED), tui=False, topic_prefix=unique_name("demo-genesys") + ".",
+                          report=tmp_path / "report.html", profile="genesys")
+    outcome = await run_demo(options, broker, out=out, data_dir=tmp_path)
+    text = out.getvalue()
+    assert outcome.exit_code == 0, text[-4000:]
+    assert "(genesys profile)" in text
+
+    # Which situations apply is the running client's supported actions, whatever they are today.
+    supported = SUPPORTED_ACTIONS[Profile.GENESYS]
+    pausing = {Action.PAUSE, Action.RESUME} <= supported
+    expected_skips = set() if pausing else {"pause-resume"}
+    assert set(outcome.not_applicable) == expected_skips
+    assert {s.key for s in outcome.situations if not s.applies} == expected_skips
+    assert all(s.ok for s in outcome.situations if s.applies), [s for s in outcome.situations if not s.ok]
+    assert len([s for s in outcome.situations if s.applies]) == len(SITUATIONS) - len(expected_skips)
+    if not pausing:
+        assert re.search(r"skip\s+3/9 pause and resume: not applicable: the genesys profile has no pause or "
+                         r"resume action \(supported: start, stop\)", text)
+        assert "[n/a] pause and resume" in text
+        assert "(1 not applicable on genesys: pause-resume)" in text
+    assert "demo PASSED" in text and "MISSING" not in text and outcome.audit_clean
+
+    # Read back: Genesys shows no starting status, so the failing transition there is a stop.
+    topics = outcome.topics
+    config = broker.kafka_config(topics=topics)
+    commands = [orjson.loads(r.value) for r in await read_topic(config, topics.commands) if r.value]
+    results = [orjson.loads(r.value) for r in await read_topic(config, topics.results) if r.value]
+    events = [orjson.loads(r.value) for r in await read_topic(config, topics.events) if r.value]
+    failing = [c for c in _by_step(commands, "failure-reset")
+               if any(outcome == "FAILED" for outcome, _ in _results_of(results, c))]
+    assert [c["action"] for c in failing] == ["stop"]
+    failed = [d for d in _events_of(events, failing[0]["campaignId"]) if d["to"] == "FAILED"]
+    assert len(failed) == 1 and failed[0]["from"] == "STOPPING"
+    assert failed[0]["errors"][0]["code"] == "dialer.trunk.unavailable"
+    assert not _by_step(commands, "pause-resume") or pausing
+    # The judge still needs the facts: without the FAILED event, no failure-reset.
+    situations = check_situations(commands, results, [e for e in events if e["data"]["to"] != "FAILED"],
+                                  not_applicable=outcome.not_applicable)
+    assert not next(s.ok for s in situations if s.key == "failure-reset")
 
 
 # --- the real command, as a process --------------------------------------------------------------

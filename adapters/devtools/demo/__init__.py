@@ -25,6 +25,12 @@ those records alone whether each situation happened; the audit replays `campaign
 chain, sequences, last events against `campaign.state`) and writes the HTML report. Exit code 0
 only when every situation was seen and the audit is clean.
 
+Profiles (`profile`): `guide` (default) or `genesys`, the platform API the simulator serves and the
+service speaks. A step needing an action the running client does not support is skipped with the
+reason printed, and its situation is reported not applicable instead of judged (none is today:
+genesys pauses and resumes with `off` and `on`). On genesys the failing transition of step 8 is a stop:
+Genesys shows no starting status, so a start is `on` at once and its failure only a later observation.
+
 Time is scaled (`speed`): the service and the simulator share the factor, so a 90 s predictive
 drain takes 4.5 s at the default speed 20.
 

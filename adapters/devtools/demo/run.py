@@ -22,6 +22,7 @@ from adapters.kafka import KafkaSettings, TopicNames, read_topic
 from adapters.signing import Signer
 from fsm.audit import check_state_records
 from schemas.commands import Command
+from schemas.types import Action
 
 from ..brokers import BrokerError, BrokerHandle, parse_broker_choice
 from ..simulator import Simulator, SimulatorConfig
@@ -30,12 +31,15 @@ from ..tui import LiveView, plain_frame
 from .feed import Feed, Observer
 from .scenario import KEY_ID, demo_tenant
 from .situations import SITUATIONS, Situation, check_situations
-from .steps import STEPS, Run, StepFailed
+from .steps import STEPS, Run, StepFailed, not_applicable
 from .view import Viewer, result_text
 
 __all__ = ["DEFAULT_SPEED", "DemoOptions", "DemoOutcome", "run_demo"]
 
 DEFAULT_SPEED = 20.0
+PROFILES = ("guide", "genesys")
+# Genesys runs at most 50 voice campaigns at once per organisation; the simulator enforces it there.
+_GENESYS_ACTIVE_CAP = 50
 MIN_SPEED, MAX_SPEED = 1.0, 100.0
 
 
@@ -51,9 +55,12 @@ class DemoOptions:
     report: Path | None = None
     tui_size: tuple[int, int] | None = None
     color: bool = True
+    profile: str = "guide"  # the platform profile of simulator and service: guide | genesys
 
     def problems(self) -> list[str]:
         found = []
+        if self.profile not in PROFILES:
+            found.append(f"--profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
         if not MIN_SPEED <= self.speed <= MAX_SPEED:
             found.append(f"--speed must be within {MIN_SPEED:g}..{MAX_SPEED:g}, got {self.speed:g}")
         try:
@@ -87,6 +94,7 @@ class DemoOutcome:
     failure: str | None = None
     steps_done: int = 0
     records: dict[str, list[Any]] = field(default_factory=dict)
+    not_applicable: dict[str, str] = field(default_factory=dict)  # step key -> why the profile cannot run it
 
 
 def _topics_for(options: DemoOptions, broker: BrokerHandle) -> TopicNames:
@@ -122,17 +130,20 @@ async def run_demo(options: DemoOptions, broker: BrokerHandle, *, out: TextIO, d
     signer = Signer(KEY_ID, key)
     tenant = demo_tenant()
     names = {c.id: c.name for c in tenant.campaigns.values()}
-    sim = Simulator(tenant, SimulatorConfig(rate_clock="sim"), time_scale=options.speed)
+    genesys = options.profile == "genesys"
+    sim = Simulator(tenant, SimulatorConfig(profile="genesys" if genesys else "guide", rate_clock="sim",
+                                            active_campaign_cap=_GENESYS_ACTIVE_CAP if genesys else None),
+                    time_scale=options.speed)
     live: LiveView | None = None
     async with contextlib.AsyncExitStack() as stack:
         local = await stack.enter_async_context(local_stack(
             broker, topics, platform=sim, group=f"campaign-fsm-demo-{uuid.uuid4().hex[:8]}", scale=options.speed,
             data_dir=data_dir, client_id="campaign-fsm-demo", auth={"keys": {KEY_ID: key_text}},
-            ignore_environment=True))
+            ignore_environment=True, profile=options.profile))
         service, producer, settings = local.service, local.producer, local.settings
         assert service.parts is not None
-        feed.emit("info", f"simulator {local.platform.url}: {len(tenant.campaigns)} campaigns on "
-                          f"{len(tenant.dialers)} dialers, time x{options.speed:g}")
+        feed.emit("info", f"simulator {local.platform.url} ({options.profile} profile): {len(tenant.campaigns)} "
+                          f"campaigns on {len(tenant.dialers)} dialers, time x{options.speed:g}")
         feed.emit("info", f"service ready: {len(service.parts.orchestrator.campaigns)} campaigns reconciled; "
                           f"metrics at {service.parts.http_url}/metrics")
         sent: dict[str, Command] = {}
@@ -144,7 +155,7 @@ async def run_demo(options: DemoOptions, broker: BrokerHandle, *, out: TextIO, d
         if options.tui:
             live = LiveView(out, viewer.snapshot, size=options.tui_size, color=options.color)
             await stack.enter_async_context(live.running())
-        await _play(run, viewer, feed, outcome)
+        await _play(run, viewer, feed, outcome, options.profile, service.parts.client.supported_actions)
         final = viewer.snapshot()  # before the service stops: channels, gates and loads as they ended
     if live is not None:
         # The alternate screen is gone with the live view: leave the last frame in the scrollback.
@@ -156,15 +167,25 @@ async def run_demo(options: DemoOptions, broker: BrokerHandle, *, out: TextIO, d
     await _audit(config, topics, _default_report(options), outcome, feed)
     passed = outcome.failure is None and all(s.ok for s in outcome.situations) and outcome.audit_clean is True
     outcome.exit_code = 0 if passed else 1
-    feed.print(f"demo {'PASSED' if passed else 'FAILED'}: {sum(s.ok for s in outcome.situations)} of "
-               f"{len(SITUATIONS)} situations seen on the topics, audit "
-               f"{'clean' if outcome.audit_clean else 'NOT clean'}"
+    judged = [s for s in outcome.situations if s.applies]
+    skipped = [s.key for s in outcome.situations if not s.applies]
+    feed.print(f"demo {'PASSED' if passed else 'FAILED'}: {sum(s.ok for s in judged)} of "
+               f"{len(SITUATIONS) - len(skipped)} situations seen on the topics"
+               + (f" ({len(skipped)} not applicable on {options.profile}: {', '.join(skipped)})" if skipped else "")
+               + f", audit {'clean' if outcome.audit_clean else 'NOT clean'}"
                + (f"; {outcome.failure}" if outcome.failure else ""))
     return outcome
 
 
-async def _play(run: Run, viewer: Viewer, feed: Feed, outcome: DemoOutcome) -> None:
+async def _play(run: Run, viewer: Viewer, feed: Feed, outcome: DemoOutcome, profile: str,
+                supported: frozenset[Action]) -> None:
     for number, step in enumerate(STEPS, 1):
+        reason = not_applicable(step, profile, supported)
+        if reason is not None:
+            outcome.not_applicable[step.key] = reason
+            outcome.steps_done = number
+            feed.emit("skip", f"{number}/{len(STEPS)} {step.title}: not applicable: {reason}")
+            continue
         run.step_key = step.key
         viewer.step = f"step {number}/{len(STEPS)}: {step.title}"
         viewer.narration = step.narration
@@ -199,11 +220,12 @@ async def _read_back(config: KafkaSettings, topics: TopicNames, outcome: DemoOut
 
 def _judge(outcome: DemoOutcome, feed: Feed) -> None:
     outcome.situations = check_situations(outcome.records.get("commands", []), outcome.records.get("results", []),
-                                          outcome.records.get("events", []))
+                                          outcome.records.get("events", []), not_applicable=outcome.not_applicable)
     feed.print(f"situations, judged from {outcome.topics.commands}, {outcome.topics.results} and "
                f"{outcome.topics.events}:")
     for s in outcome.situations:
-        feed.print(f"  [{'ok' if s.ok else 'MISSING'}] {s.title}\n         {s.detail}")
+        mark = "n/a" if not s.applies else "ok" if s.ok else "MISSING"
+        feed.print(f"  [{mark}] {s.title}\n         {s.detail}")
 
 
 async def _audit(config: KafkaSettings, topics: TopicNames, report_path: Path, outcome: DemoOutcome,

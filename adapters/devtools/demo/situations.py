@@ -36,6 +36,7 @@ class Situation:
     title: str
     ok: bool
     detail: str
+    applies: bool = True  # False: the platform profile cannot show it (`detail` says why); not judged
 
 
 def _when(record: Mapping[str, Any]) -> float:
@@ -229,17 +230,19 @@ def _judge_stalled_stop(f: _Facts) -> tuple[bool, str]:
 
 def _judge_failure_reset(f: _Facts) -> tuple[bool, str]:
     resets = f.step("failure-reset", "reset")
-    for start in f.step("failure-reset", "start"):
-        trail = f.trail(start)
-        if not trail or trail[-1].get("to") != "FAILED" or not trail[-1].get("errors") \
-                or f.result(start, "FAILED") is None:
+    # The guide's failing transition is a start; Genesys' a stop (it shows no starting status).
+    for failing in f.step("failure-reset"):
+        trail = f.trail(failing)
+        if failing.get("action") not in ("start", "stop") or not trail or trail[-1].get("to") != "FAILED" \
+                or not trail[-1].get("errors") or f.result(failing, "FAILED") is None:
             continue
         for reset in resets:
             reset_trail = f.trail(reset)
-            if reset["campaignId"] == start["campaignId"] and reset_trail \
+            if reset["campaignId"] == failing["campaignId"] and reset_trail \
                     and reset_trail[0].get("from") == "FAILED" and "COMPLETED" in f.outcomes(reset):
                 codes = ", ".join(str(e.get("code")) for e in trail[-1]["errors"])
-                return True, f"{start['campaignId']}: FAILED ({codes}), reset to {reset_trail[0].get('to')}"
+                return True, (f"{failing['campaignId']}: {failing['action']} FAILED ({codes}), "
+                              f"reset to {reset_trail[0].get('to')}")
     return False, "no FAILED transition with platform errors followed by a completed reset"
 
 
@@ -265,15 +268,21 @@ _JUDGES: dict[str, Callable[[_Facts], tuple[bool, str]]] = {
 }
 
 
-def check_situations(commands: Sequence[Any], results: Sequence[Any], events: Sequence[Any]) -> list[Situation]:
+def check_situations(commands: Sequence[Any], results: Sequence[Any], events: Sequence[Any], *,
+                     not_applicable: Mapping[str, str] | None = None) -> list[Situation]:
     """Whether each scripted situation happened, from decoded topic records alone.
 
     `commands` are Command documents (the commands topic), `results` CommandResult documents,
     `events` CloudEvents of `campaign.events`. Each command's step is its `requestedBy`.
+    `not_applicable`: situation key -> why the platform profile cannot show it; those are not judged.
     """
     facts = _Facts(commands, results, events)
+    skipped = not_applicable or {}
     out = []
     for key, title in SITUATIONS:
+        if key in skipped:
+            out.append(Situation(key, title, True, f"not applicable: {skipped[key]}", applies=False))
+            continue
         try:
             ok, detail = _JUDGES[key](facts)
         except (KeyError, TypeError, ValueError, IndexError) as exc:  # a malformed record: not seen

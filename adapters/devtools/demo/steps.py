@@ -24,7 +24,7 @@ from ..simulator import Simulator
 from .feed import Feed, Observer
 from .scenario import KEY_ID, PRINCIPAL, STALL_S
 
-__all__ = ["STEPS", "Run", "StepFailed"]
+__all__ = ["STEPS", "Run", "StepFailed", "not_applicable"]
 
 _TERMINAL = ("COMPLETED", "REFUSED", "FAILED")
 
@@ -208,9 +208,21 @@ async def _stalled_stop(run: Run) -> None:
 async def _failure_reset(run: Run) -> None:
     cid = "event-rsvp"
     errors = [{"code": "dialer.trunk.unavailable", "message": "No outbound SIP trunk is available for this dialer."}]
-    run.sim.next_transition(cid, "fail", errors=errors)
-    start = await run.send(cid, Action.START)
-    await run.expect(start, "FAILED", sim_seconds=30)
+    if run.sim.config.profile == "genesys":
+        # Genesys has no starting status: a start shows `on` at once (the start COMPLETED) and a
+        # failure only later, as an observation. A stop's failure is seen within its transition
+        # (`stopping` -> `invalid`), so there the transition that fails is a stop.
+        start = await run.send(cid, Action.START)
+        await run.expect(start, "COMPLETED", sim_seconds=30)
+        # Armed while the start is still in flight inside the simulator, the failure would be the start's.
+        await run.until(lambda: run.sim.campaign(cid).state is CampaignState.RUNNING,
+                        f"{cid} RUNNING inside the simulator", sim_seconds=30)
+        run.sim.next_transition(cid, "fail", errors=errors)
+        failing = await run.send(cid, Action.STOP)
+    else:
+        run.sim.next_transition(cid, "fail", errors=errors)
+        failing = await run.send(cid, Action.START)
+    await run.expect(failing, "FAILED", sim_seconds=30)
     # The operator clears the fault in the platform's console; that console sends no notification,
     # so the model still says FAILED until the reset, which confirms the state with one read.
     run.sim.faults.drop_topic = f"v2.outbound.campaigns.{cid}"
@@ -235,6 +247,20 @@ class _Step:
     title: str
     narration: str
     run: Callable[[Run], Awaitable[None]]
+    needs: frozenset[Action] = frozenset()  # platform actions the step sends beyond start and stop
+
+
+def not_applicable(step: _Step, profile: str, supported: frozenset[Action]) -> str | None:
+    """Why `step` does not apply to a platform that supports `supported` (None: it applies).
+
+    Decided from the running client's supported actions, not from the profile's name, so a profile
+    that gains an action (pause and resume on genesys) runs the steps that need it.
+    """
+    missing = sorted(a.value for a in step.needs - supported)
+    if not missing:
+        return None
+    return (f"the {profile} profile has no {' or '.join(missing)} action "
+            f"(supported: {', '.join(sorted(a.value for a in supported))})")
 
 
 STEPS: tuple[_Step, ...] = (
@@ -243,7 +269,7 @@ STEPS: tuple[_Step, ...] = (
     _Step("unsigned", "unsigned command", "a stop without a signature arrives: refused before any platform call",
           _unsigned),
     _Step("pause-resume", "pause and resume", "card-upsell pauses (its predictive buffer drains), then resumes",
-          _pause_resume),
+          _pause_resume, needs=frozenset({Action.PAUSE, Action.RESUME})),
     _Step("start-while-stopping", "start during a stop", "broadband-winback is stopping; a start arrives "
           "before STOPPED: refused TRANSITION_IN_FLIGHT, accepted once stopped", _start_while_stopping),
     _Step("locked-list", "locked contact list", "reactivation's contact list is locked by an import: the "
@@ -252,8 +278,9 @@ STEPS: tuple[_Step, ...] = (
           "waits, HIGH goes at once", _over_capacity),
     _Step("stalled-stop", "stalled predictive stop", "uk-retention-q3's stop drains for 140 s: longer than a "
           "uniform 60 s timeout, inside the predictive 180 s window: not FAILED", _stalled_stop),
-    _Step("failure-reset", "failure and reset", "event-rsvp's start FAILS on the platform (no SIP trunk); "
-          "after the fix, a reset returns it to STOPPED and the start is retried", _failure_reset),
+    _Step("failure-reset", "failure and reset", "event-rsvp's start FAILS on the platform (no SIP trunk; on "
+          "genesys, which shows no starting status, its stop does); after the fix, a reset returns it to STOPPED "
+          "and the start is retried", _failure_reset),
     _Step("stop-storm", "stop storm", "end of shift: every campaign still dialing is stopped at once; "
           "two in flight per dialer, the rest queued", _stop_storm),
 )
