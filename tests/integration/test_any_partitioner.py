@@ -31,7 +31,6 @@ from adapters.devtools.simulator.tenant import generate_tenant
 from adapters.kafka import partition_of
 from adapters.service import Service
 from adapters.signing import Signer
-from schemas.base import encode
 from schemas.commands import Command
 from schemas.types import Action, CampaignState
 from tests.integration.harness import SIGNING_KEY_ID, Run, e2e
@@ -69,7 +68,12 @@ class _Librdkafka:
             else:
                 self.landed[str(command.id)] = int(msg.partition() or 0)
 
-        self._producer.produce(topic, value=encode(command), key=key, on_delivery=delivered)
+        # The record as signed: its value bytes and signing headers (docs/signing.md); a garbage key
+        # keeps the signature made for the campaign id, so it is refused KEY_MISMATCH before any check.
+        signed = command.signed
+        assert signed is not None
+        self._producer.produce(topic, value=signed.value, key=key, headers=list(signed.headers().items()),
+                               on_delivery=delivered)
 
     async def flush_and_close(self) -> None:
         left = await asyncio.to_thread(self._producer.flush, 30)
