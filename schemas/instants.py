@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import calendar
 from datetime import UTC, datetime
-from typing import Any
 
 __all__ = ["epoch_of", "epoch_stamp"]
 
-_second: list[Any] = [None, ""]  # the last whole second formatted: times come in bursts
+# Whole seconds already formatted: a record's instants (and the replay memory's) repeat across
+# snapshots, and strftime is most of the cost. Bounded: emptied when it grows past this.
+_seconds: dict[int, str] = {}
+_SECONDS_KEPT = 100_000
+_limits: dict[float, str] = {}
+_LIMITS_KEPT = 100_000
 _minutes: dict[str, int] = {}
 
 
@@ -31,6 +35,19 @@ def epoch_stamp(ts: float, *, up: bool = False) -> str:
     """`ts` (epoch seconds) as `YYYY-MM-DDTHH:MM:SS.mmmZ`: to the microsecond, then the millisecond
     cut (when something happened), or with `up` raised to the next one unless already on one (a
     limit the core compares against)."""
+    if not up:
+        return _stamp(ts, False)
+    # Rounded up are the replay memory's times (up to `replay_memory` per campaign), written again
+    # at every snapshot of the campaign: remembered, so a snapshot costs a lookup per entry.
+    text = _limits.get(ts)
+    if text is None:
+        if len(_limits) >= _LIMITS_KEPT:
+            _limits.clear()
+        text = _limits[ts] = _stamp(ts, True)
+    return text
+
+
+def _stamp(ts: float, up: bool) -> str:
     whole = int(ts // 1)
     micros = round((ts - whole) * 1_000_000)
     millis = -(-micros // 1000) if up else micros // 1000
@@ -45,10 +62,12 @@ def epoch_stamp(ts: float, *, up: bool = False) -> str:
         whole, millis = whole + 1, millis - 1000
     elif millis < 0:
         whole, millis = whole - 1, millis + 1000
-    if _second[0] != whole:
-        _second[0] = whole
-        _second[1] = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{_second[1]}.{millis:03d}Z"
+    prefix = _seconds.get(whole)
+    if prefix is None:
+        if len(_seconds) >= _SECONDS_KEPT:
+            _seconds.clear()
+        prefix = _seconds[whole] = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{prefix}.{millis:03d}Z"
 
 
 def epoch_of(value: object) -> float:
