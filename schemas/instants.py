@@ -27,6 +27,7 @@ __all__ = ["epoch_of", "epoch_stamp"]
 _seconds: dict[int, str] = {}
 _SECONDS_KEPT = 100_000
 _limits: dict[float, str] = {}
+_EARLIEST, _LATEST = 0, 253_402_300_800  # 1970-01-01, 10000-01-01
 _LIMITS_KEPT = 100_000
 _minutes: dict[str, int] = {}
 
@@ -79,6 +80,9 @@ def epoch_of(value: object) -> float:
     if isinstance(value, bool):
         raise TypeError(f"not an instant: {value!r}")
     if isinstance(value, int | float):
+        # Only what can be written again: a planted 1e12 must not fail the campaign's next snapshot.
+        if not _EARLIEST <= value < _LATEST:
+            raise ValueError(f"not an instant: {value!r} epoch seconds is outside years 1970 to 9999")
         return float(value)
     if not isinstance(value, str):
         raise TypeError(f"not an instant: {type(value).__name__}")

@@ -120,7 +120,9 @@ def test_a_record_with_epoch_seconds_restores_to_the_same_campaign() -> None:
     CampaignStateRecord.model_validate_json(orjson.dumps(old))  # still valid on restore
     assert list(_SCHEMA.iter_errors(old)), "but no longer what is published, nor written"
     assert _stored(Campaign.restore(old)) == record
-    for bad in ("yesterday", "2026-01-01T00:00:00", True, [T]):
+    # A number that could not be written again (a planted record) is refused on restore, not at the
+    # campaign's next snapshot.
+    for bad in ("yesterday", "2026-01-01T00:00:00", True, [T], 1e12, -1.0, float("nan")):
         with pytest.raises((ValueError, TypeError)):
             Campaign.restore({**old, "enteredAt": bad})
 
@@ -168,3 +170,18 @@ def test_the_published_schema_says_the_one_timestamp_format_for_every_instant() 
         assert branches[0]["pattern"] == TIMESTAMP_PATTERN
     issued = props["recentCommands"]["anyOf"][0]["items"]["prefixItems"][1]
     assert issued["pattern"] == TIMESTAMP_PATTERN
+
+
+async def test_a_planted_instant_that_cannot_be_written_again_quarantines_its_record() -> None:
+    w = await world([FakeCampaign("c1", S.RUNNING), FakeCampaign("c2", S.RUNNING)])
+    records = {r["campaignId"]: r for r in w.sink.durable_records()}
+    records["c1"]["enteredAt"] = 1e12  # year 33658: no timestamp can say it
+    w2 = await restart(w, list(records.values()))
+    try:
+        assert w2.orch.ready and w2.orch.quarantined == {"record": 1}
+        assert w2.orch.campaigns["c1"].current is S.RUNNING, "read from the platform instead"
+        stop = signed(w2.command("c1", Action.STOP))
+        assert (await w2.orch.submit(stop)).outcome.value == "ACCEPTED", "and its next snapshot is written"
+        assert isinstance(w2.sink.durable_records()[-1]["enteredAt"], str)
+    finally:
+        await w2.orch.close()
