@@ -524,7 +524,7 @@ def parse_time(text: str) -> float:
         millis = int(text[20:23])
         if not 0 <= seconds < 60 or not text[20:23].isdigit():
             raise ValueError(f"not a timestamp: {text!r}")
-        return minute + seconds + millis / 1000
+        return ((minute + seconds) * 1000 + millis) / 1000  # one rounding: what `epoch_of` and datetime give
     stamp = datetime.fromisoformat(text)
     if stamp.tzinfo is None:
         raise ValueError(f"timestamp without a zone: {text!r}")

@@ -23,6 +23,7 @@ from typing import Any
 from transitions import EventData, Machine, State, Transition
 
 from schemas.events import event_hash, state_changed_event
+from schemas.instants import epoch_of, epoch_stamp
 from schemas.types import (
     TERMINAL_STATES,
     TRANSITIONAL_STATES,
@@ -139,21 +140,26 @@ class Campaign:
             "dialerId": self.dialer_id,
             "contactListId": self.contact_list_id,
             "sequence": self.sequence,
-            "enteredAt": self.entered_at,
-            "deadline": self.deadline,
+            # Instants in the one timestamp format; those the core compares against rounded up
+            # (schemas/instants.py), so a restore never moves a deadline or the replay horizon earlier.
+            "enteredAt": epoch_stamp(self.entered_at),
+            "deadline": None if self.deadline is None else epoch_stamp(self.deadline, up=True),
             "lastStable": self.last_stable.value,
             "commandId": self.command_id,
             "action": self.action.value if self.action else None,
             "platformStatus": self.platform_status,
             "held": self.held,
             "lastHash": self.last_hash,
-            "recentCommands": [[i, issued, origin] for i, (issued, origin) in self.recent.items()],
-            "replayHorizon": self.replay_horizon,
+            "recentCommands": [[i, epoch_stamp(at, up=True), origin] for i, (at, origin) in self.recent.items()],
+            "replayHorizon": None if self.replay_horizon is None else epoch_stamp(self.replay_horizon, up=True),
             "intent": self.intent.value if self.intent else None,
         }
 
     @classmethod
     def restore(cls, record: dict[str, Any]) -> Campaign:
+        """The campaign of a `campaign.state` record; its instants may be RFC 3339 text or, in records
+        written before the one timestamp format, epoch seconds (ValueError/TypeError on anything else)."""
+        deadline = record.get("deadline")
         campaign = cls(
             record["campaignId"],
             CampaignState(record["state"]),
@@ -161,8 +167,8 @@ class Campaign:
             dialer_id=record.get("dialerId"),
             contact_list_id=record.get("contactListId"),
             sequence=int(record["sequence"]),
-            entered_at=float(record["enteredAt"]),
-            deadline=record.get("deadline"),
+            entered_at=epoch_of(record["enteredAt"]),
+            deadline=None if deadline is None else epoch_of(deadline),
             last_stable=CampaignState(record["lastStable"]),
             command_id=record.get("commandId"),
             action=Action(record["action"]) if record.get("action") else None,
@@ -171,9 +177,9 @@ class Campaign:
         campaign.held = record.get("held")
         campaign.last_hash = record.get("lastHash")
         for command_id, issued, origin in record.get("recentCommands") or ():
-            campaign.recent[str(command_id).lower()] = (float(issued), origin if isinstance(origin, str) else None)
+            campaign.recent[str(command_id).lower()] = (epoch_of(issued), origin if isinstance(origin, str) else None)
         horizon = record.get("replayHorizon")
-        campaign.replay_horizon = float(horizon) if horizon is not None else None
+        campaign.replay_horizon = epoch_of(horizon) if horizon is not None else None
         campaign.intent = Intent(record["intent"]) if record.get("intent") else None
         return campaign
 

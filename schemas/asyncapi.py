@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -445,8 +445,8 @@ def _event_message(c: KafkaContract) -> dict[str, Any]:
 def _example_state() -> dict[str, Any]:
     record = CampaignStateRecord(
         campaign_id="campaign-7", state=CampaignState.PAUSING, dialer_type=DialerType.PREDICTIVE,
-        dialer_id="dialer-1", contact_list_id="list-7", sequence=4, entered_at=_EXAMPLE_AT.timestamp() + 0.25,
-        deadline=_EXAMPLE_AT.timestamp() + 180.25, last_stable=CampaignState.RUNNING,
+        dialer_id="dialer-1", contact_list_id="list-7", sequence=4, entered_at=_EXAMPLE_AT + timedelta(seconds=0.25),
+        deadline=_EXAMPLE_AT + timedelta(seconds=180.25), last_stable=CampaignState.RUNNING,
         command_id=str(_EXAMPLE_COMMAND_ID), action=Action.PAUSE, platform_status="PAUSING", held=None,
         last_hash="4d1e0c9b8a7f6e5d4c3b2a19f8e7d6c5b4a39281706f5e4d3c2b1a0f9e8d7c6b", held_command=None,
     )
@@ -462,7 +462,8 @@ def _state_message(c: KafkaContract) -> dict[str, Any]:
         "summary": "The latest working state of one campaign: what a restarted or new owner resumes from.",
         "description": (
             "Every key but `scheduledCommands` is always present; no value is null. Times (`enteredAt`, "
-            "`deadline`) are epoch seconds. `held`/`heldCommand` carry a command accepted but not yet "
+            "`deadline`, ...) are RFC 3339 UTC with milliseconds (records from earlier versions, with epoch "
+            "seconds, are still read). `held`/`heldCommand` carry a command accepted but not yet "
             "sent (in pre-flight or the dialer queue), `scheduledCommands` those waiting for `notBefore`, "
             "so a restart resumes them rather than losing them; `lastHash` lets an audit check the last "
             "event of the campaign, which has no successor to vouch for it."

@@ -8,7 +8,6 @@ parse the topic, to generate the JSON Schema and, in the tests, to prove the two
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 from typing import Any, Final, Literal
 from uuid import UUID
 
@@ -17,6 +16,7 @@ from pydantic import Field
 
 from .base import OmittedWhenUnset, PlatformModel, StrictModel, Timestamp
 from .commands import CampaignId
+from .instants import epoch_stamp
 from .types import Action, Anomaly, CampaignState, Cause, DialerType, Halt, Intent, ReasonCode
 
 __all__ = [
@@ -119,9 +119,6 @@ class CampaignStateChangedEvent(StrictModel):
     data: CampaignStateChanged
 
 
-_second_cache: list[Any] = [None, ""]
-
-
 def canonical_bytes(event: dict[str, Any]) -> bytes:
     """The form an event is hashed in: its JSON with keys sorted, no whitespace, UTF-8."""
     return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
@@ -133,13 +130,8 @@ def event_hash(event: dict[str, Any]) -> str:
 
 
 def rfc3339(ts: float) -> str:
-    """UTC RFC 3339 with milliseconds. Formats each whole second once: events come in bursts."""
-    whole = int(ts // 1)
-    if _second_cache[0] != whole:
-        _second_cache[0] = whole
-        _second_cache[1] = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    millis = int((ts - whole) * 1000)
-    return f"{_second_cache[1]}.{millis:03d}Z"
+    """UTC RFC 3339 with milliseconds (cut, after taking `ts` to the microsecond: schemas/instants.py)."""
+    return epoch_stamp(ts)
 
 
 def event_id(campaign_id: str, sequence: int) -> str:

@@ -9,22 +9,33 @@ Like `CampaignStateChangedEvent`, the record is built on the hot path as a plain
 is its contract: it generates the JSON Schema and the AsyncAPI payload, and the tests prove the
 dicts the code writes validate against it. Every key but `heldCommandSent` and `scheduledCommands` is
 always present; "no value" is `null`.
+
+Every instant is in the one timestamp format (RFC 3339, UTC, milliseconds, `Z`; `schemas/instants.py`
+says how a float becomes one and which way the millisecond is rounded). Records written before that
+carried epoch seconds (JSON numbers); they are still read (`StoredInstant`), so an upgrade keeps its held
+commands and replay memory, and are written in the new format at the campaign's next change.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, Strict, StringConstraints
 
-from .base import StrictModel
+from .base import StrictModel, Timestamp
 from .commands import CampaignId, Command, KeyId
 from .signed import SignedRecord
 from .types import Action, CampaignState, DialerType, Intent
 
-__all__ = ["CampaignStateRecord", "StoredCommand"]
+__all__ = ["CampaignStateRecord", "StoredCommand", "StoredInstant"]
 
 _HASH = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+# An instant in a state record. The published schema is that of `Timestamp` (a string). Lax, unlike
+# the rest of the record: a number is read as epoch seconds, the format of records written by versions
+# before it (never written any more; `Campaign.restore` reads both alike).
+StoredInstant = Annotated[Timestamp, Strict(False)]
 
 
 class StoredCommand(StrictModel):
@@ -65,9 +76,10 @@ class CampaignStateRecord(StrictModel):
     dialer_id: str | None = Field(description="The dialer instance, when known (per-dialer gate and queue).")
     contact_list_id: str | None = Field(description="The campaign's contact list, when known (pre-flight).")
     sequence: int = Field(ge=0, description="`sequence` of the campaign's last event on `campaign.events`.")
-    entered_at: float = Field(description="When the current state was entered, epoch seconds.")
-    deadline: float | None = Field(
-        description="While STARTING, PAUSING or STOPPING: when the tolerance window runs out, epoch seconds."
+    entered_at: StoredInstant = Field(description="When the current state was entered (millisecond cut).")
+    deadline: StoredInstant | None = Field(
+        description="While STARTING, PAUSING or STOPPING: when the tolerance window runs out (millisecond rounded "
+        "up: a restore never shortens the window)."
     )
     last_stable: CampaignState = Field(
         description="The last STOPPED, RUNNING or PAUSED reached (where a request the platform did not take "
@@ -105,15 +117,16 @@ class CampaignStateRecord(StrictModel):
         "producer sent it (like `heldCommand`); null (or absent, in records rebuilt from the events) when there "
         "are none.",
     )
-    recent_commands: list[tuple[str, float, str | None]] | None = Field(
+    recent_commands: list[tuple[str, StoredInstant, str | None]] | None = Field(
         default=None,
-        description="Replay memory: `[commandId, issuedAt epoch seconds, record origin or null]` of each command "
+        description="Replay memory: `[commandId, issuedAt, record origin or null]` of each command "
         "this campaign took within the freshness window, so a restart or a new owner still refuses a re-sent "
         "command (REPLAYED) and recognises a redelivered record (same origin: `topic:partition@offset`). "
         "Bounded per campaign; absent in records rebuilt from the events.",
     )
-    replay_horizon: float | None = Field(
+    replay_horizon: StoredInstant | None = Field(
         default=None,
         description="Set when the replay memory overflowed: a command issued at or before it can no longer be "
-        "proven new and is refused STALE_COMMAND.",
+        "proven new and is refused STALE_COMMAND. Like each `issuedAt` in `recentCommands`, its millisecond is "
+        "rounded up, so a command refused before a restore is refused after it.",
     )

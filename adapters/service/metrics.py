@@ -11,6 +11,7 @@ from typing import Any
 from fsm.orchestrator import Orchestrator
 from fsm.ports import ManagedSink
 from schemas.commands import CommandResult
+from schemas.instants import epoch_of
 from schemas.types import TRANSITIONAL_STATES
 
 from ..kafka import CommandConsumer
@@ -149,7 +150,7 @@ class CountingSink:
         data = event["data"]
         source, dest = str(data.get("from")), str(data["to"])
         self.transitions[(source, dest)] += 1
-        at = float(snapshot.get("enteredAt") or 0.0)
+        at = epoch_of(snapshot["enteredAt"]) if snapshot.get("enteredAt") is not None else 0.0
         if dest in TRANSITIONAL_STATES and source != dest:  # StrEnum members equal their values
             self._started[event["subject"]] = (dest, at)
         elif dest not in TRANSITIONAL_STATES:
