@@ -9,9 +9,12 @@ Commands are refused *by the machine*, asked before anything fires: the gate tak
 machine has for the action from the campaign's state (`Machine.get_transitions`) and checks their
 conditions, as `may_<trigger>` would on a bound model. No edge at all: the reason is read from the
 same table that built the edges (`table.refusal_reason`); an edge whose condition fails (the
-command's `expectedState`) refuses with the reason that condition stands for. Only a command the
-gate let through is fired. Observations are never refused: every state has an `observe_<STATE>`
-edge from every other state, and an observation that skips states is adopted with the anomaly named.
+command's `expectedState`) refuses with the reason that condition stands for. A command is judged
+once (`judge`) and the accepted decision is then applied as it stands (`apply`: the campaign enters
+the destination of the edge the gate found, conditions not asked again), so the move after a POST
+is the decision taken before it, not a second judgement. Observations are never refused: every
+state has an `observe_<STATE>` edge from every other state, and an observation that skips states is
+adopted with the anomaly named.
 """
 
 from __future__ import annotations
@@ -230,6 +233,10 @@ class Decision:
     reason: ReasonCode | None = None
     legal: tuple[Action, ...] = ()
     change: StateChange | None = None
+    # Accepted: the state the edge the gate let through enters, and the campaign's sequence when it
+    # was judged. `CampaignMachine.apply` makes that move later without judging again.
+    to: CampaignState | None = None
+    judged_at: int | None = None
 
     @property
     def message(self) -> str:
@@ -371,26 +378,62 @@ class CampaignMachine:
         COMPLETED for a state the campaign is about to leave. A reset moves to `reported`, the state
         the platform reports (read just before); without it a reset is refused.
 
-        `dry_run` stops after the gate's question, leaving the campaign untouched: the runtime gates
-        a command on arrival, then fires it for real once pre-flight and the dialer queue let it go
-        (the campaign is `hold`-ed in between, so nothing else gets through).
+        `dry_run` stops after the gate's question (`judge`), leaving the campaign untouched; the
+        runtime judges a command on arrival and `apply`s that decision once its POST was taken (the
+        campaign is `hold`-ed in between, so nothing else gets through).
         """
+        decision = self.judge(campaign, action, command_id=command_id, expected_state=expected_state,
+                              reported=reported)
+        if dry_run or not decision.accepted:
+            return decision
+        return self.apply(campaign, action, decision, at=at, command_id=command_id, request=request)
+
+    def judge(
+        self,
+        campaign: Campaign,
+        action: Action,
+        *,
+        command_id: str | None = None,
+        expected_state: CampaignState | None = None,
+        reported: CampaignState | None = None,
+    ) -> Decision:
+        """The gate's question alone: would `action` be taken now, and if not, why. Moves nothing."""
         before = campaign.current
         if campaign.held is not None and campaign.held != command_id:
             return Decision(False, before, ReasonCode.TRANSITION_IN_FLIGHT, self._legal[before])
         edges, table = self._gate[(campaign.state, action)]
-        conditions = {"expected": expected_state, "reported": reported}
         reason: ReasonCode | None = table
+        edge: Transition | None = None
         if edges:
             asked = EventData(self.machine.states[campaign.state], self._events[action.value], self.machine,
-                              campaign, (), conditions)
-            reason = _refusal(edges, asked, table)
-        if reason is not None:
+                              campaign, (), {"expected": expected_state, "reported": reported})
+            edge, reason = _taken(edges, asked, table)
+        if reason is not None or edge is None:
             return Decision(False, before, reason, self._legal[before])
-        if dry_run:
-            return Decision(True, before, None, self._legal[before])
-        moved = self._events[action.value].trigger(campaign, **conditions)
-        assert moved, "the trigger checks the conditions the gate just passed"
+        assert edge.dest is not None, "every command edge enters a state"
+        return Decision(True, before, None, self._legal[before], to=_STATE[edge.dest],
+                        judged_at=campaign.sequence)
+
+    def apply(
+        self,
+        campaign: Campaign,
+        action: Action,
+        decision: Decision,
+        *,
+        at: float,
+        command_id: str | None = None,
+        request: dict[str, Any] | None = None,
+    ) -> Decision:
+        """Make the move an accepted `decision` of `judge` names, without judging again.
+
+        The decision must still be the campaign's: judged on this very sequence (nothing moved it
+        since). The machine has no callbacks, so entering the edge's destination with the public
+        `Machine.set_state` is the whole of what its trigger would do, minus re-checking conditions.
+        """
+        before = campaign.current
+        assert decision.accepted and decision.to is not None, decision
+        assert decision.judged_at == campaign.sequence and decision.state is before, (decision, campaign)
+        self.machine.set_state(decision.to.value, campaign)
         campaign.held = None
         campaign.command_id = command_id
         campaign.action = action
@@ -508,16 +551,18 @@ class CampaignMachine:
         return None if window is None else at + window
 
 
-def _refusal(edges: list[Transition], event: EventData, table: ReasonCode) -> ReasonCode | None:
-    """None if one of `edges` would be taken for `event`, else why not. The question `may_<trigger>`
-    asks on a bound model, asked of the edges themselves: nothing fires, nothing is copied."""
+def _taken(edges: list[Transition], event: EventData,
+           table: ReasonCode) -> tuple[Transition | None, ReasonCode | None]:
+    """The first of `edges` that would be taken for `event` (reason None), else why none would. The
+    question `may_<trigger>` asks on a bound model, asked of the edges themselves: nothing fires,
+    nothing is copied."""
     named: ReasonCode | None = None
     for edge in edges:
         failed = next((c for c in edge.conditions if not c.check(event)), None)
         if failed is None:
-            return None
+            return edge, None
         named = named or _CONDITION_REFUSALS.get(failed.func)
-    return named or table
+    return None, named or table
 
 
 def _expected_state_ok(event: EventData) -> bool:
