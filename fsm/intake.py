@@ -1,9 +1,10 @@
 """The state gate for admitted commands: policy, `notBefore`, the machine's verdict, reset.
 
 Every answer is durable together with the campaign's record, whose replay memory then holds the
-command's id. An accepted command is *held* (`fsm/held.py`) and moves on in dispatch
-(`fsm/dispatch.py`); a held command is a transition in flight for the gate, so any other command
-for that campaign is refused TRANSITION_IN_FLIGHT, the no-op pairs included.
+command's id (an ACCEPTED with the record's next write, `CampaignRecord.owed`). An accepted command
+is *held* (`fsm/held.py`) and moves on in dispatch (`fsm/dispatch.py`); a held command is a
+transition in flight for the gate, so any other command for that campaign is refused
+TRANSITION_IN_FLIGHT, the no-op pairs included.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class Intake(Admission):
         assert campaign is not None
         command = admitted.command
         command_id = str(command.id)
+        # One at a time: the command before this one has its answer durable before this one is judged.
+        await self._pay(record)
         if not released:
             self._note_taken(campaign, command, admitted.origin)
             if self.authority is not None:
@@ -50,25 +53,21 @@ class Intake(Admission):
         if command.action is Action.RESET:
             await self._reset(record, command, future)
             return
-        decision = self.machine.command(campaign, command.action, at=now, command_id=command_id,
-                                        expected_state=command.expected_state, dry_run=True)
+        decision = self.machine.judge(campaign, command.action, command_id=command_id,
+                                      expected_state=command.expected_state)
         if not decision.accepted:
             outcome = Outcome.COMPLETED if decision.reason is ReasonCode.ALREADY_IN_STATE else Outcome.REFUSED
             await self._save(record, self._result(command, outcome, decision.reason, decision.message,
                                                   decision.state, legal=decision.legal), future)
             return
         self.machine.hold(campaign, command_id)
-        record.held = HeldCommand(command)
-        try:
-            # A restart must find the held command: it is durable before (and with) its ACCEPTED.
-            await self._save(record, self._result(command, Outcome.ACCEPTED, None,
-                                                  f"{command.action} accepted; pre-flight next", campaign.current),
-                             future)
-        except BaseException:
-            # Not durable, so not accepted: nothing may act on it (the intake answers the record).
-            record.held = None
-            self.machine.unhold(campaign, command_id)
-            raise
+        record.held = HeldCommand(command, decision=decision)
+        # A restart must find the held command: its ACCEPTED is durable only with (or after) it, in
+        # the record's next write. When the command goes straight to its POST in this look, that is
+        # the write saying the POST may have left; when it waits, the look writes it before it waits
+        # (`Core._pay`). Until then the intake waits, so the command's offset is not committed.
+        record.owed = (self._result(command, Outcome.ACCEPTED, None,
+                                    f"{command.action} accepted; pre-flight next", campaign.current), future)
 
     async def _schedule_command(self, record: CampaignRecord, command: Command, not_before: float, now: float,
                                 future: asyncio.Future[CommandResult] | None) -> None:
@@ -106,7 +105,7 @@ class Intake(Admission):
         for command in due:
             await self._intake(record, Admitted(command, None), None, released=True)
         if not record.scheduled:
-            await self.sink.state_saved(record.store())
+            await self._store(record)
 
     async def _reset(self, record: CampaignRecord, command: Command,
                      future: asyncio.Future[CommandResult] | None) -> None:
