@@ -6,9 +6,10 @@ as sent), then the POST. Right before the POST the campaign is read if its view 
 pre-flight is judged again on facts at most `preflight_fresh_for` old; the machine's decision taken
 at arrival stands unless the campaign moved since. When the slot is free at once, pre-flight, slot
 and POST happen in the look that took the command, with one durable write before the POST (the
-ACCEPTED together with "the POST may have left"); a command that waits has its ACCEPTED durable first. A POST is sent once: after
-any failure the campaign is read before anything is decided, and a request the platform executed
-is never sent again. A 429 means nothing was done: the same POST goes again after Retry-After.
+ACCEPTED together with "the POST may have left"); a command that waits has its ACCEPTED durable
+first. A POST is sent once: after any failure the campaign is read before anything is decided, and
+a request the platform executed is never sent again. A 429 means nothing was done: the same POST
+goes again after Retry-After.
 """
 
 from __future__ import annotations
