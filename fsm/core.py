@@ -218,8 +218,7 @@ class Core:
         try:
             await self._store(record)
             return True
-        except Exception as exc:
-            _log.exception("campaign %s: command %s could not be handled", record.id, owed[0].command_id)
+        except BaseException as exc:
             record.owed = None
             held = record.held
             if held is not None and held.command_id == str(owed[0].command_id):
@@ -227,8 +226,14 @@ class Core:
                 record.give_back_slot()
                 if record.campaign is not None:
                     self.machine.unhold(record.campaign, held.command_id)
-            if owed[1] is not None and not owed[1].done():
-                owed[1].set_exception(exc)
+            future = owed[1]
+            if not isinstance(exc, Exception):  # cancelled: not committed, the record is consumed again
+                if future is not None:
+                    future.cancel()
+                raise
+            _log.exception("campaign %s: command %s could not be handled", record.id, owed[0].command_id)
+            if future is not None and not future.done():
+                future.set_exception(exc)
             return False
 
     async def _publish(self, result: CommandResult, future: asyncio.Future[CommandResult] | None = None) -> None:

@@ -154,8 +154,13 @@ class Dispatch(Core):
         record.held = sending = held.sending()
         # Durable before the request leaves: a process killed after the POST must find, on restart,
         # that it may have gone out, and only read, never send it again or refuse what was executed.
-        # An ACCEPTED still owed rides with it: one durable write before the POST.
-        await self._store(record)
+        # An ACCEPTED still owed rides with it: one durable write before the POST. If that write
+        # fails the command was never accepted (nothing left): let go, its intake answers the record.
+        if record.owed is not None:
+            if not await self._pay(record):
+                return
+        else:
+            await self._store(record)
         lease = record.lease
         try:
             receipt = await self.platform.send_action(record.id, command.action)

@@ -199,3 +199,34 @@ async def test_a_busy_dialer_defers_a_standard_start_after_its_accepted(monkeypa
     finally:
         await orch.close()
         await clock.aclose()
+
+
+async def test_when_the_one_write_before_the_post_fails_the_command_was_never_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tally = Tally()
+    orch, platform, sink, clock = await _world(tally, monkeypatch, [FakeCampaign("c1", S.STOPPED)])
+    failures = [OSError("disk full")]
+    saved = sink.state_saved
+
+    async def flaky(snapshot: dict[str, Any], results: Sequence[CommandResult] = ()) -> None:
+        if results and failures:
+            raise failures.pop()
+        await saved(snapshot, results)
+
+    monkeypatch.setattr(sink, "state_saved", flaky)
+    try:
+        command = _signed("c1", Priority.HIGH, clock)
+        failed = orch.submit(command, "commands:0@1")
+        await clock.sleep(1)
+        assert isinstance(failed.exception(), OSError), "the intake learns this record failed"
+        assert platform.posts() == [] and orch.campaigns["c1"].held is None, "nothing acts on an unsaved accept"
+        assert sink.outcomes(command.id) == []
+        again = await orch.submit(command, "commands:0@1")  # the intake redelivers that record
+        await clock.sleep(1)
+        assert again.outcome.value == "ACCEPTED"
+        assert [p[1] for p in platform.posts()] == ["POST start"]
+        assert sink.outcomes(command.id) == [("ACCEPTED", None)]
+    finally:
+        await orch.close()
+        await clock.aclose()
