@@ -199,14 +199,52 @@ class Core:
             return
         while record.unsent and record.campaign is not None:
             event, results = record.unsent[0]
-            await self.sink.state_changed(event, record.store(), results)
+            owed = record.owed
+            await self.sink.state_changed(event, record.store(), _with(owed, results))
             record.unsent.popleft()
+            _paid(record, owed)
 
     async def _save(self, record: CampaignRecord, result: CommandResult,
                     future: asyncio.Future[CommandResult] | None = None) -> None:
         """The campaign's record and the result it decides, durable together; then the waiting intake."""
-        await self.sink.state_saved(record.store(), (result,))
+        owed = record.owed
+        await self.sink.state_saved(record.store(), _with(owed, (result,)))
+        _paid(record, owed)
         answer(future, result)
+
+    async def _store(self, record: CampaignRecord) -> None:
+        """The campaign's record durable (with an ACCEPTED still owed, if any)."""
+        owed = record.owed
+        await self.sink.state_saved(record.store(), _with(owed, ()))
+        _paid(record, owed)
+
+    async def _pay(self, record: CampaignRecord) -> bool:
+        """Make an owed ACCEPTED durable on its own (the command waits, something is published for it,
+        or another command is judged next). False: not durable, so not accepted: the held command is
+        let go and the exception goes to its intake, which answers (or redelivers) that record alone."""
+        owed = record.owed
+        if owed is None:
+            return True
+        try:
+            await self._store(record)
+            return True
+        except BaseException as exc:
+            record.owed = None
+            held = record.held
+            if held is not None and held.command_id == str(owed[0].command_id):
+                record.held = None
+                record.give_back_slot()
+                if record.campaign is not None:
+                    self.machine.unhold(record.campaign, held.command_id)
+            future = owed[1]
+            if not isinstance(exc, Exception):  # cancelled: not committed, the record is consumed again
+                if future is not None:
+                    future.cancel()
+                raise
+            _log.exception("campaign %s: command %s could not be handled", record.id, owed[0].command_id)
+            if future is not None and not future.done():
+                future.set_exception(exc)
+            return False
 
     async def _publish(self, result: CommandResult, future: asyncio.Future[CommandResult] | None = None) -> None:
         await self.sink.command_result(result)
@@ -244,6 +282,18 @@ def answer(future: asyncio.Future[CommandResult] | None, result: CommandResult) 
     """Hand a waiting intake its command's first result: the command's offset may then be committed."""
     if future is not None and not future.done():
         future.set_result(result)
+
+
+def _with(owed: tuple[CommandResult, asyncio.Future[CommandResult] | None] | None,
+          results: tuple[CommandResult, ...]) -> tuple[CommandResult, ...]:
+    return results if owed is None else (owed[0], *results)
+
+
+def _paid(record: CampaignRecord, owed: tuple[CommandResult, asyncio.Future[CommandResult] | None] | None) -> None:
+    """The owed ACCEPTED went out with a durable write: its intake may commit the command's offset."""
+    if owed is not None and record.owed is owed:
+        record.owed = None
+        answer(owed[1], owed[0])
 
 
 def short(exc: BaseException, limit: int = 300) -> str:

@@ -298,6 +298,26 @@ class DialerGate(Generic[T]):
         finally:
             self._waiters.pop(key, None)
 
+    def try_acquire(self, dialer_id: str, item: T, priority: Priority) -> bool:
+        """Take a slot for `item` now if the policy dispatches it now (exactly as `acquire` would,
+        queue order and stagger included); False, leaving nothing queued, if it would have to wait."""
+        if self._closed:
+            return False
+        queue = self._queues.queue(dialer_id)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.offer(item, priority, self._clock.monotonic())
+        key = (dialer_id, item)
+        self._waiters[key] = future
+        try:
+            self._pump(dialer_id)
+        finally:
+            self._waiters.pop(key, None)
+        if future.done():
+            return True
+        queue.withdraw(item)
+        self._pump(dialer_id)
+        return False
+
     def sent(self, dialer_id: str, item: T) -> None:
         """The item's request has left for the platform: the STANDARD spacing counts from now."""
         self._queues.sent(dialer_id, item, self._clock.monotonic())

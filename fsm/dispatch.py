@@ -4,9 +4,13 @@ Pre-flight (the contact list ready; for STANDARD, the dialer under 80 % of capac
 resume, a place under the organisation's active-campaign cap, fsm/campaign_cap.py), then the
 dialer's priority queue (a `SlotLease`: two in flight per dialer, HIGH at once, STANDARD 15 s apart
 as sent), then the POST. Right before the POST the campaign is read if its view is stale and the
-pre-flight is judged again on facts at most `preflight_fresh_for` old. A POST is sent once: after
-any failure the campaign is read before anything is decided, and a request the platform executed
-is never sent again. A 429 means nothing was done: the same POST goes again after Retry-After.
+pre-flight is judged again on facts at most `preflight_fresh_for` old; the machine's decision taken
+at arrival stands unless the campaign moved since. When the slot is free at once, pre-flight, slot
+and POST happen in the look that took the command, with one durable write before the POST (the
+ACCEPTED together with "the POST may have left"); a command that waits has its ACCEPTED durable
+first. A POST is sent once: after any failure the campaign is read before anything is decided, and
+a request the platform executed is never sent again. A 429 means nothing was done: the same POST
+goes again after Retry-After.
 """
 
 from __future__ import annotations
@@ -50,13 +54,14 @@ class Dispatch(Core):
             return
         if held.stage is Stage.PREFLIGHT:
             record.held = held.looked()
-            if await self._preflight(record, fresh_for=0.0):
-                self._queue_for_slot(record)
+            if await self._preflight(record, fresh_for=0.0) and self._queue_for_slot(record):
+                await self._send(record)  # the slot was free: pre-flight, slot and POST in one look
             return
         if held.stage in (Stage.GRANTED, Stage.SENT):
             await self._send(record)
 
-    def _queue_for_slot(self, record: CampaignRecord) -> None:
+    def _queue_for_slot(self, record: CampaignRecord) -> bool:
+        """Ask the dialer for a slot. True: granted at once (the POST may go now); else it waits."""
         assert record.held is not None and record.campaign is not None
         record.held = record.held.proceed()
         command_id = record.held.command_id
@@ -69,6 +74,9 @@ class Dispatch(Core):
         # Bound to the dialer the campaign is on now: the slot goes back there whatever changes.
         record.lease = SlotLease(self._gate, record.campaign.dialer_id or record.id, record.id,
                                  record.held.command.priority, granted)
+        if record.lease.granted:
+            record.held = record.held.granted()
+        return record.lease.granted
 
     async def _preflight(self, record: CampaignRecord, *, fresh_for: float) -> bool:
         """Judge the contact list and the dialer's load on facts at most `fresh_for` old (0: read now;
@@ -96,6 +104,8 @@ class Dispatch(Core):
                 self._cap_read.admitted += 1  # one place of this instance's share taken
         if decision.verdict is GateVerdict.PROCEED:
             return True
+        if not await self._pay(record):  # its ACCEPTED first, then why it waits or is let go
+            return False
         if decision.verdict is GateVerdict.REFUSE:
             await self._drop_held(record, self._result(command, Outcome.REFUSED, decision.reason, decision.detail,
                                                        campaign.current))
@@ -203,12 +213,16 @@ class Dispatch(Core):
             await self._observe(record, await self.platform.get_campaign(record.id), Cause.RECONCILE)
             if record.held is not held:
                 return
-        check = self.machine.command(campaign, command.action, at=self.clock.now(), command_id=held.command_id,
-                                     dry_run=True)
-        if not check.accepted:  # an observation moved the campaign while the command queued
-            await self._drop_held(record, self._result(command, Outcome.REFUSED, check.reason, check.message,
-                                                       check.state, legal=check.legal))
-            return
+        if held.decision is None or held.decision.judged_at != campaign.sequence:
+            # An observation moved the campaign while the command waited (or a restart lost the
+            # decision): judge it again. Unmoved, the decision taken at arrival still stands.
+            check = self.machine.judge(campaign, command.action, command_id=held.command_id)
+            if not check.accepted:
+                await self._drop_held(record, self._result(command, Outcome.REFUSED, check.reason, check.message,
+                                                           check.state, legal=check.legal))
+                return
+            record.held = held = held.judged(check)
+        # On facts at most `preflight_fresh_for` old: on the one-look path the ones just read.
         if not await self._preflight(record, fresh_for=self.config.preflight_fresh_for):
             if record.held is not None and record.held.command_id == held.command_id:
                 record.give_back_slot()  # deferred again: back to pre-flight, the slot to the next command
@@ -216,7 +230,13 @@ class Dispatch(Core):
         record.held = sending = held.sending()
         # Durable before the request leaves: a process killed after the POST must find, on restart,
         # that it may have gone out, and only read, never send it again or refuse what was executed.
-        await self.sink.state_saved(record.store())
+        # An ACCEPTED still owed rides with it: one durable write before the POST. If that write
+        # fails the command was never accepted (nothing left): let go, its intake answers the record.
+        if record.owed is not None:
+            if not await self._pay(record):
+                return
+        else:
+            await self._store(record)
         lease = record.lease
         try:
             receipt = await self.platform.send_action(record.id, command.action, source=campaign.current,
@@ -276,8 +296,7 @@ class Dispatch(Core):
         await self._observe(record, snapshot, Cause.RECONCILE)
         if record.held is not held or record.campaign is None or self._fenced(record):
             return False
-        check = self.machine.command(record.campaign, held.command.action, at=self.clock.now(),
-                                     command_id=held.command_id, dry_run=True)
+        check = self.machine.judge(record.campaign, held.command.action, command_id=held.command_id)
         if not check.accepted:
             await self._drop_held(record, self._result(held.command, Outcome.REFUSED, check.reason, check.message,
                                                        check.state, legal=check.legal))
@@ -296,7 +315,7 @@ class Dispatch(Core):
         record.held = held.rate_limited_until(self.clock.now() + delay)
         _log.warning("campaign %s: %s request answered 429 (not executed); sent again in %.1f s (%d of %d)",
                      record.id, held.command.action, delay, held.rate_limited + 1, self.config.rate_limited_retries)
-        await self.sink.state_saved(record.store())
+        await self._store(record)
 
     async def _resolve(self, record: CampaignRecord, held: HeldCommand, snapshot: CampaignSnapshot,
                        failure: PlatformError | None) -> None:
@@ -321,11 +340,18 @@ class Dispatch(Core):
                                                    record.campaign.current))
 
     async def _fire(self, record: CampaignRecord, held: HeldCommand, request: dict[str, Any] | None) -> None:
-        """The POST was executed: the model enters the transitional state; the lease goes with it."""
-        assert record.campaign is not None
+        """The POST was executed: the model enters the transitional state; the lease goes with it.
+
+        The move is the decision the POST was sent on, applied: judged again only if the campaign
+        moved since (or the decision was lost to a restart)."""
+        campaign = record.campaign
+        assert campaign is not None
         command = held.command
-        decision = self.machine.command(record.campaign, command.action, at=self.clock.now(),
-                                        command_id=held.command_id, request=request)
+        judged = held.decision
+        if judged is None or judged.judged_at != campaign.sequence:
+            judged = self.machine.judge(campaign, command.action, command_id=held.command_id)
+        decision = self.machine.apply(campaign, command.action, judged, at=self.clock.now(),
+                                      command_id=held.command_id, request=request)
         record.held = None
         assert decision.accepted and decision.change is not None, decision
         await self._emit(record, decision.change)

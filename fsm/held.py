@@ -12,8 +12,9 @@ SENT means the request may have left: from there only reading the platform is al
 
 `SlotLease` is one transition's claim on its dialer (guide, edge case 2: two in flight per dialer):
 taken once, bound to the dialer key it was asked on (so a campaign whose dialer changes meanwhile
-still gives it back where it was taken), given back from one place, idempotently. The task that
-waits for the slot is named after the campaign and supervised: a failure is logged, never silent.
+still gives it back where it was taken), given back from one place, idempotently. A slot the
+dialer's policy grants at once is taken at once (the look that asked goes on to the POST); otherwise
+a task waits for it, named after the campaign and supervised: a failure is logged, never silent.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from schemas.commands import Command
 from schemas.types import Priority, ReasonCode
 
 from .dialer_queue import DialerGate, GateClosed
+from .machine import Decision
 
 __all__ = ["HeldCommand", "SlotLease", "Stage"]
 
@@ -51,6 +53,9 @@ class HeldCommand:
     next_check: float | None = None  # pre-flight's next attempt, or the end of a 429's Retry-After
     poked: bool = True  # a notification (or arrival) asks for a pre-flight before `next_check`
     rate_limited: int = 0  # POSTs answered 429 (not executed) so far
+    # The machine's accepted decision for it, applied as it stands once the POST was taken; judged
+    # again only if the campaign moved since (its sequence changed), or after a restart (None).
+    decision: Decision | None = None
 
     @property
     def command_id(self) -> str:
@@ -63,6 +68,9 @@ class HeldCommand:
         if self.stage is Stage.GRANTED:
             return self.next_check is None or now >= self.next_check
         return self.stage is Stage.SENT
+
+    def judged(self, decision: Decision) -> HeldCommand:
+        return dataclasses.replace(self, decision=decision)
 
     def looked(self) -> HeldCommand:
         return dataclasses.replace(self, poked=False)
@@ -97,10 +105,12 @@ class SlotLease:
         self._gate = gate
         self.dialer = dialer
         self._item = item
-        self.granted = False
         self._released = False
-        self._task = asyncio.create_task(self._acquire(priority, on_granted), name=f"dialer-slot:{item}")
-        self._task.add_done_callback(_log_failure)
+        self._task: asyncio.Task[None] | None = None
+        self.granted = gate.try_acquire(dialer, item, priority)
+        if not self.granted:
+            self._task = asyncio.create_task(self._acquire(priority, on_granted), name=f"dialer-slot:{item}")
+            self._task.add_done_callback(_log_failure)
 
     async def _acquire(self, priority: Priority, on_granted: Callable[[], None] | None) -> None:
         try:
@@ -121,14 +131,15 @@ class SlotLease:
         if self._released:
             return
         self._released = True
-        if not self._task.done():
+        if self._task is not None and not self._task.done():
             self._task.cancel()  # the gate gives back a slot dispatched just before the cancel
         elif self.granted:
             self._gate.release(self.dialer, self._item)
 
     async def wait_closed(self) -> None:
         self.release()
-        await asyncio.gather(self._task, return_exceptions=True)
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -9,9 +9,12 @@ Commands are refused *by the machine*, asked before anything fires: the gate tak
 machine has for the action from the campaign's state (`Machine.get_transitions`) and checks their
 conditions, as `may_<trigger>` would on a bound model. No edge at all: the reason is read from the
 same table that built the edges (`table.refusal_reason`); an edge whose condition fails (the
-command's `expectedState`) refuses with the reason that condition stands for. Only a command the
-gate let through is fired. Observations are never refused: every state has an `observe_<STATE>`
-edge from every other state, and an observation that skips states is adopted with the anomaly named.
+command's `expectedState`) refuses with the reason that condition stands for. A command is judged
+once (`judge`) and the accepted decision is then applied as it stands (`apply`: the campaign enters
+the destination of the edge the gate found, conditions not asked again), so the move after a POST
+is the decision taken before it, not a second judgement. Observations are never refused: every
+state has an `observe_<STATE>` edge from every other state, and an observation that skips states is
+adopted with the anomaly named.
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ from typing import Any
 
 from transitions import EventData, Machine, State, Transition
 
-from schemas.events import event_hash, state_changed_event
-from schemas.instants import epoch_of, epoch_stamp
 from schemas.types import (
     TERMINAL_STATES,
     TRANSITIONAL_STATES,
@@ -33,10 +34,10 @@ from schemas.types import (
     Cause,
     DialerType,
     Halt,
-    Intent,
     ReasonCode,
 )
 
+from .campaign import Campaign, StateChange
 from .intent import INTENT_OF, halt_of, interpret, keeps
 from .table import (
     ALL_ACTIONS,
@@ -59,189 +60,6 @@ _STABLE = frozenset(s.value for s in STABLE_STATES)
 _STATE: dict[str, CampaignState] = {s.value: s for s in CampaignState}
 
 
-class Campaign:
-    """One campaign as the model knows it. Mutated only by `CampaignMachine`."""
-
-    __slots__ = (
-        "action",
-        "command_id",
-        "contact_list_id",
-        "deadline",
-        "dialer_id",
-        "dialer_type",
-        "entered_at",
-        "held",
-        "id",
-        "intent",
-        "last_hash",
-        "last_stable",
-        "platform_status",
-        "recent",
-        "replay_horizon",
-        "sequence",
-        "state",
-    )
-
-    def __init__(
-        self,
-        campaign_id: str,
-        state: CampaignState,
-        dialer_type: DialerType,
-        *,
-        dialer_id: str | None = None,
-        contact_list_id: str | None = None,
-        sequence: int = 0,
-        entered_at: float = 0.0,
-        deadline: float | None = None,
-        last_stable: CampaignState | None = None,
-        command_id: str | None = None,
-        action: Action | None = None,
-        platform_status: str | None = None,
-    ) -> None:
-        self.id = campaign_id
-        self.state: str = state.value
-        self.dialer_type = dialer_type
-        self.dialer_id = dialer_id
-        self.contact_list_id = contact_list_id
-        self.sequence = sequence
-        self.entered_at = entered_at
-        self.deadline = deadline
-        self.last_stable = last_stable or (state if state in STABLE_STATES else S.STOPPED)
-        self.command_id = command_id
-        self.action = action
-        self.platform_status = platform_status
-        # A command the gate accepted that is still waiting (pre-flight, dialer queue) to be sent.
-        # While held, the machine refuses every other command: it is a transition in flight too.
-        self.held: str | None = None
-        # Hash of this campaign's last published event: the next one carries it (audit chain).
-        self.last_hash: str | None = None
-        # Replay memory, stored with the campaign so whoever owns it next refuses replays too:
-        # command id -> (issuedAt, record origin). Kept by the orchestrator, bounded by its window.
-        self.recent: dict[str, tuple[float, str | None]] = {}
-        self.replay_horizon: float | None = None
-        # Why we last turned it off (pause or stop), while the platform shows a status that cannot
-        # tell (Genesys `off`): how an observation of that status is read. Stored, so it survives.
-        self.intent: Intent | None = None
-
-    @property
-    def current(self) -> CampaignState:
-        return _STATE[self.state]
-
-    @property
-    def in_flight(self) -> bool:
-        return self.state in TRANSITIONAL_STATES
-
-    def snapshot(self) -> dict[str, Any]:
-        """Everything needed to restore this campaign (the `campaign.state` record)."""
-        return {
-            "campaignId": self.id,
-            "state": self.state,
-            "dialerType": self.dialer_type.value,
-            "dialerId": self.dialer_id,
-            "contactListId": self.contact_list_id,
-            "sequence": self.sequence,
-            # Instants in the one timestamp format; those the core compares against rounded up
-            # (schemas/instants.py), so a restore never moves a deadline or the replay horizon earlier.
-            "enteredAt": epoch_stamp(self.entered_at),
-            "deadline": None if self.deadline is None else epoch_stamp(self.deadline, up=True),
-            "lastStable": self.last_stable.value,
-            "commandId": self.command_id,
-            "action": self.action.value if self.action else None,
-            "platformStatus": self.platform_status,
-            "held": self.held,
-            "lastHash": self.last_hash,
-            "recentCommands": [[i, epoch_stamp(at, up=True), origin] for i, (at, origin) in self.recent.items()],
-            "replayHorizon": None if self.replay_horizon is None else epoch_stamp(self.replay_horizon, up=True),
-            "intent": self.intent.value if self.intent else None,
-        }
-
-    @classmethod
-    def restore(cls, record: dict[str, Any]) -> Campaign:
-        """The campaign of a `campaign.state` record; its instants may be RFC 3339 text or, in records
-        written before the one timestamp format, epoch seconds (ValueError/TypeError on anything else)."""
-        deadline = record.get("deadline")
-        campaign = cls(
-            record["campaignId"],
-            CampaignState(record["state"]),
-            DialerType(record["dialerType"]),
-            dialer_id=record.get("dialerId"),
-            contact_list_id=record.get("contactListId"),
-            sequence=int(record["sequence"]),
-            entered_at=epoch_of(record["enteredAt"]),
-            deadline=None if deadline is None else epoch_of(deadline),
-            last_stable=CampaignState(record["lastStable"]),
-            command_id=record.get("commandId"),
-            action=Action(record["action"]) if record.get("action") else None,
-            platform_status=record.get("platformStatus"),
-        )
-        campaign.held = record.get("held")
-        campaign.last_hash = record.get("lastHash")
-        for command_id, issued, origin in record.get("recentCommands") or ():
-            campaign.recent[str(command_id).lower()] = (epoch_of(issued), origin if isinstance(origin, str) else None)
-        horizon = record.get("replayHorizon")
-        campaign.replay_horizon = epoch_of(horizon) if horizon is not None else None
-        campaign.intent = Intent(record["intent"]) if record.get("intent") else None
-        return campaign
-
-    def chain(self, change: StateChange, wall: float | None = None) -> dict[str, Any]:
-        """The wire event of `change`, carrying the hash of this campaign's previous event; the
-        campaign remembers the new event's hash for the next one (the audit's hash chain). `wall`:
-        see `state_changed_event`."""
-        event = change.event(wall)
-        if self.last_hash is not None:
-            event["data"]["prevHash"] = self.last_hash
-        self.last_hash = event_hash(event)
-        return event
-
-    def __repr__(self) -> str:
-        return f"Campaign({self.id!r}, {self.state}, {self.dialer_type.value}, seq={self.sequence})"
-
-
-@dataclass(slots=True)
-class StateChange:
-    """One state change, numbered. `event()` is its CampaignStateChanged wire form."""
-
-    campaign_id: str
-    sequence: int
-    from_state: CampaignState | None
-    to_state: CampaignState
-    cause: Cause
-    at: float
-    dialer_type: DialerType
-    dialer_id: str | None = None
-    action: Action | None = None
-    command_id: str | None = None
-    anomaly: dict[str, Any] | None = None
-    reason: ReasonCode | None = None
-    errors: list[dict[str, str]] | None = None
-    platform_status: str | None = None
-    request: dict[str, Any] | None = None
-    intent: Intent | None = None
-    halt: Halt | None = None
-
-    def event(self, wall: float | None = None) -> dict[str, Any]:
-        return state_changed_event(
-            campaign_id=self.campaign_id,
-            sequence=self.sequence,
-            from_state=self.from_state,
-            to_state=self.to_state,
-            cause=self.cause,
-            at=self.at,
-            dialer_type=self.dialer_type,
-            dialer_id=self.dialer_id,
-            action=self.action,
-            command_id=self.command_id,
-            anomaly=self.anomaly,
-            reason=self.reason,
-            errors=self.errors,
-            platform_status=self.platform_status,
-            request=self.request,
-            wall=wall,
-            intent=self.intent.value if self.intent else None,
-            halt=self.halt.value if self.halt else None,
-        )
-
-
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The machine's answer to a command. `change` is set when the command moved the campaign."""
@@ -251,6 +69,10 @@ class Decision:
     reason: ReasonCode | None = None
     legal: tuple[Action, ...] = ()
     change: StateChange | None = None
+    # Accepted: the state the edge the gate let through enters, and the campaign's sequence when it
+    # was judged. `CampaignMachine.apply` makes that move later without judging again.
+    to: CampaignState | None = None
+    judged_at: int | None = None
 
     @property
     def message(self) -> str:
@@ -394,26 +216,62 @@ class CampaignMachine:
         COMPLETED for a state the campaign is about to leave. A reset moves to `reported`, the state
         the platform reports (read just before); without it a reset is refused.
 
-        `dry_run` stops after the gate's question, leaving the campaign untouched: the runtime gates
-        a command on arrival, then fires it for real once pre-flight and the dialer queue let it go
-        (the campaign is `hold`-ed in between, so nothing else gets through).
+        `dry_run` stops after the gate's question (`judge`), leaving the campaign untouched; the
+        runtime judges a command on arrival and `apply`s that decision once its POST was taken (the
+        campaign is `hold`-ed in between, so nothing else gets through).
         """
+        decision = self.judge(campaign, action, command_id=command_id, expected_state=expected_state,
+                              reported=reported)
+        if dry_run or not decision.accepted:
+            return decision
+        return self.apply(campaign, action, decision, at=at, command_id=command_id, request=request)
+
+    def judge(
+        self,
+        campaign: Campaign,
+        action: Action,
+        *,
+        command_id: str | None = None,
+        expected_state: CampaignState | None = None,
+        reported: CampaignState | None = None,
+    ) -> Decision:
+        """The gate's question alone: would `action` be taken now, and if not, why. Moves nothing."""
         before = campaign.current
         if campaign.held is not None and campaign.held != command_id:
             return Decision(False, before, ReasonCode.TRANSITION_IN_FLIGHT, self._legal[before])
         edges, table = self._gate[(campaign.state, action)]
-        conditions = {"expected": expected_state, "reported": reported}
         reason: ReasonCode | None = table
+        edge: Transition | None = None
         if edges:
             asked = EventData(self.machine.states[campaign.state], self._events[action.value], self.machine,
-                              campaign, (), conditions)
-            reason = _refusal(edges, asked, table)
-        if reason is not None:
+                              campaign, (), {"expected": expected_state, "reported": reported})
+            edge, reason = _taken(edges, asked, table)
+        if reason is not None or edge is None:
             return Decision(False, before, reason, self._legal[before])
-        if dry_run:
-            return Decision(True, before, None, self._legal[before])
-        moved = self._events[action.value].trigger(campaign, **conditions)
-        assert moved, "the trigger checks the conditions the gate just passed"
+        assert edge.dest is not None, "every command edge enters a state"
+        return Decision(True, before, None, self._legal[before], to=_STATE[edge.dest],
+                        judged_at=campaign.sequence)
+
+    def apply(
+        self,
+        campaign: Campaign,
+        action: Action,
+        decision: Decision,
+        *,
+        at: float,
+        command_id: str | None = None,
+        request: dict[str, Any] | None = None,
+    ) -> Decision:
+        """Make the move an accepted `decision` of `judge` names, without judging again.
+
+        The decision must still be the campaign's: judged on this very sequence (nothing moved it
+        since). The machine has no callbacks, so entering the edge's destination with the public
+        `Machine.set_state` is the whole of what its trigger would do, minus re-checking conditions.
+        """
+        before = campaign.current
+        assert decision.accepted and decision.to is not None, decision
+        assert decision.judged_at == campaign.sequence and decision.state is before, (decision, campaign)
+        self.machine.set_state(decision.to.value, campaign)
         campaign.held = None
         campaign.command_id = command_id
         campaign.action = action
@@ -545,16 +403,18 @@ class CampaignMachine:
         return None if window is None else at + window
 
 
-def _refusal(edges: list[Transition], event: EventData, table: ReasonCode) -> ReasonCode | None:
-    """None if one of `edges` would be taken for `event`, else why not. The question `may_<trigger>`
-    asks on a bound model, asked of the edges themselves: nothing fires, nothing is copied."""
+def _taken(edges: list[Transition], event: EventData,
+           table: ReasonCode) -> tuple[Transition | None, ReasonCode | None]:
+    """The first of `edges` that would be taken for `event` (reason None), else why none would. The
+    question `may_<trigger>` asks on a bound model, asked of the edges themselves: nothing fires,
+    nothing is copied."""
     named: ReasonCode | None = None
     for edge in edges:
         failed = next((c for c in edge.conditions if not c.check(event)), None)
         if failed is None:
-            return None
+            return edge, None
         named = named or _CONDITION_REFUSALS.get(failed.func)
-    return named or table
+    return None, named or table
 
 
 def _expected_state_ok(event: EventData) -> bool:

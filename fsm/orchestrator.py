@@ -226,10 +226,13 @@ class Orchestrator(Ownership, Intake, Dispatch, Tracker):
             if not record.inbox and self._records.get(record.id) is record:
                 del self._records[record.id]  # only refusals ever named it: nothing to keep
             return
-        await self._confirm(record)
-        await self._release_scheduled(record)
-        await self._advance(record)
-        await self._follow(record)
+        try:
+            await self._confirm(record)
+            await self._release_scheduled(record)
+            await self._advance(record)
+            await self._follow(record)
+        finally:
+            await self._pay(record)  # an accepted command that waits has its ACCEPTED durable first
         self._plan(record)
 
     def _plan(self, record: CampaignRecord) -> None:

@@ -2,7 +2,8 @@
 
 The model (`Campaign`), the commands waiting for a look, the held command, the transition being
 tracked, the dialer slot it holds, the newest notification, commands waiting for their `notBefore`,
-events not yet taken by the sink, and when the campaign was last observed. The orchestrator keeps
+events not yet taken by the sink, when the campaign was last observed, and an ACCEPTED result
+still owed to the sink. The orchestrator keeps
 one map of these; giving a campaign away is one removal, and what goes to `campaign.state` is
 `store()` of it.
 """
@@ -64,6 +65,10 @@ class CampaignRecord:
     confirm_at: float | None = None  # when to read the platform to confirm an anomalous notification
     confirmed_at: float | None = None  # when that was last done (confirmations are at most `fresh_for` apart)
     leaving: bool = False  # being handed over: no new look starts
+    # The held command's ACCEPTED, not durable yet, and the future its intake waits on: it rides with
+    # the record's next durable write (on the common path the one before the POST), and the look
+    # makes it durable on its own before it ends, or before anything is published for the command.
+    owed: tuple[CommandResult, asyncio.Future[CommandResult] | None] | None = None
 
     def give_back_slot(self) -> None:
         """The one place a dialer slot is given back (idempotent)."""

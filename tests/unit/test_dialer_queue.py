@@ -382,3 +382,24 @@ async def test_close_fails_waiters_and_stops_timers() -> None:
     assert not any(t.get_name().startswith("dialer-stagger") for t in asyncio.all_tasks())
     with pytest.raises(GateClosed):
         await gate.acquire("d1", "s2", S)
+
+
+async def test_try_acquire_takes_a_slot_only_when_acquire_would_not_wait() -> None:
+    clock = FakeClock()
+    gate: DialerGate[str] = DialerGate(clock)
+    assert gate.try_acquire("d1", "a", Priority.STANDARD), "a free dialer: the slot at once"
+    assert not gate.try_acquire("d1", "b", Priority.STANDARD), "a STANDARD not yet sent holds the next back"
+    assert gate.try_acquire("d1", "c", Priority.HIGH), "HIGH does not wait for the stagger"
+    assert not gate.try_acquire("d1", "d", Priority.HIGH), "both slots taken"
+    stats = gate.stats()[0]
+    assert (stats.in_flight, stats.depth) == (2, 0), "a refused try leaves nothing queued"
+    waiter = asyncio.create_task(gate.acquire("d1", "e", Priority.STANDARD))
+    await asyncio.sleep(0)
+    gate.release("d1", "c")
+    await asyncio.sleep(0)
+    assert not waiter.done(), "a STANDARD not yet sent still holds it back"
+    assert not gate.try_acquire("d1", "f", Priority.STANDARD), "nobody jumps the queue"
+    gate.sent("d1", "a")
+    await clock.advance(15)
+    await waiter
+    await gate.close()
