@@ -31,12 +31,10 @@ keyed either: it exposes accidents and naive edits, not a forger who recomputes 
 
 from __future__ import annotations
 
-import calendar
 import enum
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from itertools import pairwise
 from typing import Any, NamedTuple, Protocol
 
@@ -44,6 +42,7 @@ import orjson
 
 from schemas.base import ContractError, decode
 from schemas.events import STATE_CHANGED_TYPE, CampaignStateChangedEvent, event_hash
+from schemas.instants import epoch_of
 from schemas.types import TERMINAL_STATES, Action, CampaignState, Cause, DialerType, Intent
 
 from .machine import Campaign
@@ -507,36 +506,15 @@ _INTENTS = frozenset(i.value for i in Intent)
 
 # --- time ----------------------------------------------------------------------------------------
 
-_minutes: dict[str, int] = {}
-
-
 def parse_time(text: str) -> float:
-    """RFC 3339 text to epoch seconds. Our own `YYYY-MM-DDTHH:MM:SS.mmmZ` takes a cached fast path.
+    """RFC 3339 text to epoch seconds, as every stored instant is read (schemas/instants.py `epoch_of`).
 
     Raises ValueError (or TypeError for a non-string) on anything else that is not a timestamp
     with a zone.
     """
-    if len(text) == 24 and text[23] == "Z" and text[19] == "." and text[16] == ":":
-        minute = _minutes.get(text[:16])
-        if minute is None:
-            minute = _minute(text[:16])
-        seconds = int(text[17:19])
-        millis = int(text[20:23])
-        if not 0 <= seconds < 60 or not text[20:23].isdigit():
-            raise ValueError(f"not a timestamp: {text!r}")
-        return ((minute + seconds) * 1000 + millis) / 1000  # one rounding: what `epoch_of` and datetime give
-    stamp = datetime.fromisoformat(text)
-    if stamp.tzinfo is None:
-        raise ValueError(f"timestamp without a zone: {text!r}")
-    return stamp.timestamp()
-
-
-def _minute(prefix: str) -> int:
-    stamp = datetime.fromisoformat(prefix)  # validates every field
-    if len(_minutes) > 200_000:
-        _minutes.clear()
-    value = _minutes[prefix] = calendar.timegm(stamp.timetuple())
-    return value
+    if not isinstance(text, str):
+        raise TypeError(f"not a timestamp: {type(text).__name__}")
+    return epoch_of(text)
 
 
 def _explain(value: bytes | None) -> str:
