@@ -188,3 +188,31 @@ async def test_with_two_instances_one_read_lets_each_take_half_the_free_places()
         assert len(platform.posts()) == 4
     finally:
         await orch.close()
+
+
+async def test_a_start_held_by_the_cap_costs_no_list_or_load_reads_until_a_place_frees() -> None:
+    """Issue 14's budget: a start waiting for a place is rechecked every `recheck` seconds; while the cap
+    still holds it, the contact list and the dialer's lines are not read again (they cannot let it
+    go), only the shared organisation count. Once a place frees, it is judged on fresh facts."""
+    running = FakeCampaign("r1", S.RUNNING, dialer_id="d-r")
+    waiting = FakeCampaign("w1", S.STOPPED, dialer_id="d-w", contact_list_id="l-w")
+    orch, platform, sink, clock = await _orchestrator([running, waiting], limit=1)
+    try:
+        command = _command("w1")
+        await orch.submit(command)
+        await clock.sleep(1)
+        assert sink.outcomes(command.id)[-1] == ("DEFERRED", "ACTIVE_CAMPAIGN_CAP")
+
+        def side_reads() -> int:
+            return sum(1 for c in platform.calls if c[1] in ("GET contactlist", "GET dialer"))
+
+        first = side_reads()
+        await clock.sleep(120)  # about 24 rechecks, the count re-read every 15 s
+        assert sink.outcomes(command.id)[-1] == ("DEFERRED", "ACTIVE_CAMPAIGN_CAP")
+        assert side_reads() == first, "rechecks while the cap holds read neither the list nor the lines"
+        running.state = S.STOPPED
+        await clock.sleep(30)
+        assert [p[2] for p in platform.posts()] == ["w1"]
+        assert side_reads() > first, "the start that goes is judged on fresh facts"
+    finally:
+        await orch.close()
