@@ -153,17 +153,19 @@ class Service:
             self.parts = parts
             self._alive = True
             stack.callback(setattr, self, "_alive", False)
+            relaying = asyncio.create_task(_relay(relay, orchestrator), name="notifications-relay")
+            relaying.add_done_callback(_log_death)
+            stack.push_async_callback(_cancelled, relaying)
             if self._serve_http:
-                # Ready means commands flow: the orchestrator has its campaigns and the intake is
-                # taking records (a dead or failing intake must take the instance out of rotation).
-                app = build_app(alive=lambda: self._alive, ready=lambda: orchestrator.ready and intake.healthy,
+                # Ready means commands flow: the orchestrator has its campaigns, the intake is taking
+                # records and notifications still reach the core (a dead or failing intake, or a dead
+                # relay, must take the instance out of rotation).
+                app = build_app(alive=lambda: self._alive,
+                                ready=lambda: orchestrator.ready and intake.healthy and not relaying.done(),
                                 metrics=metrics_table(orchestrator, client, channels, consumer, intake, sink))
                 parts.http_url = await stack.enter_async_context(
                     serve_asgi(app, host=settings.http.host, port=settings.http.port, name="metrics",
                                limits=settings.http.limits()))
-            relaying = asyncio.create_task(_relay(relay, orchestrator), name="notifications-relay")
-            relaying.add_done_callback(_log_death)
-            stack.push_async_callback(_cancelled, relaying)
             if follow:
                 await channels.start()
                 stack.push_async_callback(channels.stop)

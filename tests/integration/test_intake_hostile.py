@@ -169,3 +169,18 @@ async def test_a_failing_commit_turns_readyz_503_and_back_losing_nothing(
                 await asyncio.sleep(0.05)
         for command in (*first, *later):
             assert len(run.outcomes(command)) == 1, f"{command.campaign_id}: one result each, none lost"
+
+
+async def test_a_dead_notifications_relay_turns_readyz_503(
+        broker: BrokerHandle, unique_name: Callable[[str], str]) -> None:
+    """Issue 12 item 5: the task that hands notifications to the core is supervised like the intake:
+    if it ends, it is logged and the instance leaves rotation (its campaigns would only be polled)."""
+    tenant = generate_tenant(3, 1, state=CampaignState.RUNNING)
+    async with e2e(broker, unique_name, tenant=tenant, start_service=False) as run:
+        async with Service(run.settings).running() as parts:
+            assert parts.http_url is not None
+            assert await _readyz(parts.http_url) == 200
+            relay = next(t for t in asyncio.all_tasks() if t.get_name() == "notifications-relay")
+            relay.cancel()
+            await asyncio.gather(relay, return_exceptions=True)
+            assert await _readyz(parts.http_url) == 503
