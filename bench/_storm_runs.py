@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import contextlib
 import math
 import sys
 import time
@@ -28,6 +27,7 @@ from adapters.devtools.brokers import BrokerHandle
 from adapters.devtools.simulator.traffic import peak_in_window
 from adapters.devtools.stack import Platform, local_stack
 from adapters.kafka import KafkaSink, OutgoingRecord, TopicNames
+from fsm.tasks import cancel_and_wait
 from schemas.commands import Command, CommandResult
 from schemas.types import Action, Priority
 
@@ -310,11 +310,7 @@ async def service_run(broker: BrokerHandle, args: argparse.Namespace, workdir: P
                         await asyncio.sleep(0.05)
                 run.real_s = time.monotonic() - started
             finally:
-                for task in (progress, lag):
-                    if task is not None:
-                        task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await task
+                await cancel_and_wait(progress, lag)
                 await asyncio.sleep(0.2)  # let the last STOPPED events reach the watcher
                 stop.set()
                 await watcher
@@ -395,9 +391,7 @@ async def naive_run(args: argparse.Namespace, workdir: Path, tenant: dict[str, A
         try:
             await run_naive(sim.url, CLIENT_ID, secret, ids, scale=scale, cap_s=args.naive_cap_s, result=result)
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await cancel_and_wait(watcher)
         state = await sim.admin("/admin/state")
         timeline = (await sim.admin("/admin/traffic"))["inFlight"] if args.naive_traffic else []
     run = NaiveRun(scale, result)

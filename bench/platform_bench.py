@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import contextlib
 import json
 import logging
 import sys
@@ -36,6 +35,7 @@ from adapters.devtools.simulator.tenant import generate_tenant
 from adapters.platform import PlatformClient
 from fsm.ports import PlatformError
 from fsm.request_budget import RequestBudget
+from fsm.tasks import cancel_and_wait
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -75,11 +75,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             pollers = [asyncio.create_task(_poller(client, cid, errors), name=f"poll-{cid}")
                        for cid in sorted(sim.tenant.campaigns)]
             await asyncio.sleep(args.seconds)
-            for task in pollers:
-                task.cancel()
-            for task in pollers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(*pollers)
             elapsed = time.monotonic() - started
         finally:
             await client.aclose()

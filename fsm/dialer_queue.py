@@ -37,6 +37,7 @@ from typing import Generic, TypeVar
 from schemas.types import Priority
 
 from .ports import Clock
+from .tasks import cancel_and_wait
 
 __all__ = ["DialerGate", "DialerPolicy", "DialerQueue", "DialerQueues", "DialerStats", "GateClosed"]
 
@@ -347,10 +348,7 @@ class DialerGate(Generic[T]):
             if not future.done():
                 future.set_exception(GateClosed("the dialer gate closed while waiting for a slot"))
         self._timers.clear()
-        timers = list(self._tasks)
-        for task in timers:
-            task.cancel()
-        await asyncio.gather(*timers, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
 
     # --- internals -----------------------------------------------------------------------------
 

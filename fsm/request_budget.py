@@ -67,6 +67,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from .ports import Clock
+from .tasks import cancel_and_wait
 
 __all__ = ["Grant", "RequestBudget", "RequestBudgetClosed", "share_of"]
 
@@ -213,10 +214,7 @@ class RequestBudget:
         """Stop granting; every waiter gets RequestBudgetClosed."""
         self._closed = True
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         self._fail_waiters(RequestBudgetClosed("the request budget is closed"))
 
     # --- internals -------------------------------------------------------------------------------

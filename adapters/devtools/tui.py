@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from fsm.tasks import cancel_and_wait
+
 __all__ = [
     "CampaignRow",
     "DialerRow",
@@ -323,9 +325,7 @@ class LiveView:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
             self._out.write(_LEAVE)
             self._out.flush()
 

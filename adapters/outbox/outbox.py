@@ -5,7 +5,6 @@ docstring (`adapters.outbox`) describes the guarantees."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import os
@@ -16,6 +15,7 @@ from typing import Any, Literal, Protocol
 
 from fsm.backoff import Backoff
 from fsm.ports import Clock
+from fsm.tasks import cancel_and_wait
 from schemas.base import truncate_text
 from schemas.commands import CommandResult
 
@@ -180,10 +180,7 @@ class Outbox:
                          self._path, self._depth, flush_timeout)
         self._state = _Lifecycle.CLOSED
         drainer, self._drainer = self._drainer, None
-        if drainer is not None:
-            drainer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await drainer
+        await cancel_and_wait(drainer)
         closing = Close(self._new_future())
         try:
             self._send(closing, force=True)

@@ -60,6 +60,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from fsm.backoff import Backoff
 from fsm.ports import Clock, Notification, NotificationListener, PlatformNotFound
+from fsm.tasks import cancel_and_wait
 from schemas.base import ContractError, decode
 from schemas.platform import GenesysImportProgress, NotificationChannel, NotificationEnvelope
 
@@ -374,9 +375,7 @@ class _ChannelWorker:
     async def stop(self) -> None:
         task, self.task = self.task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         self._set_up(False)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -532,9 +531,7 @@ class _ChannelWorker:
                 try:
                     await asyncio.wait({recv, tick}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    tick.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await tick
+                    await cancel_and_wait(tick)
                 if not recv.done():
                     continue
                 raw, recv = recv.result(), None
@@ -546,10 +543,7 @@ class _ChannelWorker:
                         ws = swapped
                         next_ping = clock.monotonic() + owner.ping_interval
         finally:
-            if recv is not None and not recv.done():
-                recv.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                    await recv
+            await cancel_and_wait(recv)
 
     async def _replace(
         self, old: ClientConnection, pending: asyncio.Task[Any] | None, *, fresh: bool
@@ -560,10 +554,7 @@ class _ChannelWorker:
         except Exception as exc:
             _log.warning("%s: could not open the next socket (%s: %s); keeping the old one",
                          self.name, type(exc).__name__, exc)
-            if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                    await pending
+            await cancel_and_wait(pending)
             return None
         await self._drain(old, pending)
         return new
@@ -579,10 +570,7 @@ class _ChannelWorker:
         except (TimeoutError, ConnectionClosed):
             pass
         finally:
-            if pending is not None and not pending.done():
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                    await pending
+            await cancel_and_wait(pending)
             await _close_quietly(old)
 
 

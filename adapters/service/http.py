@@ -53,6 +53,8 @@ from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
+from fsm.tasks import cancel_and_wait
+
 __all__ = ["HttpLimits", "MetricsSource", "ServerStartError", "build_app", "serve_asgi"]
 
 _log = logging.getLogger(__name__)
@@ -257,9 +259,7 @@ class _Server(uvicorn.Server):
         yield
 
     async def _stop_accepting(self) -> None:
-        for task in self._accepting:
-            task.cancel()
-        await asyncio.gather(*self._accepting, return_exceptions=True)
+        await cancel_and_wait(*self._accepting)
         self._accepting = []
 
     def _protocol(self) -> _LimitedH11:
@@ -357,9 +357,7 @@ async def serve_asgi(
 
 async def _force_stop(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
     server.force_exit = True
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
+    await cancel_and_wait(task)
 
 
 # --- the operator's endpoint ---------------------------------------------------------------------

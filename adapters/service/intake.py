@@ -48,6 +48,7 @@ from typing import Protocol
 import orjson
 
 from fsm.backoff import Backoff
+from fsm.tasks import cancel_and_wait
 from schemas import Command, ContractError, decode
 from schemas.commands import CAMPAIGN_ID_PATTERN, COMMAND_ID_PATTERN, CommandResult
 from schemas.signed import SignedRecord
@@ -173,9 +174,7 @@ class CommandIntake:
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout=10)
         except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     # --- supervision ---------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from fsm.machine import CampaignMachine
 from fsm.orchestrator import Orchestrator
 from fsm.ports import Clock, ManagedSink, Notification
 from fsm.request_budget import share_of
+from fsm.tasks import cancel_and_wait
 
 from ..clock import SystemClock
 from ..kafka import CommandConsumer, Producer, TopicNames, ensure_topics, open_admin
@@ -155,7 +156,7 @@ class Service:
             stack.callback(setattr, self, "_alive", False)
             relaying = asyncio.create_task(_relay(relay, orchestrator), name="notifications-relay")
             relaying.add_done_callback(_log_death)
-            stack.push_async_callback(_cancelled, relaying)
+            stack.push_async_callback(cancel_and_wait, relaying)
             if self._serve_http:
                 # Ready means commands flow: the orchestrator has its campaigns, the intake is taking
                 # records and notifications still reach the core (a dead or failing intake, or a dead
@@ -192,11 +193,6 @@ async def _relay(queue: asyncio.Queue[Notification | bool], orchestrator: Orches
                 await orchestrator.on_notification(item)
         except Exception:
             _log.exception("a notification could not be handed to the core")  # the next one still is
-
-
-async def _cancelled(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 def _log_death(task: asyncio.Task[Any]) -> None:

@@ -359,3 +359,41 @@ def test_bad_configuration_is_refused() -> None:
         NotificationChannels(client, noop, max_topics_per_channel=1001)
     with pytest.raises(ValueError, match="ping_interval"):
         NotificationChannels(client, noop, ping_interval=70.0, silence_timeout=65.0)
+
+
+class SlowCancelClock(RecordingClock):
+    """A clock whose sleeps take a moment to end when cancelled, as any cleanup may."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancelling = 0
+
+    async def sleep(self, seconds: float) -> None:
+        try:
+            await super().sleep(seconds)
+        except asyncio.CancelledError:
+            self.cancelling += 1
+            try:
+                await asyncio.sleep(0.05)
+            finally:
+                self.cancelling -= 1
+            raise
+
+
+async def test_stop_lands_while_the_channel_ends_a_timer_and_still_stops(hub: FakeHub) -> None:
+    # The channel cancels its wake-up timer after every message and waits for it to end. A stop that
+    # lands in that wait used to be swallowed with the timer's cancellation: the loop went on and
+    # stop() never returned (CI hung 300 s in a channel test's teardown).
+    clock = SlowCancelClock()
+    h = Harness(hub, ping_interval=0.01, clock=clock)
+    try:
+        await h.channels.subscribe_campaigns(["c1"])
+        await h.channels.start()
+        await eventually(lambda: h.channels.up and clock.cancelling > 0)
+        # Bounded by asyncio.wait, not a timeout: a timeout's cancellation could be swallowed the same way.
+        stopping = asyncio.create_task(h.channels.stop())
+        await asyncio.wait({stopping}, timeout=5)
+        assert stopping.done(), "stop() did not return: the channel's loop swallowed its cancellation"
+        assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("notifications-channel")]
+    finally:
+        await h.close()

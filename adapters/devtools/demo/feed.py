@@ -14,6 +14,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from adapters.kafka import KafkaSettings, TopicNames
+from fsm.tasks import cancel_and_wait
 
 from ..tui import StreamLine
 
@@ -81,9 +82,7 @@ class Observer:
         try:
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
             await consumer.stop()
 
     async def _pump(self, consumer: AIOKafkaConsumer) -> None:

@@ -42,6 +42,8 @@ import orjson
 from pydantic.alias_generators import to_camel
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from fsm.tasks import cancel_and_wait
+
 from .clock import Scheduler, Timer, wall_deadline
 from .faults import FaultInjector
 
@@ -352,9 +354,7 @@ async def websocket_endpoint(websocket: WebSocket, hub: Hub) -> None:
     try:
         await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (sender, receiver):
-            task.cancel()
-        await asyncio.gather(sender, receiver, return_exceptions=True)
+        await cancel_and_wait(sender, receiver)
         hub.detach(conn)
 
 

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from fsm.ports import Clock
+from fsm.tasks import cancel_and_wait
 from fsm.testing import FakeClock
 
 from ...clock import SystemClock
@@ -168,6 +169,4 @@ class Scheduler:
             try:
                 await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for fut in pending:
-                    fut.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+                await cancel_and_wait(*pending)
