@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import ValidationError
@@ -40,7 +40,7 @@ from .ports import CampaignSnapshot
 from .record import CampaignRecord
 
 __all__ = [
-    "Discover", "GiveAway", "Observe", "Ownership", "Quarantine", "Read", "Restore", "Subscribe", "Track",
+    "Discover", "GiveAway", "Observe", "Ownership", "Part", "Quarantine", "Read", "Restore", "Subscribe", "Track",
     "Trust", "handing_over", "leaving", "restored", "restoring", "subscribing", "taking_over", "unsubscribing",
     "verified",
 ]
@@ -50,6 +50,9 @@ _log = logging.getLogger("fsm.orchestrator")
 # A restored held command may have waited in the dialer queue after its pre-flight: this much on top
 # of its schedule horizon and deferral limit before it counts as long dead.
 _QUEUE_SLACK = 3600.0
+
+# What a quarantine sets aside: a whole record, or its held command, or one of its scheduled ones.
+Part = Literal["record", "held", "scheduled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +67,9 @@ class Trust:
 
 @dataclass(frozen=True, slots=True)
 class Quarantine:
-    """Set aside, logged and counted: a whole `record`, or its `held` or a `scheduled` command."""
+    """Set aside, logged and counted: the part of a campaign's record that failed its checks."""
 
-    what: str
+    what: Part
     campaign_id: str
     detail: str
 
@@ -202,7 +205,7 @@ def restored(stored: dict[str, Any], trust: Trust) -> tuple[Quarantine | Restore
     return (*quarantined, Restore(campaign, tuple(scheduled), held))
 
 
-def verified(campaign_id: str, what: str, raw: object, trust: Trust) -> Command | Quarantine:
+def verified(campaign_id: str, what: Part, raw: object, trust: Trust) -> Command | Quarantine:
     """A stored command that may act again: it parses, names this campaign, and (with keys
     configured) carries a valid signature over what its producer sent and is young enough to
     still be waiting. Otherwise why it is quarantined."""
