@@ -128,7 +128,8 @@ class GiveAway:
     """A campaign handed to its new owner once its running look finished.
 
     Its `events` not yet taken by the sink go out first, with the results they carry (`answered`,
-    an ACCEPTED still owed among them), so the new owner reads a `campaign.state` that has them.
+    an ACCEPTED still owed among them), so the new owner reads a `campaign.state` that has them
+    (unless this instance was fenced already: then `_flush` holds them back).
     The commands waiting for a look (`redelivered`) are not answered: their intake commits nothing
     and the new owner consumes them again. Its dialer slot, if it holds one (`slot`), is given back.
     """

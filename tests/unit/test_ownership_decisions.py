@@ -28,6 +28,7 @@ from fsm.ownership import (
     handing_over,
     leaving,
     restoring,
+    subscribing,
     taking_over,
     unsubscribing,
 )
@@ -208,3 +209,9 @@ def test_unsubscribing_keeps_a_contact_list_a_kept_campaign_still_uses() -> None
 def test_leaving_is_what_the_new_assignment_no_longer_covers(owned: set[str]) -> None:
     records = [_record("a"), _record("b")]
     assert [r.id for r in leaving(records, owned.__contains__)] == sorted({"a", "b"} - owned)
+
+
+def test_subscribing_asks_for_the_campaigns_taken_on_and_their_contact_lists() -> None:
+    taken = [_record("a", contact_list="l2"), _record("b", contact_list="l1"), _record("c", contact_list="l2"),
+             CampaignRecord("d")]
+    assert subscribing(taken) == Subscribe(("a", "b", "c", "d"), ("l1", "l2"))
