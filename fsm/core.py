@@ -128,6 +128,7 @@ class Core:
     _gate: DialerGate[str]
     _queue: WorkQueue
     _records: dict[str, CampaignRecord]
+    _campaigns: Campaigns  # the models in `_records`
     # Command id (its id_key) -> the record that carried it and, while it is being handled, its future.
     _seen: OrderedDict[str, tuple[str | None, asyncio.Future[CommandResult] | None]]
     _answering: set[asyncio.Task[None]]  # refusals being published
