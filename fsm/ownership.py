@@ -396,6 +396,8 @@ class Ownership(Core):
             if not future.done():
                 future.cancel()  # not committed: the new owner consumes it again
         self._queue.unschedule(effect.campaign_id)
-        del self._records[effect.campaign_id]
+        if self._records.get(effect.campaign_id) is record:
+            # Its running look may have ended it meanwhile (a campaign only refusals ever named).
+            del self._records[effect.campaign_id]
         for waiting in self._list_waiters.values():
             waiting.discard(effect.campaign_id)

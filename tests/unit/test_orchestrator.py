@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -707,3 +708,31 @@ async def test_a_transition_that_finished_while_no_one_looked_is_reported_on_res
         assert w2.sink.of("c1")[-1]["to"] == "STOPPED" and w2.sink.of("c1")[-1]["commandId"] == str(command.id)
     finally:
         await w2.orch.close()
+
+
+async def test_a_release_survives_a_campaign_whose_look_ended_it_meanwhile() -> None:
+    # A command for a campaign the platform does not know: its look reads the platform (slowly
+    # here), refuses the command and forgets the campaign. A rebalance that takes the campaign away
+    # during that read waits for the look, and must then not trip over the record it removed.
+    w = await _world([FakeCampaign("c1", S.STOPPED)])
+    reading = asyncio.Event()
+    go_on = asyncio.Event()
+    real_get = w.platform.get_campaign
+
+    async def slow_get(campaign_id: str) -> Any:
+        if campaign_id == "ghost":
+            reading.set()
+            await go_on.wait()
+        return await real_get(campaign_id)
+
+    w.platform.get_campaign = slow_get  # type: ignore[method-assign]
+    command = w.command("ghost", Action.START)
+    answer = w.orch.submit(command)
+    await asyncio.wait_for(reading.wait(), 5)
+    releasing = asyncio.create_task(w.orch.release(lambda cid: cid == "c1"))
+    await w.clock.sleep(0.2)
+    go_on.set()
+    gone = await asyncio.wait_for(releasing, 5)
+    assert gone == [] and list(w.orch.campaigns) == ["c1"]
+    assert (await answer).reason is ReasonCode.UNKNOWN_CAMPAIGN
+    await w.orch.close()
