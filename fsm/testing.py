@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TypeVar
 
+from .tasks import cancel_and_wait
+
 __all__ = ["FakeClock"]
 
 _log = logging.getLogger(__name__)
@@ -186,13 +188,7 @@ class FakeClock:
     async def aclose(self) -> None:
         """Stop the auto-advance driver, if one runs. Sleepers stay asleep."""
         driver, self._driver = self._driver, None
-        if driver is not None and not driver.done():
-            driver.cancel()
-            try:
-                await driver
-            except asyncio.CancelledError:
-                if (task := asyncio.current_task()) is not None and task.cancelling():
-                    raise
+        await cancel_and_wait(driver)
 
     async def __aenter__(self) -> FakeClock:
         return self
