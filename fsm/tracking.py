@@ -282,7 +282,8 @@ class Tracker(Core):
         change = self.machine.observe(campaign, snapshot.state, cause=cause, at=self.clock.now(),
                                       platform_status=snapshot.platform_status, errors=errors or None,
                                       intent_decides=snapshot.intent_decides, halt=snapshot.halt)
-        await self._act(record, observed(record, change))
+        if change is not None:  # most polls see nothing new: nothing to decide
+            await self._act(record, observed(record, change))
         return change
 
     async def _apply_latest(self, record: CampaignRecord) -> None:
