@@ -140,6 +140,13 @@ class CountingSink:
     async def stop(self) -> None:
         await self.inner.stop()
 
+    async def __aenter__(self) -> CountingSink:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
     async def wait_drained(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         return await self.inner.wait_drained(timeout)
 

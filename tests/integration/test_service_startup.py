@@ -15,6 +15,7 @@ from adapters.kafka import CommandConsumer
 from adapters.outbox import Outbox
 from adapters.platform import NotificationChannels
 from adapters.service import Service
+from adapters.service.intake import CommandIntake
 from schemas.types import CampaignState
 from tests.integration.harness import e2e
 
@@ -26,7 +27,8 @@ def _broker_connections(port: int) -> int:
                if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED)
 
 
-@pytest.mark.parametrize("failing", ["outbox", "consumer"], ids=["right-after-the-producer", "joining-the-group"])
+@pytest.mark.parametrize("failing", ["outbox", "consumer", "intake"],
+                         ids=["right-after-the-producer", "joining-the-group", "after-joining"])
 async def test_a_failure_during_start_up_leaves_no_task_or_socket_behind(
         broker: BrokerHandle, unique_name: Callable[[str], str], monkeypatch: pytest.MonkeyPatch,
         failing: str) -> None:
@@ -47,14 +49,18 @@ async def test_a_failure_during_start_up_leaves_no_task_or_socket_behind(
             raise RuntimeError(f"{failing} failed to start (injected)")
 
         monkeypatch.setattr(NotificationChannels, "start", start_channels)
-        monkeypatch.setattr(Outbox if failing == "outbox" else CommandConsumer, "start", fail)
+        def fail_now(self: object) -> None:  # the intake's start is not a coroutine
+            raise RuntimeError(f"{failing} failed to start (injected)")
+
+        failing_part = {"outbox": Outbox, "consumer": CommandConsumer, "intake": CommandIntake}[failing]
+        monkeypatch.setattr(failing_part, "start", fail_now if failing == "intake" else fail)
         service = Service(run.settings)
         with pytest.raises(RuntimeError, match="injected"):
             async with service.running():
                 pytest.fail("started although a part failed")
         await asyncio.sleep(1.0)
         # The harness's own collector (a consumer) starts short-lived fetch tasks all along; the
-        # service never got a consumer running in either case, so those are not its.
+        # service's consumer, where it started, was stopped before this point, so those are not its.
         left = [f"{t.get_name()} {t.get_coro()!r}" for t in asyncio.all_tasks() - tasks_before
                 if not t.done() and "Fetcher._proc_fetch_request" not in repr(t.get_coro())]
         assert left == [], f"tasks left running: {left}"
@@ -63,5 +69,5 @@ async def test_a_failure_during_start_up_leaves_no_task_or_socket_behind(
             with pytest.raises(httpx.ConnectError):
                 async with httpx.AsyncClient() as http:
                     await http.get(f"{service.parts.http_url}/healthz", timeout=2.0)
-        if failing == "consumer":
+        if failing != "outbox":
             assert channels_started and not channels_started[0].up, "the notification channels were stopped"
