@@ -266,26 +266,34 @@ class _Server(uvicorn.Server):
         return _LimitedH11(self._config, self.server_state, self.lifespan.state)
 
     async def _accept(self, listener: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        cap = self._config.limits.max_connections
         while True:
             try:
-                conn, _ = await loop.sock_accept(listener)
-            except OSError as exc:
-                self._log.warning("the %s server cannot accept a connection: %s", self._name,
-                                  errno.errorcode.get(exc.errno or 0, str(exc)))
+                await self._accept_one(listener)
+            except Exception:
+                # A defect: a dead accept loop would leave /healthz unanswered with nothing said.
+                _log.exception("the %s server's accept loop failed; it goes on", self._name)
                 await asyncio.sleep(_ACCEPT_RETRY_S)
-                continue
-            # uvicorn's set holds HTTP and WebSocket connections alike, each until it is lost.
-            if len(self.server_state.connections) >= cap:
-                _reset(conn)
-                self._log.warning("the %s server reset a connection over its limit of %d open", self._name, cap)
-                continue
-            try:
-                await loop.connect_accepted_socket(self._protocol, conn)
-            except Exception as exc:
-                conn.close()
-                self._log.warning("the %s server dropped a connection it could not set up: %r", self._name, exc)
+
+    async def _accept_one(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        cap = self._config.limits.max_connections
+        try:
+            conn, _ = await loop.sock_accept(listener)
+        except OSError as exc:
+            self._log.warning("the %s server cannot accept a connection: %s", self._name,
+                              errno.errorcode.get(exc.errno or 0, str(exc)))
+            await asyncio.sleep(_ACCEPT_RETRY_S)
+            return
+        # uvicorn's set holds HTTP and WebSocket connections alike, each until it is lost.
+        if len(self.server_state.connections) >= cap:
+            _reset(conn)
+            self._log.warning("the %s server reset a connection over its limit of %d open", self._name, cap)
+            return
+        try:
+            await loop.connect_accepted_socket(self._protocol, conn)
+        except Exception as exc:
+            conn.close()
+            self._log.warning("the %s server dropped a connection it could not set up: %r", self._name, exc)
 
 
 def _reset(conn: socket.socket) -> None:
