@@ -280,6 +280,10 @@ class DialerGate(Generic[T]):
         self._deaths: dict[str, int] = {}  # timers of a dialer that died in a row
         self._closed = False
 
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
     def stats(self) -> list[DialerStats]:
         return self._queues.stats()
 
