@@ -5,8 +5,9 @@ notification channels start; the orchestrator restores `campaign.state` and read
 truth for every campaign (drift becomes `reconcile` events) *before* any command is taken; then
 the command consumer starts and `/readyz` turns green. It stays green only while the command
 intake is healthy (its task runs and its fetches, batches and commits are not failing) and the
-notifications relay runs; `/healthz` is liveness alone. Every part is an async context manager
-entered on one exit stack, so shut-down, and a start-up that fails part-way, leave them in reverse.
+notifications relay and the sink (the outbox's writer and drainer) run; `/healthz` is liveness
+alone. Every part is an async context manager entered on one exit stack, so shut-down, and a
+start-up that fails part-way, leave them in reverse.
 
 Shut-down is the reverse and is what SIGTERM triggers: stop taking commands (the batch in hand
 finishes and is committed), let the orchestrator finish its in-flight bookkeeping, stop the
@@ -154,10 +155,10 @@ class Service:
             relay = await stack.enter_async_context(_Relay(queue, orchestrator))
             if self._serve_http:
                 # Ready means commands flow: the orchestrator has its campaigns, the intake is taking
-                # records and notifications still reach the core (a dead or failing intake, or a dead
-                # relay, must take the instance out of rotation).
+                # records, notifications still reach the core and what it publishes goes out (a dead
+                # or failing intake, a dead relay or a dead outbox must take the instance out of rotation).
                 app = build_app(alive=lambda: self._alive,
-                                ready=lambda: orchestrator.ready and intake.healthy and relay.running,
+                                ready=lambda: orchestrator.ready and intake.healthy and relay.running and sink.healthy,
                                 metrics=metrics_table(orchestrator, client, channels, consumer, intake, sink))
                 parts.http_url = await stack.enter_async_context(
                     serve_asgi(app, host=settings.http.host, port=settings.http.port, name="metrics",

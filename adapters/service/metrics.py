@@ -134,6 +134,10 @@ class CountingSink:
     def undeliverable(self) -> int:
         return self.inner.undeliverable
 
+    @property
+    def healthy(self) -> bool:
+        return self.inner.healthy
+
     async def start(self) -> None:
         await self.inner.start()
 
