@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import socket
 import struct
@@ -346,6 +347,7 @@ async def serve_asgi(
             cause = task.exception() if task.done() and not task.cancelled() else None
             raise ServerStartError(f"the {name} server failed to start on {host}:{port}") from cause
         bound_port = sock.getsockname()[1]
+        task.add_done_callback(functools.partial(_ended_early, server, name))
         yield f"http://[{host}]:{bound_port}" if ":" in host else f"http://{host}:{bound_port}"
     finally:
         server.should_exit = True
@@ -361,6 +363,12 @@ async def serve_asgi(
             _log.exception("the %s server failed", name)
         finally:
             sock.close()
+
+
+def _ended_early(server: uvicorn.Server, name: str, task: asyncio.Task[None]) -> None:
+    # Said when it happens, not at shut-down: /healthz goes unanswered from here (liveness fails).
+    if not server.should_exit and not task.cancelled():
+        _log.error("the %s server stopped while serving", name, exc_info=task.exception())
 
 
 async def _force_stop(server: uvicorn.Server, task: asyncio.Task[None]) -> None:

@@ -338,3 +338,22 @@ async def test_a_defect_in_the_accept_loop_is_logged_and_the_server_goes_on_acce
             assert await _healthz_ok_within(port, within=3.0) is not None, "/healthz answers again"
     failed = [r for r in caplog.records if "accept loop failed" in r.getMessage()]
     assert failed and failed[0].exc_info is not None
+
+
+async def test_a_server_that_stops_while_serving_says_so_when_it_happens(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 12 item 5: nothing dies silently. The server's task ending while it should serve (here
+    its main loop failing) is logged with its traceback then, not only once shut-down awaits it."""
+
+    async def main_loop_failing(self: object) -> None:
+        raise RuntimeError("a defect in the main loop")
+
+    monkeypatch.setattr(http_module._Server, "main_loop", main_loop_failing)
+    with caplog.at_level(logging.ERROR, logger="adapters.service.http"):
+        async with _served(HttpLimits()):
+            deadline = time.monotonic() + 2.0
+            while not any("stopped while serving" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "the server's end went unsaid while it should serve"
+                await asyncio.sleep(0.05)
+    said = [r for r in caplog.records if "stopped while serving" in r.getMessage()]
+    assert said[0].exc_info is not None
