@@ -154,11 +154,12 @@ class Service:
             stack.enter_context(self._living())
             relay = await stack.enter_async_context(_Relay(queue, orchestrator))
             if self._serve_http:
-                # Ready means commands flow: the orchestrator has its campaigns, the intake is taking
-                # records, notifications still reach the core and what it publishes goes out (a dead
-                # or failing intake, a dead relay or a dead outbox must take the instance out of rotation).
+                # Ready means commands flow: the orchestrator has its campaigns (the last assignment
+                # was taken), the intake is taking records, notifications still reach the core and
+                # what it publishes goes out; anything else takes the instance out of rotation.
                 app = build_app(alive=lambda: self._alive,
-                                ready=lambda: orchestrator.ready and intake.healthy and relay.running and sink.healthy,
+                                ready=lambda: (orchestrator.ready and intake.healthy and relay.running and sink.healthy
+                                               and ownership.healthy),
                                 metrics=metrics_table(orchestrator, client, channels, consumer, intake, sink))
                 parts.http_url = await stack.enter_async_context(
                     serve_asgi(app, host=settings.http.host, port=settings.http.port, name="metrics",
@@ -171,6 +172,9 @@ class Service:
             await stack.enter_async_context(consumer)
             await stack.enter_async_context(intake)
             await ownership.first_assignment.wait()
+            if ownership.failed is not None:
+                # Nothing was taken on: fail the start (the process exits non-zero) rather than sit unready.
+                raise RuntimeError("the first assignment could not be taken (see the log)") from ownership.failed
             _log.info("ready: %d campaigns on partitions %s of %s", len(orchestrator.campaigns),
                       sorted(ownership.owned), self._kafka.topics.commands)
             yield parts

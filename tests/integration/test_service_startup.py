@@ -71,3 +71,24 @@ async def test_a_failure_during_start_up_leaves_no_task_or_socket_behind(
                     await http.get(f"{service.parts.http_url}/healthz", timeout=2.0)
         if failing != "outbox":
             assert channels_started and not channels_started[0].up, "the notification channels were stopped"
+
+
+async def test_a_first_assignment_that_cannot_be_taken_fails_the_start_up(
+        broker: BrokerHandle, unique_name: Callable[[str], str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12 item 5: the rebalance hook runs inside aiokafka, which logs and swallows what it
+    raises. Taking the first assignment failing (here: reading campaign.state back) used to leave
+    the start-up waiting for good behind a 503; it now fails, so the process exits non-zero."""
+    from adapters.service import ownership as ownership_module
+
+    async def restore_failing(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("campaign.state could not be read back (injected)")
+
+    tenant = generate_tenant(1, 1, state=CampaignState.RUNNING)
+    async with e2e(broker, unique_name, tenant=tenant, start_service=False) as run:
+        monkeypatch.setattr(ownership_module, "restore_latest", restore_failing)
+        service = Service(run.settings)
+        with pytest.raises(RuntimeError, match="first assignment could not be taken") as failed:
+            async with asyncio.timeout(60):
+                async with service.running():
+                    pytest.fail("started although its first assignment was not taken")
+        assert "injected" in repr(failed.value.__cause__)
