@@ -65,6 +65,10 @@ class _TimedSink:
     def undeliverable(self) -> int:
         return self._inner.undeliverable
 
+    @property
+    def healthy(self) -> bool:
+        return self._inner.healthy
+
     async def start(self) -> None:
         await self._inner.start()
 

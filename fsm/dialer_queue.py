@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Hashable
@@ -36,10 +38,14 @@ from typing import Generic, TypeVar
 
 from schemas.types import Priority
 
+from .backoff import Backoff
 from .ports import Clock
 from .tasks import cancel_and_wait
 
 __all__ = ["DialerGate", "DialerPolicy", "DialerQueue", "DialerQueues", "DialerStats", "GateClosed"]
+
+_log = logging.getLogger(__name__)
+_TIMER_RETRY = Backoff(1.0, 2.0, 60.0, max_tries=None, jitter=0.0)
 
 T = TypeVar("T", bound=Hashable)
 
@@ -271,7 +277,12 @@ class DialerGate(Generic[T]):
         self._waiters: dict[tuple[str, T], asyncio.Future[None]] = {}
         self._timers: dict[str, tuple[float, asyncio.Task[None]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # armed and cancelled timers, until they finish
+        self._deaths: dict[str, int] = {}  # timers of a dialer that died in a row
         self._closed = False
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
 
     def stats(self) -> list[DialerStats]:
         return self._queues.stats()
@@ -377,7 +388,23 @@ class DialerGate(Generic[T]):
         )
         self._timers[dialer_id] = (wake, task)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(functools.partial(self._timer_done, dialer_id))
+
+    def _timer_done(self, dialer_id: str, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or (error := task.exception()) is None:
+            self._deaths.pop(dialer_id, None)
+            return
+        # A defect. Without a timer nothing wakes the dialer's waiters until a slot is freed, so
+        # the dialer is looked at again after a backoff.
+        if (current := self._timers.get(dialer_id)) is not None and current[1] is task:
+            del self._timers[dialer_id]
+        deaths = self._deaths[dialer_id] = self._deaths.get(dialer_id, 0) + 1
+        delay = _TIMER_RETRY.delay(deaths - 1)
+        _log.error("%s died; the dialer is looked at again in %.0f s", task.get_name(), delay, exc_info=error)
+        if not self._closed:
+            now = self._clock.monotonic()
+            self._arm(dialer_id, now + delay, now)
 
     async def _stagger_timer(self, dialer_id: str, delay: float) -> None:
         await self._clock.sleep(delay)

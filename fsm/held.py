@@ -29,12 +29,15 @@ from enum import Enum
 from schemas.commands import Command
 from schemas.types import Priority, ReasonCode
 
+from .backoff import Backoff
 from .dialer_queue import DialerGate, GateClosed
 from .machine import Decision
 
 __all__ = ["HeldCommand", "SlotLease", "Stage"]
 
 _log = logging.getLogger(__name__)
+# Asking a dialer for a slot again after the gate failed (a defect), rather than wait for good.
+_ASK_AGAIN = Backoff(1.0, 2.0, 60.0, max_tries=None, jitter=0.0)
 
 
 class Stage(Enum):
@@ -113,10 +116,19 @@ class SlotLease:
             self._task.add_done_callback(_log_failure)
 
     async def _acquire(self, priority: Priority, on_granted: Callable[[], None] | None) -> None:
-        try:
-            await self._gate.acquire(self.dialer, self._item, priority)
-        except GateClosed:
-            return
+        failures = 0
+        while True:
+            try:
+                await self._gate.acquire(self.dialer, self._item, priority)
+                break
+            except GateClosed:
+                return
+            except Exception:
+                failures += 1
+                delay = _ASK_AGAIN.delay(failures - 1)
+                _log.exception("dialer-slot:%s: asking dialer %s for a slot failed; asking again in %.0f s",
+                               self._item, self.dialer, delay)
+                await self._gate.clock.sleep(delay)
         self.granted = True
         if on_granted is not None:
             on_granted()

@@ -144,6 +144,13 @@ class Orchestrator(Ownership, Intake, Dispatch, Tracker):
         await self._gate.close()
         await asyncio.gather(*(r.lease.wait_closed() for r in self._records.values() if r.lease is not None))
 
+    async def __aenter__(self) -> Orchestrator:
+        """Entered as built: acquiring campaigns is `start` (one owner) or the ownership hooks'."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
     async def drain(self) -> None:
         """Wait until no campaign has a look running or due now (tests, shutdown)."""
         await self._queue.drain()

@@ -285,11 +285,16 @@ class ManagedSink(EventSink, Protocol):
     """An `EventSink` the service runs: started before the core, stopped after it.
 
     `wait_drained` is True once everything taken so far is delivered (False if `timeout` ran out);
-    `depth` counts what waits for delivery, `undeliverable` what was set aside for good (alarms).
+    `depth` counts what waits for delivery, `undeliverable` what was set aside for good (alarms);
+    `healthy` is False once it can no longer take or deliver anything (its worker ended): the
+    service's readiness.
     """
 
     @property
     def depth(self) -> int: ...
+
+    @property
+    def healthy(self) -> bool: ...
 
     @property
     def undeliverable(self) -> int: ...

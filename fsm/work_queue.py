@@ -11,7 +11,8 @@ state as it is, not on the hint. So hints carry no payload, and the queue guaran
   run of the key) cuts it short: a run is the look, and the handler schedules again if it must;
 - a handler exception is logged with its key and the key is retried after a per-key `Backoff`
   (`retry_initial` doubling up to `retry_cap`, no jitter); it never kills the queue or another
-  key's worker;
+  key's worker. A worker that crashes anyway (a defect outside the handler) is logged with its
+  traceback and its key looked at again after the same backoff;
 - a worker with nothing to do for `idle_timeout` retires; the next hint starts a new one;
 - `close()` stops intake, lets running and already-hinted keys finish, drops pending schedules, and
   cancels what is still running after `grace` seconds.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -106,6 +108,7 @@ class WorkQueue:
         self._retry = Backoff(retry_initial, 2.0, retry_cap, max_tries=None, jitter=0.0)
         self._name = name
         self._keys: dict[str, _Key] = {}
+        self._crashes: dict[str, int] = {}  # workers of a key that crashed in a row
         self._slots = asyncio.Semaphore(concurrency)
         self._busy: set[str] = set()  # keys dirty or running: what drain() waits for
         self._quiet = asyncio.Event()
@@ -221,7 +224,7 @@ class WorkQueue:
             entry.worker = asyncio.get_running_loop().create_task(
                 self._work(key, entry), name=f"{self._name}:{key}"
             )
-            entry.worker.add_done_callback(self._worker_done)
+            entry.worker.add_done_callback(functools.partial(self._worker_done, key))
         return entry
 
     async def _work(self, key: str, entry: _Key) -> None:
@@ -298,9 +301,17 @@ class WorkQueue:
         finally:
             entry.waker = None
 
-    def _worker_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            _log.error("%s: worker %s crashed", self._name, task.get_name(), exc_info=exc)
+    def _worker_done(self, key: str, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or (exc := task.exception()) is None:
+            self._crashes.pop(key, None)
+            return
+        # A defect outside the handler (which is retried on its own). The worker dropped the key and
+        # whatever look it had scheduled, so one is scheduled again after the per-key backoff.
+        crashes = self._crashes[key] = self._crashes.get(key, 0) + 1
+        delay = self._retry.delay(crashes - 1)
+        _log.error("%s: worker %s crashed; the key is looked at again in %.1f s", self._name, task.get_name(),
+                   delay, exc_info=exc, extra={"key": key})
+        self.schedule(key, delay=delay)
 
     def _track(self, key: str, entry: _Key) -> None:
         if entry.dirty or entry.running:

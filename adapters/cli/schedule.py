@@ -87,6 +87,7 @@ from schemas.types import Action, CampaignState, Priority
 from ..clock import SystemClock
 from ..kafka import KafkaEdgeError, Producer
 from ..signing import Signer, SigningKeyError
+from .arguments import non_negative
 from .send import (
     EXIT_NOT_SENT,
     SendError,
@@ -522,16 +523,6 @@ def _schedule(args: argparse.Namespace) -> int:
         return EXIT_NOT_SENT
 
 
-def _lead(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
-
-
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "schedule", help="publish a shift plan (JSON or TOML) as commands at the right moments",
@@ -546,7 +537,7 @@ def register(subparsers: Any) -> None:
                         help="--dry-run window start (default now)")
     parser.add_argument("--until", type=aware_datetime, default=None, metavar="ISO",
                         help="--dry-run window end (default --from + 7 days)")
-    parser.add_argument("--lead", type=_lead, default=60.0, metavar="S",
+    parser.add_argument("--lead", type=non_negative, default=60.0, metavar="S",
                         help="publish this many seconds before each occurrence (default 60)")
     parser.add_argument("--requested-by", default=None, metavar="NAME",
                         help="the principal (default: the plan's requested_by, else 'shift-planner')")

@@ -43,6 +43,7 @@ from schemas.types import Action, CampaignState, Outcome, Priority, ReasonCode
 from ..kafka import Delivery, KafkaEdgeError, KafkaSettings, Producer, TopicNames
 from ..kafka.config import problem
 from ..signing import DEFAULT_KEY_ENV, DEFAULT_KEY_ID_ENV, Signer, SigningKeyError, signer_from_env
+from .arguments import positive
 
 __all__ = [
     "BOOTSTRAP_ENV",
@@ -248,16 +249,6 @@ def aware_datetime(text: str) -> datetime:
     return value
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return value
-
-
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     """--bootstrap, --topic-prefix, --key-id, --key-env (shared with `campaign-fsm schedule`)."""
     parser.add_argument("--bootstrap", default=None,
@@ -328,7 +319,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--recycle", action="store_true",
                         help="with start (genesys): begin again at the contact list's first record")
     add_connection_arguments(parser)
-    parser.add_argument("--timeout", type=_positive, default=60.0, metavar="S",
+    parser.add_argument("--timeout", type=positive, default=60.0, metavar="S",
                         help="seconds to wait for a final result (default 60)")
     parser.add_argument("--json", action="store_true", help="print each result as its wire JSON")
     parser.set_defaults(func=_send)

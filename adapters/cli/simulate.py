@@ -21,6 +21,7 @@ from ..devtools.simulator.app import Simulator, SimulatorConfig
 from ..devtools.simulator.faults import FaultConfig
 from ..devtools.simulator.server import SimulatorServerError, run_simulator
 from ..devtools.simulator.tenant import Tenant, TenantError, generate_tenant, load_tenant
+from .arguments import count, non_negative, positive, probability
 
 __all__ = ["build_simulator", "main", "register", "run"]
 
@@ -60,33 +61,6 @@ admin API (no auth; same host): GET /admin/state, GET|POST /admin/faults,
 """
 
 
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a probability is within 0..1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = _non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
-
-
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "simulate",
@@ -101,24 +75,24 @@ def register(subparsers: Any) -> None:
     net.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default 0)")
     net.add_argument("--profile", choices=("guide", "genesys"), default="guide",
                      help="API profile served (default guide)")
-    net.add_argument("--time-scale", type=_positive, default=1.0,
+    net.add_argument("--time-scale", type=positive, default=1.0,
                      help="simulated seconds per real second (100 => a 120 s drain takes 1.2 s)")
     net.add_argument("--rate-clock", choices=("wall", "sim"), default="wall",
                      help="clock of the 10 reads/s window: real seconds, or simulated seconds so a client "
                           "sharing --time-scale is held to the limit in simulated time (default wall)")
     net.add_argument("--seed", type=int, default=0, help="seed for generated tenants and fault dice")
-    net.add_argument("--active-campaign-cap", type=_count, default=None, metavar="N",
+    net.add_argument("--active-campaign-cap", type=count, default=None, metavar="N",
                      help="refuse a start that would make more than N campaigns active at once "
                           "(default: 50 on genesys, as Genesys does; none on guide; 0: none)")
-    net.add_argument("--heartbeat-seconds", type=_positive, default=30.0,
+    net.add_argument("--heartbeat-seconds", type=positive, default=30.0,
                      help="WebSocket heartbeat interval, simulated seconds (default 30)")
-    net.add_argument("--channel-ttl", type=_positive, default=86_400.0,
+    net.add_argument("--channel-ttl", type=positive, default=86_400.0,
                      help="notification channel lifetime, simulated seconds (default 86400)")
     auth = parser.add_argument_group("auth")
     auth.add_argument("--client-id", default="campaign-fsm-sim", help="OAuth client id (default campaign-fsm-sim)")
     auth.add_argument("--client-secret", default=None,
                       help="OAuth client secret (default: $CAMPAIGN_FSM_SIM_CLIENT_SECRET or campaign-fsm-sim-secret)")
-    auth.add_argument("--token-ttl", type=_positive, default=3600.0,
+    auth.add_argument("--token-ttl", type=positive, default=3600.0,
                       help="access token lifetime in real seconds (default 3600)")
     tenant = parser.add_argument_group("tenant")
     tenant.add_argument("--tenant", metavar="FILE", help="tenant JSON file (format below)")
@@ -135,25 +109,25 @@ def register(subparsers: Any) -> None:
     d = FaultConfig()
     faults.add_argument("--dialer-limit", type=int, default=d.dialer_transition_limit, metavar="N",
                         help=f"transitional campaigns per dialer before refusing (default {d.dialer_transition_limit})")
-    faults.add_argument("--overload-500", type=_probability, default=d.overload_500_probability, metavar="P",
+    faults.add_argument("--overload-500", type=probability, default=d.overload_500_probability, metavar="P",
                         help="share of overload refusals answered 500 instead of 409 (default 0)")
-    faults.add_argument("--read-limit", type=_non_negative, default=d.read_limit_per_s, metavar="R",
+    faults.add_argument("--read-limit", type=non_negative, default=d.read_limit_per_s, metavar="R",
                         help=f"outbound GETs per second per tenant before 429 (default {d.read_limit_per_s:g})")
-    faults.add_argument("--list-lock", type=_probability, default=d.list_lock_probability, metavar="P",
+    faults.add_argument("--list-lock", type=probability, default=d.list_lock_probability, metavar="P",
                         help="probability a start/stop locks the campaign's contact list (default 0)")
-    faults.add_argument("--list-lock-seconds", type=_non_negative, default=d.list_lock_seconds, metavar="S",
+    faults.add_argument("--list-lock-seconds", type=non_negative, default=d.list_lock_seconds, metavar="S",
                         help=f"how long such a lock lasts (default {d.list_lock_seconds:g})")
-    faults.add_argument("--stall", type=_probability, default=d.stall_probability, metavar="P",
+    faults.add_argument("--stall", type=probability, default=d.stall_probability, metavar="P",
                         help="probability a transition stalls (default 0)")
-    faults.add_argument("--stall-seconds", type=_non_negative, default=d.stall_seconds, metavar="S",
+    faults.add_argument("--stall-seconds", type=non_negative, default=d.stall_seconds, metavar="S",
                         help=f"how long a stalled transition lasts (default {d.stall_seconds:g})")
-    faults.add_argument("--fail", type=_probability, default=d.fail_probability, metavar="P",
+    faults.add_argument("--fail", type=probability, default=d.fail_probability, metavar="P",
                         help="probability a transition ends in FAILED with errors (default 0)")
-    faults.add_argument("--drop-notifications", type=_probability, default=d.drop_notification_probability,
+    faults.add_argument("--drop-notifications", type=probability, default=d.drop_notification_probability,
                         metavar="P", help="probability a notification is dropped (default 0)")
-    faults.add_argument("--socket-close", type=_probability, default=d.socket_close_probability, metavar="P",
+    faults.add_argument("--socket-close", type=probability, default=d.socket_close_probability, metavar="P",
                         help="probability, per heartbeat, that a socket is told to close (default 0)")
-    faults.add_argument("--socket-close-grace", type=_non_negative, default=d.socket_close_grace_seconds,
+    faults.add_argument("--socket-close-grace", type=non_negative, default=d.socket_close_grace_seconds,
                         metavar="S", help=f"socket_closing warning to close (default {d.socket_close_grace_seconds:g})")
     parser.set_defaults(func=run)
 
@@ -193,16 +167,6 @@ def _cap(args: argparse.Namespace) -> int | None:
     if cap is None:
         return 50 if args.profile == "genesys" else None
     return cap or None
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 async def _serve(args: argparse.Namespace, sim: Simulator) -> None:

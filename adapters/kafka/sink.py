@@ -41,6 +41,7 @@ class KafkaSink:
 
     # No store of its own: it is up once the producer is, and drained whenever a call returned.
     depth = 0
+    healthy = True
 
     async def start(self) -> None:
         return None

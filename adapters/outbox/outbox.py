@@ -141,6 +141,11 @@ class Outbox:
     def draining(self) -> bool:
         return self._drainer is not None and not self._drainer.done()
 
+    @property
+    def healthy(self) -> bool:
+        """Open, its writer and its drainer running: what it takes is stored and goes out."""
+        return self._state is _Lifecycle.OPENED and self._writer is not None and self._writer.running and self.draining
+
     async def open(self) -> None:
         """Open (or create) the database; undelivered rows from an earlier run are kept, first in line."""
         if self._state is _Lifecycle.CLOSED:

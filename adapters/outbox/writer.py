@@ -36,6 +36,10 @@ class Writer:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        return not self._finished
+
     def submit(self, op: Op) -> None:
         with self._lock:
             if self._finished:

@@ -12,7 +12,8 @@ awaited in the channel's own task, in arrival order per channel. The listener sh
 (the service's keyed queue); an exception it raises is logged and the next message is read.
 
 Each channel has one named background task (`notifications-channel-N`), started by an idempotent
-`start()`; `stop()` cancels and awaits them. The task keeps its channel alive:
+`start()`; `stop()` cancels and awaits them. One that dies (a defect: the task retries socket failures
+itself) is logged with its traceback and restarted with backoff. The task keeps its channel alive:
 
 - liveness: every message counts as a sign of life (the platform sends a `channel.metadata`
   heartbeat every 30 s); the client sends `{"message":"ping"}` every `ping_interval` and expects a
@@ -366,22 +367,33 @@ class _ChannelWorker:
         self.lock = asyncio.Lock()
         self.last_seen = 0.0
         self.sessions = 0
+        self.deaths = 0  # task deaths in a row, each after a short life
+        self._began = 0.0
+        self._restart: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
-        if self.task is None or self.task.done():
+        if self.owner._started and (self.task is None or self.task.done()):
+            self._began = self.owner.clock.monotonic()
             self.task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
             self.task.add_done_callback(self._task_done)
 
     async def stop(self) -> None:
+        if self._restart is not None:
+            self._restart.cancel()
         task, self.task = self.task, None
         if task is not None:
             await cancel_and_wait(task)
         self._set_up(False)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            _log.error("%s died", self.name, exc_info=task.exception())
-            self._set_up(False)
+        if task.cancelled() or (error := task.exception()) is None:
+            return
+        self._set_up(False)
+        # A defect (the loop retries socket failures itself); restarted, else its campaigns are polled for good.
+        self.deaths = 1 if self.owner.clock.monotonic() - self._began >= self.owner.silence_timeout else self.deaths + 1
+        delay = self.owner._backoff(self.deaths)
+        _log.error("%s died; restarting it in %.1f s", self.name, delay, exc_info=error)
+        self._restart = task.get_loop().call_later(delay, self.start)
 
     def _set_up(self, up: bool) -> None:
         if self.up != up:

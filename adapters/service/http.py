@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import socket
 import struct
@@ -266,26 +267,34 @@ class _Server(uvicorn.Server):
         return _LimitedH11(self._config, self.server_state, self.lifespan.state)
 
     async def _accept(self, listener: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        cap = self._config.limits.max_connections
         while True:
             try:
-                conn, _ = await loop.sock_accept(listener)
-            except OSError as exc:
-                self._log.warning("the %s server cannot accept a connection: %s", self._name,
-                                  errno.errorcode.get(exc.errno or 0, str(exc)))
+                await self._accept_one(listener)
+            except Exception:
+                # A defect: a dead accept loop would leave /healthz unanswered with nothing said.
+                _log.exception("the %s server's accept loop failed; it goes on", self._name)
                 await asyncio.sleep(_ACCEPT_RETRY_S)
-                continue
-            # uvicorn's set holds HTTP and WebSocket connections alike, each until it is lost.
-            if len(self.server_state.connections) >= cap:
-                _reset(conn)
-                self._log.warning("the %s server reset a connection over its limit of %d open", self._name, cap)
-                continue
-            try:
-                await loop.connect_accepted_socket(self._protocol, conn)
-            except Exception as exc:
-                conn.close()
-                self._log.warning("the %s server dropped a connection it could not set up: %r", self._name, exc)
+
+    async def _accept_one(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        cap = self._config.limits.max_connections
+        try:
+            conn, _ = await loop.sock_accept(listener)
+        except OSError as exc:
+            self._log.warning("the %s server cannot accept a connection: %s", self._name,
+                              errno.errorcode.get(exc.errno or 0, str(exc)))
+            await asyncio.sleep(_ACCEPT_RETRY_S)
+            return
+        # uvicorn's set holds HTTP and WebSocket connections alike, each until it is lost.
+        if len(self.server_state.connections) >= cap:
+            _reset(conn)
+            self._log.warning("the %s server reset a connection over its limit of %d open", self._name, cap)
+            return
+        try:
+            await loop.connect_accepted_socket(self._protocol, conn)
+        except Exception as exc:
+            conn.close()
+            self._log.warning("the %s server dropped a connection it could not set up: %r", self._name, exc)
 
 
 def _reset(conn: socket.socket) -> None:
@@ -338,6 +347,7 @@ async def serve_asgi(
             cause = task.exception() if task.done() and not task.cancelled() else None
             raise ServerStartError(f"the {name} server failed to start on {host}:{port}") from cause
         bound_port = sock.getsockname()[1]
+        task.add_done_callback(functools.partial(_ended_early, server, name))
         yield f"http://[{host}]:{bound_port}" if ":" in host else f"http://{host}:{bound_port}"
     finally:
         server.should_exit = True
@@ -353,6 +363,12 @@ async def serve_asgi(
             _log.exception("the %s server failed", name)
         finally:
             sock.close()
+
+
+def _ended_early(server: uvicorn.Server, name: str, task: asyncio.Task[None]) -> None:
+    # Said when it happens, not at shut-down: /healthz goes unanswered from here (liveness fails).
+    if not server.should_exit and not task.cancelled():
+        _log.error("the %s server stopped while serving", name, exc_info=task.exception())
 
 
 async def _force_stop(server: uvicorn.Server, task: asyncio.Task[None]) -> None:

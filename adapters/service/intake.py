@@ -176,6 +176,13 @@ class CommandIntake:
         except TimeoutError:
             await cancel_and_wait(task)
 
+    async def __aenter__(self) -> CommandIntake:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
     # --- supervision ---------------------------------------------------------------------------
 
     def _spawn(self) -> None:

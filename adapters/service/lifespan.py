@@ -4,8 +4,10 @@ Start-up, in order: topics exist; the producer and sink are up; the platform cli
 notification channels start; the orchestrator restores `campaign.state` and reads the platform's
 truth for every campaign (drift becomes `reconcile` events) *before* any command is taken; then
 the command consumer starts and `/readyz` turns green. It stays green only while the command
-intake is healthy (its task runs and its fetches, batches and commits are not failing); `/healthz`
-is liveness alone.
+intake is healthy (its task runs and its fetches, batches and commits are not failing) and the
+notifications relay and the sink (the outbox's writer and drainer) run; `/healthz` is liveness
+alone. Every part is an async context manager entered on one exit stack, so shut-down, and a
+start-up that fails part-way, leave them in reverse.
 
 Shut-down is the reverse and is what SIGTERM triggers: stop taking commands (the batch in hand
 finishes and is committed), let the orchestrator finish its in-flight bookkeeping, stop the
@@ -18,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -98,20 +100,18 @@ class Service:
         async with open_admin(self._kafka) as admin:
             await ensure_topics(admin, self._kafka.topics, self._kafka.partitions,
                                 replication_factor=self._kafka.replication_factor)
-        # One exit stack from the first part started: whatever fails during start-up, every part
-        # already up is stopped again, in reverse order (no producer, socket or task left behind).
+        # One exit stack from the first part started, every part an async context manager entered
+        # on it: whatever fails during start-up, every part already up is left again, in reverse
+        # order (no producer, socket or task left behind).
         async with contextlib.AsyncExitStack() as stack:
-            producer = Producer(self._kafka)
-            await producer.start()
-            stack.push_async_callback(producer.stop)
-            sink = CountingSink(self._sink_factory(producer, self._kafka.topics) if self._sink_factory else Outbox(
-                settings.outbox_path, producer, topics=self._kafka.topics))
-            await sink.start()
-            stack.push_async_callback(sink.stop)
+            producer = await stack.enter_async_context(Producer(self._kafka))
+            sink = await stack.enter_async_context(CountingSink(
+                self._sink_factory(producer, self._kafka.topics) if self._sink_factory else Outbox(
+                    settings.outbox_path, producer, topics=self._kafka.topics)))
             # Rows a previous run left undelivered go out before this instance joins the group, so a
             # new owner never reads a campaign.state that is missing this instance's last word.
             await drained(sink, 30.0)
-            client = PlatformClient(
+            client = await stack.enter_async_context(PlatformClient(
                 settings.platform.url, settings.platform.client_id, settings.platform.client_secret.get_secret_value(),
                 profile=settings.platform.profile, clock=clock, transport=self._transport,
                 timeout=settings.platform.timeout_s, request_limit=settings.request_share(),
@@ -119,17 +119,16 @@ class Service:
                 login_url=settings.platform.token_host,
                 dialer_capacity=settings.platform.dialer_capacity,
                 genesys_status_via_put=settings.platform.genesys_status_via_put,
-            )
-            stack.push_async_callback(client.aclose)
+            ))
             machine = CampaignMachine(client.supported_actions, settings.tolerance_windows())
             # Notifications (and the channel going down or up) reach the core through a queue that
             # one supervised task drains in order: no construction cycle between channels and core.
-            relay: asyncio.Queue[Notification | bool] = asyncio.Queue()
+            queue: asyncio.Queue[Notification | bool] = asyncio.Queue()
 
             async def on_notification(note: Notification) -> None:
-                relay.put_nowait(note)
+                queue.put_nowait(note)
 
-            channels = NotificationChannels(client, on_notification, clock=clock, on_state_change=relay.put_nowait,
+            channels = NotificationChannels(client, on_notification, clock=clock, on_state_change=queue.put_nowait,
                                             max_channels=settings.notification_channels())
             follow = settings.platform.notifications
             authority = settings.command_authority()
@@ -152,47 +151,78 @@ class Service:
             parts = _Parts(orchestrator, client, channels, producer, consumer, intake, sink)
             parts.extra["ownership"] = ownership
             self.parts = parts
-            self._alive = True
-            stack.callback(setattr, self, "_alive", False)
-            relaying = asyncio.create_task(_relay(relay, orchestrator), name="notifications-relay")
-            relaying.add_done_callback(_log_death)
-            stack.push_async_callback(cancel_and_wait, relaying)
+            stack.enter_context(self._living())
+            relay = await stack.enter_async_context(_Relay(queue, orchestrator))
             if self._serve_http:
-                # Ready means commands flow: the orchestrator has its campaigns, the intake is taking
-                # records and notifications still reach the core (a dead or failing intake, or a dead
-                # relay, must take the instance out of rotation).
+                # Ready means commands flow: the orchestrator has its campaigns (the last assignment
+                # was taken), the intake is taking records, notifications still reach the core and
+                # what it publishes goes out; anything else takes the instance out of rotation.
                 app = build_app(alive=lambda: self._alive,
-                                ready=lambda: orchestrator.ready and intake.healthy and not relaying.done(),
+                                ready=lambda: (orchestrator.ready and intake.healthy and relay.running and sink.healthy
+                                               and ownership.healthy),
                                 metrics=metrics_table(orchestrator, client, channels, consumer, intake, sink))
                 parts.http_url = await stack.enter_async_context(
                     serve_asgi(app, host=settings.http.host, port=settings.http.port, name="metrics",
                                limits=settings.http.limits()))
             if follow:
-                await channels.start()
-                stack.push_async_callback(channels.stop)
-            stack.push_async_callback(orchestrator.close)
+                await stack.enter_async_context(channels)
+            await stack.enter_async_context(orchestrator)
             # Joining the group assigns partitions; the ownership hooks acquire their campaigns
             # (restore, read the platform, resume tracking) and only then mark the service ready.
-            await consumer.start()
-            stack.push_async_callback(consumer.stop)
-            intake.start()
-            stack.push_async_callback(intake.stop)
+            await stack.enter_async_context(consumer)
+            await stack.enter_async_context(intake)
             await ownership.first_assignment.wait()
+            if ownership.failed is not None:
+                # Nothing was taken on: fail the start (the process exits non-zero) rather than sit unready.
+                raise RuntimeError("the first assignment could not be taken (see the log)") from ownership.failed
             _log.info("ready: %d campaigns on partitions %s of %s", len(orchestrator.campaigns),
                       sorted(ownership.owned), self._kafka.topics.commands)
             yield parts
 
-
-async def _relay(queue: asyncio.Queue[Notification | bool], orchestrator: Orchestrator) -> None:
-    while True:
-        item = await queue.get()
+    @contextlib.contextmanager
+    def _living(self) -> Iterator[None]:
+        """`/healthz` answers alive from here until shut-down leaves this point again."""
+        self._alive = True
         try:
-            if isinstance(item, bool):
-                await orchestrator.on_notifications_state(item)
-            else:
-                await orchestrator.on_notification(item)
-        except Exception:
-            _log.exception("a notification could not be handed to the core")  # the next one still is
+            yield
+        finally:
+            self._alive = False
+
+
+class _Relay:
+    """The named task (`notifications-relay`) that hands notifications to the core, in order.
+
+    Its death is logged with its traceback and `running` turns False, which takes `/readyz` to 503.
+    """
+
+    def __init__(self, queue: asyncio.Queue[Notification | bool], orchestrator: Orchestrator) -> None:
+        self._queue = queue
+        self._orchestrator = orchestrator
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def __aenter__(self) -> _Relay:
+        self._task = asyncio.create_task(self._run(), name="notifications-relay")
+        self._task.add_done_callback(_log_death)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            await cancel_and_wait(self._task)
+
+    async def _run(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                if isinstance(item, bool):
+                    await self._orchestrator.on_notifications_state(item)
+                else:
+                    await self._orchestrator.on_notification(item)
+            except Exception:
+                _log.exception("a notification could not be handed to the core")  # the next one still is
 
 
 def _log_death(task: asyncio.Task[Any]) -> None:

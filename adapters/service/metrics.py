@@ -134,11 +134,22 @@ class CountingSink:
     def undeliverable(self) -> int:
         return self.inner.undeliverable
 
+    @property
+    def healthy(self) -> bool:
+        return self.inner.healthy
+
     async def start(self) -> None:
         await self.inner.start()
 
     async def stop(self) -> None:
         await self.inner.stop()
+
+    async def __aenter__(self) -> CountingSink:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
 
     async def wait_drained(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         return await self.inner.wait_drained(timeout)

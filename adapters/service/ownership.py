@@ -40,7 +40,8 @@ class Ownership:
         self.consumer: CommandConsumer | None = None
         self.owned: frozenset[int] = frozenset()
         self.generation: int | None = None
-        self.first_assignment = asyncio.Event()
+        self.first_assignment = asyncio.Event()  # set once the first assignment was taken, or failed
+        self.failed: Exception | None = None  # why the last assignment could not be taken
         self.rebalances = 0
         self._owns: Callable[[str], bool] = owns_nothing
 
@@ -55,7 +56,24 @@ class Ownership:
         await self.orchestrator.suspend()
         await drained(self.sink, 10.0)
 
+    @property
+    def healthy(self) -> bool:
+        """False while the last assignment could not be taken: its campaigns are not driven."""
+        return self.failed is None
+
     async def on_assigned(self, partitions: frozenset[Partition], generation: int | None) -> None:
+        try:
+            await self._take(partitions, generation)
+        except Exception as exc:
+            # aiokafka would log and swallow it, leaving the core suspended behind a green /readyz.
+            self.failed = exc
+            _log.exception("taking assignment generation %s failed: not ready until an assignment is taken",
+                           generation)
+        else:
+            self.failed = None
+        self.first_assignment.set()
+
+    async def _take(self, partitions: frozenset[Partition], generation: int | None) -> None:
         assert self.consumer is not None
         # Suspended until the new share is acquired, the first assignment included (no revoke comes
         # before it): a command fetched meanwhile must not adopt a campaign whose record is still
@@ -76,7 +94,6 @@ class Ownership:
         await self.orchestrator.acquire(records_of(r.value for r in restored.values()), owns)
         self.orchestrator.resume()
         self.orchestrator.mark_ready()
-        self.first_assignment.set()
         _log.info("assignment generation %s: partitions %s, %d campaigns (%d handed over)", generation,
                   sorted(self.owned), len(self.orchestrator.campaigns), len(gone))
 

@@ -24,6 +24,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect as ws_connect
 
+from adapters.service import http as http_module
 from adapters.service.http import HttpLimits, build_app, serve_asgi
 
 pytestmark = pytest.mark.integration
@@ -305,3 +306,54 @@ async def test_a_websocket_outlives_the_request_timeout() -> None:
             await asyncio.sleep(3 * limits.request_timeout_s)
             await ws.send("still here")
             assert await asyncio.wait_for(ws.recv(), 2.0) == "still here"
+
+
+async def test_a_defect_in_the_accept_loop_is_logged_and_the_server_goes_on_accepting(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 12 item 5: nothing dies silently. A defect while accepting (here in the reset of a
+    connection over the cap) is logged with its traceback and the loop goes on: `/healthz` still
+    answers, where the accept task used to end unseen and leave every later connection unanswered."""
+    real_reset = http_module._reset
+    failures: list[int] = []
+
+    def reset_failing_once(conn: socket.socket) -> None:
+        if not failures:
+            failures.append(1)
+            conn.close()
+            raise RuntimeError("a defect in the reset")
+        real_reset(conn)
+
+    monkeypatch.setattr(http_module, "_reset", reset_failing_once)
+    limits = HttpLimits(max_connections=1, request_timeout_s=0.5)
+    async with _served(limits) as port:
+        with caplog.at_level(logging.ERROR, logger="adapters.service.http"):
+            held = await _connect_all(port, 1)  # takes the one place
+            over = await _connect_all(port, 1)  # over the cap: its reset fails
+            try:
+                await _wait_closed(over, 1, within=2.0)
+            finally:
+                for s in held + over:
+                    s.close()
+            assert failures
+            assert await _healthz_ok_within(port, within=3.0) is not None, "/healthz answers again"
+    failed = [r for r in caplog.records if "accept loop failed" in r.getMessage()]
+    assert failed and failed[0].exc_info is not None
+
+
+async def test_a_server_that_stops_while_serving_says_so_when_it_happens(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 12 item 5: nothing dies silently. The server's task ending while it should serve (here
+    its main loop failing) is logged with its traceback then, not only once shut-down awaits it."""
+
+    async def main_loop_failing(self: object) -> None:
+        raise RuntimeError("a defect in the main loop")
+
+    monkeypatch.setattr(http_module._Server, "main_loop", main_loop_failing)
+    with caplog.at_level(logging.ERROR, logger="adapters.service.http"):
+        async with _served(HttpLimits()):
+            deadline = time.monotonic() + 2.0
+            while not any("stopped while serving" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "the server's end went unsaid while it should serve"
+                await asyncio.sleep(0.05)
+    said = [r for r in caplog.records if "stopped while serving" in r.getMessage()]
+    assert said[0].exc_info is not None

@@ -184,3 +184,26 @@ async def test_a_dead_notifications_relay_turns_readyz_503(
             relay.cancel()
             await asyncio.gather(relay, return_exceptions=True)
             assert await _readyz(parts.http_url) == 503
+
+
+async def test_an_outbox_that_can_no_longer_store_turns_readyz_503(
+        broker: BrokerHandle, unique_name: Callable[[str], str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12 item 5: an outbox whose writer ended (a defect) stores and delivers nothing any more,
+    even with no command arriving to show it: the instance leaves rotation at once."""
+    from adapters.outbox import OutboxError, store
+
+    tenant = generate_tenant(3, 1, state=CampaignState.RUNNING)
+    async with e2e(broker, unique_name, tenant=tenant, start_service=False) as run:
+        async with Service(run.settings).running() as parts:
+            assert parts.http_url is not None
+            assert await _readyz(parts.http_url) == 200
+
+            def broken(self: object, ops: list[object]) -> list[object]:
+                raise RuntimeError("a defect in the outbox's store (injected)")
+
+            monkeypatch.setattr(store.Store, "commit_appends", broken)
+            with pytest.raises(OutboxError):
+                await parts.sink.state_saved({"campaignId": "c-x", "state": "RUNNING", "sequence": 1,
+                                              "lastHash": None})
+            assert await _readyz(parts.http_url) == 503
+            monkeypatch.undo()

@@ -15,6 +15,7 @@ from adapters.kafka import CommandConsumer
 from adapters.outbox import Outbox
 from adapters.platform import NotificationChannels
 from adapters.service import Service
+from adapters.service.intake import CommandIntake
 from schemas.types import CampaignState
 from tests.integration.harness import e2e
 
@@ -26,7 +27,8 @@ def _broker_connections(port: int) -> int:
                if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED)
 
 
-@pytest.mark.parametrize("failing", ["outbox", "consumer"], ids=["right-after-the-producer", "joining-the-group"])
+@pytest.mark.parametrize("failing", ["outbox", "consumer", "intake"],
+                         ids=["right-after-the-producer", "joining-the-group", "after-joining"])
 async def test_a_failure_during_start_up_leaves_no_task_or_socket_behind(
         broker: BrokerHandle, unique_name: Callable[[str], str], monkeypatch: pytest.MonkeyPatch,
         failing: str) -> None:
@@ -47,14 +49,18 @@ async def test_a_failure_during_start_up_leaves_no_task_or_socket_behind(
             raise RuntimeError(f"{failing} failed to start (injected)")
 
         monkeypatch.setattr(NotificationChannels, "start", start_channels)
-        monkeypatch.setattr(Outbox if failing == "outbox" else CommandConsumer, "start", fail)
+        def fail_now(self: object) -> None:  # the intake's start is not a coroutine
+            raise RuntimeError(f"{failing} failed to start (injected)")
+
+        failing_part = {"outbox": Outbox, "consumer": CommandConsumer, "intake": CommandIntake}[failing]
+        monkeypatch.setattr(failing_part, "start", fail_now if failing == "intake" else fail)
         service = Service(run.settings)
         with pytest.raises(RuntimeError, match="injected"):
             async with service.running():
                 pytest.fail("started although a part failed")
         await asyncio.sleep(1.0)
         # The harness's own collector (a consumer) starts short-lived fetch tasks all along; the
-        # service never got a consumer running in either case, so those are not its.
+        # service's consumer, where it started, was stopped before this point, so those are not its.
         left = [f"{t.get_name()} {t.get_coro()!r}" for t in asyncio.all_tasks() - tasks_before
                 if not t.done() and "Fetcher._proc_fetch_request" not in repr(t.get_coro())]
         assert left == [], f"tasks left running: {left}"
@@ -63,5 +69,26 @@ async def test_a_failure_during_start_up_leaves_no_task_or_socket_behind(
             with pytest.raises(httpx.ConnectError):
                 async with httpx.AsyncClient() as http:
                     await http.get(f"{service.parts.http_url}/healthz", timeout=2.0)
-        if failing == "consumer":
+        if failing != "outbox":
             assert channels_started and not channels_started[0].up, "the notification channels were stopped"
+
+
+async def test_a_first_assignment_that_cannot_be_taken_fails_the_start_up(
+        broker: BrokerHandle, unique_name: Callable[[str], str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12 item 5: the rebalance hook runs inside aiokafka, which logs and swallows what it
+    raises. Taking the first assignment failing (here: reading campaign.state back) used to leave
+    the start-up waiting for good behind a 503; it now fails, so the process exits non-zero."""
+    from adapters.service import ownership as ownership_module
+
+    async def restore_failing(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("campaign.state could not be read back (injected)")
+
+    tenant = generate_tenant(1, 1, state=CampaignState.RUNNING)
+    async with e2e(broker, unique_name, tenant=tenant, start_service=False) as run:
+        monkeypatch.setattr(ownership_module, "restore_latest", restore_failing)
+        service = Service(run.settings)
+        with pytest.raises(RuntimeError, match="first assignment could not be taken") as failed:
+            async with asyncio.timeout(60):
+                async with service.running():
+                    pytest.fail("started although its first assignment was not taken")
+        assert "injected" in repr(failed.value.__cause__)

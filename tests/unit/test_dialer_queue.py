@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections import defaultdict
 
 import pytest
@@ -401,5 +402,38 @@ async def test_try_acquire_takes_a_slot_only_when_acquire_would_not_wait() -> No
     assert not gate.try_acquire("d1", "f", Priority.STANDARD), "nobody jumps the queue"
     gate.sent("d1", "a")
     await clock.advance(15)
+    await waiter
+    await gate.close()
+
+
+async def test_a_stagger_timer_that_dies_is_logged_and_the_dialer_looked_at_again(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12 item 5: nothing dies silently. The timer that lets the next STANDARD go after the
+    stagger dying (a defect) is logged with its traceback, and the dialer is looked at again after a
+    backoff instead of leaving its waiters until some slot is freed."""
+    clock = FakeClock()
+    gate: DialerGate[str] = DialerGate(clock)
+    await gate.acquire("d1", "s0", S)
+    gate.sent("d1", "s0")
+    waiter = asyncio.create_task(gate.acquire("d1", "s1", S))
+    await clock.settle()
+    pump = gate._pump
+    calls = 0
+
+    def pump_failing_once(dialer_id: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a defect in the pump")
+        pump(dialer_id)
+
+    monkeypatch.setattr(gate, "_pump", pump_failing_once)
+    with caplog.at_level(logging.ERROR, logger="fsm.dialer_queue"):
+        await clock.advance(15.0)  # the stagger ends: its timer dies in the pump
+        assert not waiter.done()
+        await clock.advance(1.0)  # the backoff: the dialer is looked at again
+        assert waiter.done(), "the waiter was dispatched after the dead timer's backoff"
+    died = [r for r in caplog.records if "dialer-stagger:d1 died" in r.getMessage()]
+    assert died and died[0].exc_info is not None
     await waiter
     await gate.close()

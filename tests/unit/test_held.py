@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from fsm import CampaignMachine, log_context
-from fsm.held import HeldCommand, Stage
+from fsm.dialer_queue import DialerGate
+from fsm.held import HeldCommand, SlotLease, Stage
 from fsm.orchestrator import Orchestrator, OrchestratorConfig
 from fsm.ports import CampaignSnapshot, Notification
 from fsm.testing import FakeClock
@@ -108,3 +109,36 @@ async def test_every_log_line_of_a_look_names_its_campaign(caplog: pytest.LogCap
         assert warning.campaign_id == "c2"  # type: ignore[attr-defined]
     finally:
         await orch.close()
+
+
+async def test_a_slot_lease_whose_ask_fails_asks_again_after_a_backoff(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12 item 5: the `dialer-slot` task is supervised. The gate failing it (a defect) used to end
+    the task, logged, with the held command left QUEUED for good; now it is logged with its traceback
+    and the slot asked for again after a backoff."""
+    clock = FakeClock()
+    gate: DialerGate[str] = DialerGate(clock)
+    await gate.acquire("d1", "busy1", Priority.HIGH)
+    await gate.acquire("d1", "busy2", Priority.HIGH)
+    real_acquire = gate.acquire
+    failed: list[str] = []
+
+    async def acquire_failing_once(dialer_id: str, item: str, priority: Priority) -> None:
+        if not failed:
+            failed.append(item)
+            raise RuntimeError("a defect in the gate")
+        await real_acquire(dialer_id, item, priority)
+
+    monkeypatch.setattr(gate, "acquire", acquire_failing_once)
+    granted: list[bool] = []
+    with caplog.at_level(logging.ERROR, logger="fsm.held"):
+        lease = SlotLease(gate, "d1", "c1", Priority.HIGH, lambda: granted.append(True))
+        await clock.settle()
+        assert failed == ["c1"] and not lease.granted
+        gate.release("d1", "busy1")
+        await clock.advance(1.0)
+    assert lease.granted and granted == [True], "asked again after the backoff and granted"
+    logged = [r for r in caplog.records if "asking again" in r.getMessage()]
+    assert logged and logged[0].exc_info is not None
+    await lease.wait_closed()
+    await gate.close()

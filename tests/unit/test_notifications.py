@@ -397,3 +397,33 @@ async def test_stop_lands_while_the_channel_ends_a_timer_and_still_stops(hub: Fa
         assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("notifications-channel")]
     finally:
         await h.close()
+
+
+async def test_a_channel_task_that_dies_is_logged_and_restarted_with_backoff(
+        hub: FakeHub, harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 12 item 5: a defect that ends a channel's task (socket failures are retried inside it)
+    is logged with its traceback and the task restarted with backoff; its campaigns are not left
+    to polling for good."""
+    await harness.channels.subscribe_campaigns(["c1"])
+    await harness.channels.start()
+    await eventually(lambda: harness.channels.up)
+    deliver = harness.channels._deliver
+    crashes = 0
+
+    async def crash_once(raw: str | bytes) -> Any:
+        nonlocal crashes
+        if crashes == 0:
+            crashes += 1
+            raise RuntimeError("a defect in delivery")
+        return await deliver(raw)
+
+    harness.channels._deliver = crash_once  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="adapters.platform.notifications"):
+        await hub.push("v2.outbound.campaigns.c1", GUIDE_CAMPAIGN)
+        await eventually(lambda: harness.states[-1:] == [False])
+        await eventually(lambda: harness.channels.up)  # restarted
+    died = [r for r in caplog.records if "notifications-channel-0 died" in r.getMessage()]
+    assert died and died[0].exc_info is not None and "restarting it in" in died[0].getMessage()
+    await hub.push("v2.outbound.campaigns.c1", GUIDE_CAMPAIGN)
+    await eventually(lambda: len(harness.received) == 1)
+    assert harness.states == [True, False, True]

@@ -24,7 +24,7 @@ from adapters.kafka import (
     ProduceFailed,
     TopicNames,
 )
-from adapters.outbox import Outbox, OutboxClosed, OutboxUnavailable
+from adapters.outbox import Outbox, OutboxClosed, OutboxError, OutboxUnavailable
 from fsm.testing import FakeClock
 from schemas.base import encode
 from schemas.commands import CommandResult
@@ -431,6 +431,27 @@ async def test_a_writer_failure_answers_every_caller_and_closes(tmp_path: Path, 
     await reopened.open()
     assert reopened.depth == 1  # what was committed before the failure is still there
     await reopened.stop()
+
+
+async def test_healthy_while_it_stores_and_delivers_and_not_once_its_writer_ended(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12 item 5: the service's readiness asks the sink. An outbox whose writer ended (a
+    defect) takes and delivers nothing any more, and says so."""
+    from adapters.outbox import store
+
+    def broken(self: object, ops: list[object]) -> list[object]:
+        raise RuntimeError("bug")
+
+    box = outbox(tmp_path, FakeBroker())
+    assert not box.healthy  # not started
+    await box.start()
+    assert box.healthy
+    monkeypatch.setattr(store.Store, "commit_appends", broken)
+    with pytest.raises(OutboxError):
+        await box.state_saved(snapshot("c-1", 1))
+    assert not box.healthy
+    await box.stop()
+    assert not box.healthy
 
 
 async def test_use_before_open_is_a_clear_error(tmp_path: Path) -> None:

@@ -43,5 +43,5 @@ def test_bad_values_are_reported_without_a_traceback(capsys: pytest.CaptureFixtu
     assert "cannot read tenant file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["simulate", "--fail", "1.5"])
-    assert "a probability is within 0..1" in capsys.readouterr().err
+    assert "expected a probability within 0..1, got '1.5'" in capsys.readouterr().err
 

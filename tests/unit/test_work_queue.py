@@ -330,3 +330,32 @@ async def test_schedule_needs_exactly_one_time() -> None:
     with pytest.raises(ValueError, match="delay"):
         queue.schedule("x", delay=-1)
     await queue.close()
+
+
+async def test_a_worker_that_crashes_is_logged_and_its_key_looked_at_again(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12 item 5: nothing dies silently. A worker that crashes outside the handler (a defect;
+    here in its wait) dropped its key and the look scheduled for it: the crash is logged with its
+    traceback and the key is looked at again after the per-key backoff."""
+    clock = FakeClock()
+    handler = Recorder(clock)
+    queue = WorkQueue(handler, clock=clock, retry_initial=1.0)
+    wait = queue._sleep_or_wake
+    crashed: list[str] = []
+
+    async def crash_once(key: str, entry: object, seconds: float | None) -> bool:
+        if not crashed:
+            crashed.append(key)
+            raise RuntimeError("a defect in the wait")
+        return await wait(key, entry, seconds)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(queue, "_sleep_or_wake", crash_once)
+    with caplog.at_level(logging.ERROR, logger="fsm.work_queue"):
+        queue.schedule("x", delay=30.0)
+        await clock.settle()
+        assert crashed == ["x"]
+        await clock.advance(31.0)
+    assert handler.runs == [("x", 1.0)], "looked at again after the backoff"
+    logged = [r for r in caplog.records if "crashed" in r.getMessage()]
+    assert logged and logged[0].exc_info is not None
+    await queue.close()
