@@ -188,7 +188,8 @@ class CampaignMachine:
             campaign_id, state, dialer_type, dialer_id=dialer_id, contact_list_id=contact_list_id,
             sequence=1, entered_at=at, platform_status=platform_status,
         )
-        campaign.deadline = self._deadline(campaign, state, at)
+        window = self._window[(dialer_type, campaign.state)]
+        campaign.deadline = None if window is None else at + window
         change = StateChange(
             campaign_id, 1, None, state, cause, at, dialer_type, dialer_id, platform_status=platform_status,
             halt=halt_of(None, state, halt),
@@ -311,12 +312,12 @@ class CampaignMachine:
         before = campaign.state
         if platform_status is not None:
             campaign.platform_status = platform_status
-        state = interpret(campaign.intent, state, intent_decides=intent_decides)
-        # While our pause or stop is in flight its intent stands, whatever arrives (a stale `on`
-        # notification must not turn the pause's `off` into a stop); after that the platform's word rules.
-        if (campaign.intent is not None and campaign.action not in INTENT_OF
-                and not keeps(campaign.intent, state, intent_decides=intent_decides)):
-            campaign.intent = None
+        if campaign.intent is not None:  # without an intent there is nothing to read or forget
+            state = interpret(campaign.intent, state, intent_decides=intent_decides)
+            # While our pause or stop is in flight its intent stands, whatever arrives (a stale `on`
+            # notification must not turn the pause's `off` into a stop); after that the platform's word rules.
+            if campaign.action not in INTENT_OF and not keeps(campaign.intent, state, intent_decides=intent_decides):
+                campaign.intent = None
         if state == before:
             return None  # a re-seen state must not restart its clock, so there is nothing to fire
         self._observe[state].trigger(campaign)
@@ -397,10 +398,6 @@ class CampaignMachine:
             campaign.command_id = None
             campaign.action = None
         return change
-
-    def _deadline(self, campaign: Campaign, state: CampaignState, at: float) -> float | None:
-        window = self._window[(campaign.dialer_type, state.value)]
-        return None if window is None else at + window
 
 
 def _taken(edges: list[Transition], event: EventData,

@@ -140,7 +140,6 @@ def event_id(campaign_id: str, sequence: int) -> str:
 
 
 def state_changed_event(
-    *,
     campaign_id: str,
     sequence: int,
     from_state: str | None,
@@ -148,6 +147,7 @@ def state_changed_event(
     cause: str,
     at: float,
     dialer_type: str,
+    *,
     dialer_id: str | None = None,
     action: str | None = None,
     command_id: str | None = None,
@@ -161,7 +161,8 @@ def state_changed_event(
     source: str = EVENT_SOURCE,
     wall: float | None = None,
 ) -> dict[str, Any]:
-    """The wire dict of one CampaignStateChangedEvent; encode it with orjson.
+    """The wire dict of one CampaignStateChangedEvent; encode it with orjson. What every event has
+    may be given by position (`StateChange.event` does, on the hot path).
 
     `at` is the instant on the service's clock. `wall`, given only when that clock is scaled, is the
     same instant on the wall clock: it becomes `time`/`observedAt`, and `at` becomes `platformTime`.
