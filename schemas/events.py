@@ -167,7 +167,7 @@ def state_changed_event(
     `at` is the instant on the service's clock. `wall`, given only when that clock is scaled, is the
     same instant on the wall clock: it becomes `time`/`observedAt`, and `at` becomes `platformTime`.
     """
-    stamp = rfc3339(at if wall is None else wall)
+    stamp = epoch_stamp(at if wall is None else wall)
     data: dict[str, Any] = {
         "campaignId": campaign_id,
         "sequence": sequence,
@@ -198,7 +198,7 @@ def state_changed_event(
     if request is not None:
         data["request"] = request
     if wall is not None:
-        data["platformTime"] = rfc3339(at)
+        data["platformTime"] = epoch_stamp(at)
     return {
         "specversion": "1.0",
         "id": event_id(campaign_id, sequence),
