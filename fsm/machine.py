@@ -58,6 +58,7 @@ _STATES: list[str | Enum | State] = [s.value for s in CampaignState]
 _STABLE = frozenset(s.value for s in STABLE_STATES)
 # str -> member by dict lookup: several times cheaper than calling the enum on the hot path.
 _STATE: dict[str, CampaignState] = {s.value: s for s in CampaignState}
+_FAILED = S.FAILED  # read after every move: a member read off its enum class costs four times a name
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,7 +388,7 @@ class CampaignMachine:
                 # The state a reset or an abort returns to is the last stable one *before* a failure.
                 campaign.last_stable = after
         campaign.sequence += 1
-        if after is S.FAILED and reason is None:
+        if after is _FAILED and reason is None:
             reason = ReasonCode.TRANSITION_FAILED
         change = StateChange(
             campaign.id, campaign.sequence, before, after, cause, at, campaign.dialer_type,
