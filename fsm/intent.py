@@ -45,8 +45,18 @@ def halt_of(intent: Intent | None, state: CampaignState, named: Halt | None) -> 
     """Why a campaign in `state` is not dialing: the platform's own reason when it names one, else ours."""
     if named is not None:
         return named
+    return _HALTS[(intent, state)]
+
+
+def _ours(intent: Intent | None, state: CampaignState) -> Halt | None:
     if state is S.PAUSED:
         return Halt.PAUSED
     if state is S.STOPPED:
         return Halt.STOPPED if intent is Intent.STOP else Halt.OFF
     return None
+
+
+# Every change carries one: looked up, not worked out (each member read off its enum class costs four times a name).
+_HALTS: dict[tuple[Intent | None, CampaignState], Halt | None] = {
+    (intent, state): _ours(intent, state) for intent in (None, *Intent) for state in CampaignState
+}

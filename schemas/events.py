@@ -140,7 +140,6 @@ def event_id(campaign_id: str, sequence: int) -> str:
 
 
 def state_changed_event(
-    *,
     campaign_id: str,
     sequence: int,
     from_state: str | None,
@@ -148,6 +147,7 @@ def state_changed_event(
     cause: str,
     at: float,
     dialer_type: str,
+    *,
     dialer_id: str | None = None,
     action: str | None = None,
     command_id: str | None = None,
@@ -161,12 +161,13 @@ def state_changed_event(
     source: str = EVENT_SOURCE,
     wall: float | None = None,
 ) -> dict[str, Any]:
-    """The wire dict of one CampaignStateChangedEvent; encode it with orjson.
+    """The wire dict of one CampaignStateChangedEvent; encode it with orjson. What every event has
+    may be given by position (`StateChange.event` does, on the hot path).
 
     `at` is the instant on the service's clock. `wall`, given only when that clock is scaled, is the
     same instant on the wall clock: it becomes `time`/`observedAt`, and `at` becomes `platformTime`.
     """
-    stamp = rfc3339(at if wall is None else wall)
+    stamp = epoch_stamp(at if wall is None else wall)
     data: dict[str, Any] = {
         "campaignId": campaign_id,
         "sequence": sequence,
@@ -197,7 +198,7 @@ def state_changed_event(
     if request is not None:
         data["request"] = request
     if wall is not None:
-        data["platformTime"] = rfc3339(at)
+        data["platformTime"] = epoch_stamp(at)
     return {
         "specversion": "1.0",
         "id": event_id(campaign_id, sequence),

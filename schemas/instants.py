@@ -30,22 +30,33 @@ _limits: dict[float, str] = {}
 _EARLIEST, _LATEST = 0, 253_402_300_800  # 1970-01-01, 10000-01-01
 _LIMITS_KEPT = 100_000
 _minutes: dict[str, int] = {}
+# `.mmmZ` of every millisecond: a concatenation costs less than formatting the number each time.
+_MILLIS = tuple(f".{m:03d}Z" for m in range(1000))
 
 
 def epoch_stamp(ts: float, *, up: bool = False) -> str:
     """`ts` (epoch seconds) as `YYYY-MM-DDTHH:MM:SS.mmmZ`: to the microsecond, then the millisecond
     cut (when something happened), or with `up` raised to the next one unless already on one (a
     limit the core compares against)."""
-    if not up:
+    if up:
+        # Rounded up are the replay memory's times (up to `replay_memory` per campaign), written again
+        # at every snapshot of the campaign: remembered, so a snapshot costs a lookup per entry.
+        text = _limits.get(ts)
+        if text is None:
+            if len(_limits) >= _LIMITS_KEPT:
+                _limits.clear()
+            text = _limits[ts] = _stamp(ts, True)
+        return text
+    # Every event is stamped here, so the cut is checked only where it can be wrong: a microsecond
+    # off a millisecond is more than half a microsecond above the cut in fact, and rounding to a
+    # float is monotonic, so the cut cannot read back above `ts`. On a millisecond (a time parsed
+    # from this format, or one within half a microsecond of it) the float of the cut is compared.
+    whole = int(ts // 1)
+    micros = round((ts - whole) * 1_000_000)
+    millis = micros // 1000
+    if not micros % 1000 and (whole * 1000 + millis) / 1000 > ts:
         return _stamp(ts, False)
-    # Rounded up are the replay memory's times (up to `replay_memory` per campaign), written again
-    # at every snapshot of the campaign: remembered, so a snapshot costs a lookup per entry.
-    text = _limits.get(ts)
-    if text is None:
-        if len(_limits) >= _LIMITS_KEPT:
-            _limits.clear()
-        text = _limits[ts] = _stamp(ts, True)
-    return text
+    return (_seconds.get(whole) or _second(whole)) + _MILLIS[millis]
 
 
 def _stamp(ts: float, up: bool) -> str:
@@ -63,12 +74,14 @@ def _stamp(ts: float, up: bool) -> str:
         whole, millis = whole + 1, millis - 1000
     elif millis < 0:
         whole, millis = whole - 1, millis + 1000
-    prefix = _seconds.get(whole)
-    if prefix is None:
-        if len(_seconds) >= _SECONDS_KEPT:
-            _seconds.clear()
-        prefix = _seconds[whole] = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{prefix}.{millis:03d}Z"
+    return (_seconds.get(whole) or _second(whole)) + _MILLIS[millis]
+
+
+def _second(whole: int) -> str:
+    if len(_seconds) >= _SECONDS_KEPT:
+        _seconds.clear()
+    text = _seconds[whole] = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return text
 
 
 def epoch_of(value: object) -> float:

@@ -8,6 +8,7 @@ seconds) are still restored, with their held and scheduled commands and their re
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -58,6 +59,36 @@ def test_every_millisecond_text_survives_parse_and_format_both_ways() -> None:
         assert epoch_stamp(at) == epoch_stamp(at, up=True) == text
         # Events are stamped the same way: a time on a millisecond is not written a millisecond early.
         assert rfc3339(at) == text
+
+
+def _written(ts: float) -> str:
+    """What `epoch_stamp` must write for `ts`, worked out through datetime: its microsecond cut to the
+    millisecond, one millisecond earlier if that text would read back after `ts`."""
+    stamp = datetime.fromtimestamp(ts, UTC)
+    cut = stamp.replace(microsecond=stamp.microsecond // 1000 * 1000)
+    if cut.timestamp() > ts:
+        cut -= timedelta(milliseconds=1)
+    return f"{cut:%Y-%m-%dT%H:%M:%S}.{cut.microsecond // 1000:03d}Z"
+
+
+def test_the_stamp_of_an_event_is_the_cut_whatever_second_minute_or_fraction_it_falls_on() -> None:
+    # Seconds are formatted once and milliseconds looked up; the check against reading back late is
+    # made only on a millisecond. Each path and each boundary, against datetime's own arithmetic.
+    rng = random.Random(5)
+    seconds = [T, T + 59, T + 60, T + 3599, T + 86_399, T + 86_400, 4_102_444_799, 253_402_300_798]
+    fractions = [0.0, 0.001, 0.122, 0.123, 0.5, 0.9995, 0.999, 0.9994995, 0.9999994, 0.9999995, 0.99999999]
+    times = [s + f for s in seconds for f in fractions] + [T + rng.uniform(0, 86_400) for _ in range(3000)]
+    times += [epoch_of(f"2026-01-01T00:00:59.{m:03d}Z") for m in range(1000)]
+    for ts in list(times):  # either side of each, by the smallest step a float has there
+        times += [math.nextafter(ts, 0.0), math.nextafter(ts, math.inf)]
+    for ts in times:
+        assert epoch_stamp(ts) == rfc3339(ts) == _written(ts), repr(ts)
+        assert epoch_of(epoch_stamp(ts)) <= ts <= epoch_of(epoch_stamp(ts, up=True))
+    # The cut never carries into the next second (or minute, or day); raised to a limit, it does.
+    assert epoch_stamp(T + 59.9995) == epoch_stamp(T + 59.9999996) == "2026-01-01T00:00:59.999Z"
+    assert epoch_stamp(T + 59.9995, up=True) == "2026-01-01T00:01:00.000Z"
+    assert epoch_stamp(T - 0.0000004) == "2025-12-31T23:59:59.999Z"
+    assert epoch_stamp(T - 0.0000004, up=True) == "2026-01-01T00:00:00.000Z"
 
 
 def test_a_float_goes_to_a_record_and_back_on_the_safe_side_of_a_millisecond() -> None:
