@@ -64,6 +64,10 @@ class Writer:
                     # since the store's bookkeeping can no longer be trusted.
                     _log.exception("outbox %s: the writer failed; the outbox is closed", self._store.path)
                     failed = OutboxWriteFailed(f"outbox {self._store.path}: internal error, see the log")
+                    with self._lock:
+                        # Ended before anyone hears of the failure: a caller that looks at once (the
+                        # readiness check) must not find it still running.
+                        self._finished = True
                     self._post([(op, None, failed) for op in group])
                     why = f"outbox {self._store.path} is closed (its writer has ended)"
                     return
