@@ -128,14 +128,14 @@ class Admission(Core):
         if self.authority is not None:
             self.authority.forget(command_id)
         record = self._records.get(campaign_id)
-        if record is not None and record.campaign is not None:
-            record.campaign.recent.pop(command_id, None)
+        if record is not None and record.campaign is not None and command_id in record.campaign.recent:
+            del record.campaign.recent_for_update()[command_id]
 
     def _note_taken(self, campaign: Campaign, command: Command, origin: str | None) -> None:
         """Put the command's id into the campaign's replay memory (durable with its first answer),
         dropping ids past the freshness window; beyond the per-campaign bound the oldest goes and
         its issuedAt becomes the horizon at or before which nothing can be proven new (fail closed)."""
-        recent = campaign.recent
+        recent = campaign.recent_for_update()
         recent[id_key(command.id)] = (command.issued_at.timestamp(), origin)
         cutoff = self._auth_now() - self._replay_window()
         for expired in [i for i, (issued, _) in recent.items() if issued < cutoff]:

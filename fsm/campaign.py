@@ -8,7 +8,9 @@ one process holds 100,000 of them. `snapshot`/`restore` are the campaign's part 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from schemas.events import event_hash, state_changed_event
@@ -24,12 +26,14 @@ _STATE: dict[str, CampaignState] = {s.value: s for s in CampaignState}
 # The shared text of each state, looked up: `.value` costs several times as much per campaign
 # created, and `str()` of a member copies the text into every campaign.
 _TEXT: dict[CampaignState, str] = {s: s.value for s in CampaignState}
+_NOTHING_RECENT: Mapping[str, tuple[float, str | None]] = MappingProxyType({})
 
 
 class Campaign:
     """One campaign as the model knows it. Mutated only by `CampaignMachine`."""
 
     __slots__ = (
+        "_recent",
         "action",
         "command_id",
         "contact_list_id",
@@ -43,7 +47,6 @@ class Campaign:
         "last_hash",
         "last_stable",
         "platform_status",
-        "recent",
         "replay_horizon",
         "sequence",
         "state",
@@ -84,11 +87,27 @@ class Campaign:
         self.last_hash: str | None = None
         # Replay memory, stored with the campaign so whoever owns it next refuses replays too:
         # command id -> (issuedAt, record origin). Kept by the orchestrator, bounded by its window.
-        self.recent: dict[str, tuple[float, str | None]] = {}
+        # Made on its first command: an empty dict is 64 bytes, and in a large tenant most campaigns
+        # go a whole shift without one.
+        self._recent: dict[str, tuple[float, str | None]] | None = None
         self.replay_horizon: float | None = None
         # Why we last turned it off (pause or stop), while the platform shows a status that cannot
         # tell (Genesys `off`): how an observation of that status is read. Stored, so it survives.
         self.intent: Intent | None = None
+
+    @property
+    def recent(self) -> Mapping[str, tuple[float, str | None]]:
+        """The replay memory, to read (`recent_for_update` to change it)."""
+        return self._recent if self._recent is not None else _NOTHING_RECENT
+
+    @recent.setter
+    def recent(self, memory: Mapping[str, tuple[float, str | None]]) -> None:
+        self._recent = dict(memory) if memory else None
+
+    def recent_for_update(self) -> dict[str, tuple[float, str | None]]:
+        if self._recent is None:
+            self._recent = {}
+        return self._recent
 
     @property
     def current(self) -> CampaignState:
@@ -143,8 +162,10 @@ class Campaign:
         )
         campaign.held = record.get("held")
         campaign.last_hash = record.get("lastHash")
-        for command_id, issued, origin in record.get("recentCommands") or ():
-            campaign.recent[str(command_id).lower()] = (epoch_of(issued), origin if isinstance(origin, str) else None)
+        campaign.recent = {
+            str(command_id).lower(): (epoch_of(issued), origin if isinstance(origin, str) else None)
+            for command_id, issued, origin in record.get("recentCommands") or ()
+        }
         horizon = record.get("replayHorizon")
         campaign.replay_horizon = epoch_of(horizon) if horizon is not None else None
         campaign.intent = Intent(record["intent"]) if record.get("intent") else None
