@@ -86,6 +86,8 @@ class Dispatch(Core):
         assert held is not None and campaign is not None
         command = held.command
         now = self.clock.now()
+        if not await self._answered_before_a_wait(record):
+            return False
         # A start already waiting for a place under the cap is asked the cap first: while no place
         # is free, nothing the list or the lines say can let it go, so they are not read (on
         # Genesys every read spends from the client's 300 a minute, and rechecks come every few s).
@@ -97,10 +99,14 @@ class Dispatch(Core):
         if not still_capped:
             if campaign.contact_list_id:
                 contact_list = await self._contact_list(campaign.contact_list_id, fresh_for)
+            if not await self._answered_before_a_wait(record):
+                return False
             if command.priority is Priority.STANDARD and campaign.dialer_id:
                 load = await self._dialer_load(campaign.dialer_id, record.id, min(fresh_for, self.config.load_ttl)
                                                if fresh_for else self.config.load_ttl)
             if cap is None:
+                if not await self._answered_before_a_wait(record):
+                    return False
                 cap = await self._cap_check(record, held)
         decision = preflight(contact_list=contact_list, load=load, priority=command.priority, now=now,
                              deferred_at=held.deferred_at, policy=self.config.preflight, cap=cap)
@@ -125,6 +131,14 @@ class Dispatch(Core):
             await self._publish(self._result(command, Outcome.DEFERRED, decision.reason, decision.detail,
                                              campaign.current, next_attempt=decision.retry_at))
         return False
+
+    async def _answered_before_a_wait(self, record: CampaignRecord) -> bool:
+        """An owed ACCEPTED goes with the one write before the POST, unless the next read would wait
+        its turn in the request budget (a storm: up to a minute at 10 reads a second): then it is
+        made durable now. False: it could not be, and the held command was let go (`_pay`)."""
+        if record.owed is None or not self.platform.reads_wait():
+            return True
+        return await self._pay(record)
 
     async def _contact_list(self, contact_list_id: str, max_age: float) -> ContactListSnapshot:
         cached = self._lists.get(contact_list_id)

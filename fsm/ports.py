@@ -219,6 +219,10 @@ class Platform(Protocol):
 
     async def get_dialer_load(self, dialer_id: str, campaign_id: str) -> DialerLoad: ...
 
+    def reads_wait(self) -> bool:
+        """Whether a read asked for now would wait for the request budget (a storm spends it)."""
+        ...
+
 
 # --- notifications -------------------------------------------------------------------------------
 

@@ -139,6 +139,12 @@ class RequestBudget:
         since = self._clock.monotonic() - (self._window if window is None else window)
         return sum(1 for g in self._grants if g.start > since)
 
+    def free_now(self) -> bool:
+        """Whether a request asked for now would be granted at once (no one waits, the window has room)."""
+        self._prune()
+        return (self._handoff is None and not self._priority and not self._ring
+                and self._clock.monotonic() >= self._next_free())
+
     def defer(self, seconds: float) -> None:
         """Grant nothing for `seconds` from now (a 429 told the client to back off)."""
         if seconds > 0:
@@ -179,10 +185,8 @@ class RequestBudget:
     async def _take(self, key: str, priority: bool) -> Grant:
         if self._closed:
             raise RequestBudgetClosed("the request budget is closed")
-        self._prune()
-        now = self._clock.monotonic()
-        if self._handoff is None and not self._priority and not self._ring and now >= self._next_free():
-            return self._record(now)
+        if self.free_now():
+            return self._record(self._clock.monotonic())
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if priority:
             self._priority.append(fut)

@@ -52,6 +52,7 @@ class FakePlatform:
         self.execute_despite_failure: set[str] = set()  # the POST "times out" but was executed
         # Called once a POST was executed, before its answer reaches the caller (a kill point).
         self.after_post: Callable[[str], None] | None = None
+        self.budget_spent = False  # reads_wait(): True as in a storm, when every read waits its turn
 
     @property
     def profile(self) -> str:
@@ -89,6 +90,9 @@ class FakePlatform:
     @property
     def supports_recycle(self) -> bool:
         return False
+
+    def reads_wait(self) -> bool:
+        return self.budget_spent
 
     async def send_action(self, campaign_id: str, action: Action, *, source: CampaignState | None = None,
                           recycle: bool = False) -> ActionReceipt:

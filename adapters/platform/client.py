@@ -224,6 +224,9 @@ class PlatformClient(ActionsMixin):
     def clock(self) -> Clock:
         return self._clock
 
+    def reads_wait(self) -> bool:
+        return not self.budget.free_now()
+
     @property
     def budget(self) -> RequestBudget:
         return self._budget

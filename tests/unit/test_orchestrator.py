@@ -736,3 +736,52 @@ async def test_a_release_survives_a_campaign_whose_look_ended_it_meanwhile() -> 
     assert gone == [] and list(w.orch.campaigns) == ["c1"]
     assert (await answer).reason is ReasonCode.UNKNOWN_CAMPAIGN
     await w.orch.close()
+
+
+@pytest.mark.parametrize("storm", [False, True])
+async def test_an_accepted_command_is_answered_before_reads_that_wait_for_the_budget(storm: bool) -> None:
+    # On a quiet tenant the ACCEPTED goes with the one write before the POST (the pre-flight reads
+    # take milliseconds). In a storm every read waits its turn in the request budget, up to a
+    # minute at 10 reads a second: the ACCEPTED must not wait with them.
+    w = await _world([FakeCampaign("c1", S.STOPPED)])
+    w.platform.budget_spent = storm
+    seen_at_read: list[list[tuple[str, str | None]]] = []
+    real_read = w.platform.get_contact_list
+    command = w.command("c1", Action.START)
+
+    async def read(contact_list_id: str) -> ContactListSnapshot:
+        seen_at_read.append(w.sink.outcomes(command.id))
+        return await real_read(contact_list_id)
+
+    w.platform.get_contact_list = read  # type: ignore[method-assign]
+    await w.orch.submit(command)
+    assert seen_at_read, "the pre-flight read the contact list"
+    assert seen_at_read[0] == ([("ACCEPTED", None)] if storm else [])
+    assert w.sink.outcomes(command.id) == [("ACCEPTED", None)]
+    assert len(w.platform.posts("c1")) == 1
+    await w.orch.close()
+
+
+async def test_an_accepted_command_is_answered_before_a_later_read_that_would_wait() -> None:
+    # The budget was free for the contact list's read and is spent by the time the dialer's load is
+    # read (a storm beginning): the ACCEPTED goes out before that wait, not after it.
+    w = await _world([FakeCampaign("c1", S.STOPPED)])
+    command = w.command("c1", Action.START)
+    seen_at_load: list[list[tuple[str, str | None]]] = []
+    real_list, real_load = w.platform.get_contact_list, w.platform.get_dialer_load
+
+    async def read_list(contact_list_id: str) -> ContactListSnapshot:
+        snapshot = await real_list(contact_list_id)
+        w.platform.budget_spent = True
+        return snapshot
+
+    async def read_load(dialer_id: str, campaign_id: str) -> DialerLoad:
+        seen_at_load.append(w.sink.outcomes(command.id))
+        return await real_load(dialer_id, campaign_id)
+
+    w.platform.get_contact_list = read_list  # type: ignore[method-assign]
+    w.platform.get_dialer_load = read_load  # type: ignore[method-assign]
+    await w.orch.submit(command)
+    assert seen_at_load == [[("ACCEPTED", None)]]
+    assert w.sink.outcomes(command.id) == [("ACCEPTED", None)] and len(w.platform.posts("c1")) == 1
+    await w.orch.close()

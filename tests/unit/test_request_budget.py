@@ -391,3 +391,22 @@ def test_shares_of_a_split_add_up_to_at_most_the_budget() -> None:
         for instances in range(1, total + 1):
             parts = [len(range(i, total, instances)) for i in range(instances)]
             assert sum(share_of(300, p, total) for p in parts) <= 300
+
+
+async def test_free_now_says_whether_a_request_would_be_granted_at_once() -> None:
+    clock = FakeClock()
+    limiter = RequestBudget(clock, limit=2, window=1.0)
+    try:
+        assert limiter.free_now()
+        await _grant(limiter, "a")
+        assert not limiter.free_now()  # paced: the next grant is half a window on
+        await clock.advance(0.5)
+        assert limiter.free_now()
+        await _grant(limiter, "a")
+        assert not limiter.free_now()  # the window is full
+        await clock.advance(1.0)
+        assert limiter.free_now()
+        limiter.defer(3.0)
+        assert not limiter.free_now()  # a 429 said to back off
+    finally:
+        await limiter.aclose()
